@@ -1,0 +1,356 @@
+//! The benchmark run: every scenario started for real on loopback, loaded with
+//! wrk, in rounds (interleaved, so that noise on the shared machine spreads
+//! over all of them), reported as medians with the ratios the targets use.
+//!
+//! Scenario letters are stable across versions so figures can be compared:
+//! (a) hello direct, (b) bare proxy -> (a), (d) watchdog http -> (a),
+//! (f) bare spawn-cat server, (g) watchdog streaming -> cat. Letters left out
+//! are reserved for the gateway's paths.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::wrk::{self, Figures};
+
+pub struct Options {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub rounds: usize,
+    pub conns: Vec<usize>,
+    pub only: Option<String>,
+    pub watchdog: PathBuf,
+    pub out_dir: PathBuf,
+}
+
+/// Processes started for one scenario; stopped when dropped.
+struct Setup {
+    procs: Vec<Child>,
+    url: String,
+    /// The process whose memory is reported (the watchdog), if any.
+    subject: Option<u32>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().rev() {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child.
+            unsafe {
+                libc::kill(p.id() as i32, libc::SIGTERM);
+            }
+        }
+        for p in &mut self.procs {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if matches!(p.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+struct Ctx<'a> {
+    opts: &'a Options,
+    self_exe: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn spawn(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Child> {
+        let log = File::create(self.opts.out_dir.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().with_context(|| format!("could not start {}", program.display()))
+    }
+
+    fn hello(&self, port: u16) -> anyhow::Result<Child> {
+        self.spawn("hello", &self.self_exe, &["hello".into(), "--port".into(), port.to_string()], &[])
+    }
+
+    fn watchdog(&self, name: &str, port: u16, env: &[(&str, String)]) -> anyhow::Result<Child> {
+        let mut all: Vec<(&str, String)> = vec![
+            ("port", port.to_string()),
+            ("listen_address", "127.0.0.1".into()),
+            ("suppress_lock", "true".into()),
+            ("healthcheck_interval", "0s".into()),
+        ];
+        all.extend(env.iter().cloned());
+        self.spawn(name, &self.opts.watchdog, &[], &all)
+    }
+}
+
+struct Scenario {
+    id: char,
+    title: &'static str,
+    /// POST 100 bytes instead of GET.
+    post: bool,
+    start: fn(&Ctx) -> anyhow::Result<Setup>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { id: 'a', title: "hello server, direct", post: false, start: start_a },
+    Scenario { id: 'b', title: "bare hyper proxy -> (a)", post: false, start: start_b },
+    Scenario { id: 'd', title: "faas-watchdog http mode -> (a)", post: false, start: start_d },
+    Scenario { id: 'f', title: "bare spawn-cat per request", post: true, start: start_f },
+    Scenario { id: 'g', title: "faas-watchdog streaming -> cat", post: true, start: start_g },
+];
+
+fn start_a(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let port = free_port()?;
+    let procs = vec![ctx.hello(port)?];
+    wait_status(port, "/", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+}
+
+fn start_b(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let (up, port) = (free_port()?, free_port()?);
+    let hello = ctx.hello(up)?;
+    let proxy = ctx.spawn(
+        "proxy",
+        &ctx.self_exe,
+        &["proxy".into(), "--port".into(), port.to_string(), "--upstream".into(), format!("127.0.0.1:{up}")],
+        &[],
+    )?;
+    let procs = vec![hello, proxy];
+    wait_status(port, "/", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+}
+
+fn start_d(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let (up, port) = (free_port()?, free_port()?);
+    let fprocess = format!("{} hello --port {up}", ctx.self_exe.display());
+    let wd = ctx.watchdog(
+        "watchdog-http",
+        port,
+        &[
+            ("mode", "http".into()),
+            ("fprocess", fprocess),
+            ("upstream_url", format!("http://127.0.0.1:{up}")),
+        ],
+    )?;
+    let subject = Some(wd.id());
+    let procs = vec![wd];
+    wait_status(port, "/_/ready", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject })
+}
+
+fn start_f(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let port = free_port()?;
+    let procs = vec![ctx.spawn(
+        "spawn-cat",
+        &ctx.self_exe,
+        &["spawn-cat".into(), "--port".into(), port.to_string()],
+        &[],
+    )?];
+    wait_status(port, "/", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+}
+
+fn start_g(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let port = free_port()?;
+    let wd = ctx.watchdog(
+        "watchdog-streaming",
+        port,
+        &[("mode", "streaming".into()), ("fprocess", "cat".into())],
+    )?;
+    let subject = Some(wd.id());
+    let procs = vec![wd];
+    wait_status(port, "/_/ready", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The status of `GET path` on 127.0.0.1:port, if it answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).ok()?;
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wait_status(port: u16, path: &str, want: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if http_status(port, path) == Some(want) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("port {port} did not answer {want} on {path} within 10s")
+}
+
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let ctx = Ctx { opts, self_exe: std::env::current_exe()? };
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let script = opts.out_dir.join("post100.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", 100)\nwrk.headers[\"Content-Type\"] = \"text/plain\"\n",
+    )?;
+    let scenarios: Vec<&Scenario> =
+        SCENARIOS.iter().filter(|s| opts.only.as_deref().is_none_or(|only| only.contains(s.id))).collect();
+    if scenarios.is_empty() {
+        bail!("--only matched no scenario (letters: a, b, d, f, g)");
+    }
+
+    println!(
+        "# ferrofaas bench: {} round(s) of {}s per point (+{}s warm-up), connections {:?}",
+        opts.rounds,
+        opts.duration.as_secs(),
+        opts.warmup.as_secs(),
+        opts.conns
+    );
+    println!("# watchdog: {}", opts.watchdog.display());
+
+    // results[scenario][conns] = figures of each round
+    let mut results: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); opts.conns.len()]; scenarios.len()];
+    let mut peak_rss: Vec<Option<u64>> = vec![None; scenarios.len()];
+    for round in 1..=opts.rounds {
+        for (si, s) in scenarios.iter().enumerate() {
+            let setup = (s.start)(&ctx).with_context(|| format!("starting scenario ({})", s.id))?;
+            let script = s.post.then_some(script.as_path());
+            for (ci, &conns) in opts.conns.iter().enumerate() {
+                if !opts.warmup.is_zero() {
+                    wrk::run(&setup.url, conns, opts.warmup, script)?;
+                }
+                let f = wrk::run(&setup.url, conns, opts.duration, script)?;
+                eprintln!(
+                    "round {round} ({}) {conns:>3} conns: {:>9.0} req/s  p50 {:>8.0}us  p99 {:>8.0}us  errors {}",
+                    s.id, f.requests_per_sec, f.p50_us, f.p99_us, f.errors
+                );
+                results[si][ci].push(f);
+            }
+            if let Some(pid) = setup.subject {
+                let hwm = rss_kib(pid, "VmHWM:");
+                peak_rss[si] = peak_rss[si].max(hwm);
+            }
+        }
+    }
+
+    let med = |si: usize, ci: usize| -> Figures {
+        let r = &results[si][ci];
+        Figures {
+            requests_per_sec: median(r.iter().map(|f| f.requests_per_sec).collect()),
+            p50_us: median(r.iter().map(|f| f.p50_us).collect()),
+            p99_us: median(r.iter().map(|f| f.p99_us).collect()),
+            errors: r.iter().map(|f| f.errors).sum(),
+        }
+    };
+
+    println!();
+    println!("| scenario | conns | req/s (median) | p50 | p99 | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (si, s) in scenarios.iter().enumerate() {
+        for (ci, &conns) in opts.conns.iter().enumerate() {
+            let f = med(si, ci);
+            println!(
+                "| ({}) {} | {} | {:.0} | {} | {} | {} |",
+                s.id,
+                s.title,
+                conns,
+                f.requests_per_sec,
+                fmt_us(f.p50_us),
+                fmt_us(f.p99_us),
+                f.errors
+            );
+        }
+    }
+
+    let index = |id: char| scenarios.iter().position(|s| s.id == id);
+    let ratios: [(char, char, &str); 4] = [
+        ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
+        ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
+        ('b', 'a', "bare proxy vs direct"),
+        ('d', 'a', "watchdog http vs direct"),
+    ];
+    println!();
+    println!("| ratio | conns | req/s ratio | p50 added |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (x, y, label) in ratios {
+        let (Some(xi), Some(yi)) = (index(x), index(y)) else { continue };
+        for (ci, &conns) in opts.conns.iter().enumerate() {
+            let (fx, fy) = (med(xi, ci), med(yi, ci));
+            println!(
+                "| ({x})/({y}) {label} | {conns} | {:.2} | {} |",
+                fx.requests_per_sec / fy.requests_per_sec,
+                fmt_us(fx.p50_us - fy.p50_us)
+            );
+        }
+    }
+
+    println!();
+    let idle = measure_idle_rss(&ctx)?;
+    println!("| watchdog memory | RSS |");
+    println!("| --- | ---: |");
+    println!("| idle, streaming mode (after start-up, before any request) | {} |", fmt_kib(idle));
+    for (si, s) in scenarios.iter().enumerate() {
+        if let Some(kib) = peak_rss[si] {
+            println!("| peak during ({}) {} | {} |", s.id, s.title, fmt_kib(kib));
+        }
+    }
+    if let Ok(meta) = std::fs::metadata(&opts.watchdog) {
+        println!("| binary size | {} |", fmt_kib(meta.len() / 1024));
+    }
+    Ok(())
+}
+
+fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
+    let port = free_port()?;
+    let wd =
+        ctx.watchdog("watchdog-idle", port, &[("mode", "streaming".into()), ("fprocess", "cat".into())])?;
+    let setup = Setup { subject: Some(wd.id()), procs: vec![wd], url: String::new() };
+    wait_status(port, "/_/health", 200)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = setup.subject.unwrap_or_default();
+    rss_kib(pid, "VmRSS:").context("could not read the watchdog's RSS")
+}
+
+fn fmt_us(us: f64) -> String {
+    if us.abs() >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.0} µs") }
+}
+
+fn fmt_kib(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}

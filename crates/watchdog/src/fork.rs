@@ -1,0 +1,216 @@
+//! The fork modes: one function process per request.
+//!
+//! - `streaming`: the request body is copied to STDIN as it arrives and STDOUT
+//!   is sent back as it is written. The status is decided by the first bytes:
+//!   output means 200; no output and a failed exit means 500.
+//! - `serializing`: the whole body is read, written to STDIN, and the whole
+//!   output is sent back once the process has exited.
+
+use bytes::BytesMut;
+use http::header::CONTENT_TYPE;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
+
+use crate::body::{Body, ChildStream, Deadline};
+use crate::process::{Spawned, StderrSink, spawn_for_request};
+use crate::server::{ExecDeadline, error_response, expired};
+
+pub struct Forker {
+    pub argv: Vec<String>,
+    pub stderr: StderrSink,
+    pub combine_output: bool,
+    pub content_type: Option<HeaderValue>,
+    pub read_timeout: std::time::Duration,
+}
+
+impl Forker {
+    fn spawn(&self, parts: &Parts) -> Result<Spawned, Response<Body>> {
+        spawn_for_request(&self.argv, parts, &self.stderr, self.combine_output).map_err(|e| {
+            tracing::error!(fprocess = %self.argv[0], error = %e, "could not start the function process");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("could not start the function process {:?}: {e}", self.argv[0]),
+            )
+        })
+    }
+
+    /// The response Content-Type: `content_type` if set, else the request's.
+    fn content_type(&self, parts: &Parts) -> Option<HeaderValue> {
+        self.content_type.clone().or_else(|| parts.headers.get(CONTENT_TYPE).cloned())
+    }
+
+    pub async fn streaming(&self, req: Request<Incoming>, deadline: Option<ExecDeadline>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let mut sp = match self.spawn(&parts) {
+            Ok(sp) => sp,
+            Err(resp) => return resp,
+        };
+        if let Some(stdin) = sp.stdin.take() {
+            tokio::spawn(feed_stdin(body, stdin));
+        }
+
+        let mut timer = ExecDeadline::timer(deadline);
+        let mut first = BytesMut::with_capacity(16 * 1024);
+        let read = tokio::select! {
+            read = sp.output.read_buf(&mut first) => read,
+            () = expired(&mut timer) => return timed_out(sp, deadline).await,
+        };
+        match read {
+            Ok(0) => {}
+            Ok(_) => {
+                let stream = ChildStream::new(
+                    first.freeze(),
+                    sp.output,
+                    sp.exit,
+                    sp.group,
+                    Deadline::new(deadline.map(|d| d.at), timer),
+                );
+                return ok_response(Body::child(stream), self.content_type(&parts));
+            }
+            Err(e) => return failed(&format!("could not read the function's output: {e}")),
+        }
+        // No output at all: the exit status decides.
+        let status = tokio::select! {
+            status = &mut sp.exit => status,
+            () = expired(&mut timer) => return timed_out(sp, deadline).await,
+        };
+        sp.group.reaped();
+        match status {
+            Ok(status) if status.success() => ok_response(Body::empty(), self.content_type(&parts)),
+            Ok(status) => exited_with_error(status),
+            Err(e) => failed(&format!("could not wait for the function process: {e}")),
+        }
+    }
+
+    pub async fn serializing(
+        &self,
+        req: Request<Incoming>,
+        deadline: Option<ExecDeadline>,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let input = match tokio::time::timeout(self.read_timeout, body.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {e}"),
+                );
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body was not received within read_timeout",
+                );
+            }
+        };
+        let mut sp = match self.spawn(&parts) {
+            Ok(sp) => sp,
+            Err(resp) => return resp,
+        };
+        let result = {
+            let stdin = sp.stdin.take();
+            let write = async move {
+                if let Some(mut stdin) = stdin {
+                    // The function may exit without reading all of it: not an error.
+                    let _ = stdin.write_all(&input).await;
+                }
+            };
+            let output = &mut sp.output;
+            let exit = &mut sp.exit;
+            let run = async move {
+                let mut out = Vec::new();
+                let ((), read) = tokio::join!(write, output.read_to_end(&mut out));
+                (read.map(|_| out), exit.await)
+            };
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.at, run).await.ok(),
+                None => Some(run.await),
+            }
+        };
+        let Some((output, status)) = result else {
+            return timed_out(sp, deadline).await;
+        };
+        sp.group.reaped();
+        match (output, status) {
+            (Ok(out), Ok(status)) if status.success() => {
+                ok_response(Body::full(out), self.content_type(&parts))
+            }
+            (Ok(out), Ok(status)) if self.combine_output => {
+                tracing::warn!(%status, "function exited with an error");
+                let mut resp = Response::new(Body::full(out));
+                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                resp
+            }
+            (_, Ok(status)) => exited_with_error(status),
+            (Err(e), _) => failed(&format!("could not read the function's output: {e}")),
+            (_, Err(e)) => failed(&format!("could not wait for the function process: {e}")),
+        }
+    }
+}
+
+/// Copies the request body to the function's STDIN, then closes it.
+async fn feed_stdin(mut body: Incoming, mut stdin: ChildStdin) {
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && stdin.write_all(&data).await.is_err()
+                {
+                    // The function closed its STDIN: it wants no more.
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request body ended early");
+                return;
+            }
+        }
+    }
+}
+
+fn ok_response(body: Body, content_type: Option<HeaderValue>) -> Response<Body> {
+    let mut resp = Response::new(body);
+    if let Some(ct) = content_type {
+        resp.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    resp
+}
+
+async fn timed_out(mut sp: Spawned, deadline: Option<ExecDeadline>) -> Response<Body> {
+    sp.group.kill();
+    // SIGKILL cannot be ignored: collect the exit status so no zombie is left.
+    if let Err(e) = sp.exit.as_mut().await {
+        tracing::warn!(error = %e, "could not reap the function process");
+    }
+    sp.group.reaped();
+    let limit = deadline.map(|d| d.limit).unwrap_or_default();
+    tracing::warn!(timeout = ?limit, "function exceeded exec_timeout and was killed");
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "function did not finish within exec_timeout ({}) and was killed",
+            crate::duration::format(limit)
+        ),
+    )
+}
+
+fn exited_with_error(status: std::process::ExitStatus) -> Response<Body> {
+    tracing::warn!(%status, "function exited with an error");
+    let what = match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
+    };
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("function failed ({what}); its stderr is in the function's logs"),
+    )
+}
+
+fn failed(message: &str) -> Response<Body> {
+    tracing::error!(%message);
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, message)
+}

@@ -1,0 +1,167 @@
+//! `faas-watchdog`: configured by environment variables (see `--help`).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use faas_watchdog::{Config, LogFormat};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+const HELP: &str = "\
+faas-watchdog: runs a function behind HTTP (the ferrofaas watchdog).
+
+Configured by environment variables, as OpenFaaS's of-watchdog:
+  fprocess / function_process  the function's command line
+  mode                 streaming (default) | serializing | http | static
+  upstream_url         http mode: the function's server, e.g. http://127.0.0.1:5000
+  port                 listen port (default 8080; 0 picks a free one)
+  listen_address       listen address (default 0.0.0.0)
+  read_timeout         time to read a request (default 10s)
+  write_timeout        time to finish in-flight requests on shutdown (default 10s)
+  exec_timeout         time a function may run per request (default 10s; 0: none)
+  max_inflight         concurrent requests before 429 (default 0: no limit)
+  healthcheck_interval on SIGTERM, time to serve while not ready (default write_timeout)
+  content_type         force the response Content-Type (fork modes)
+  combine_output       fork modes: STDERR into the response too (default false)
+  prefix_logs          prefix the function's log lines (default true)
+  suppress_lock        do not write $TMPDIR/.lock when ready (default false)
+  http_buffer_req_body http mode: buffer request bodies (alias buffer_http)
+  ready_path           http mode: /_/ready asks the function at this path
+  static_path          static mode: folder to serve (default /home/app/public)
+  metrics_port         extra port serving /metrics (default: none; always on /_/metrics)
+  log_format           plain (default) | json
+A listening socket can also be passed as fd 3 (LISTEN_FDS=1, systemd style).
+
+Endpoints: /_/health, /_/ready, /_/metrics; everything else goes to the function.
+";
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("-V" | "--version" | "version") => {
+            println!("faas-watchdog {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!(
+                "faas-watchdog: unexpected argument {other:?}; it is configured by environment variables (see --help)"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("faas-watchdog: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("faas-watchdog: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = bind(&config).await?;
+        let metrics = match config.metrics_port {
+            Some(port) => Some(TcpListener::bind(SocketAddr::new(config.listen_address, port)).await?),
+            None => None,
+        };
+        let interval = config.healthcheck_interval;
+        faas_watchdog::run(config, listener, metrics, shutdown_signal(interval)).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "watchdog failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One worker per core, at most 4: the watchdog does little work per request.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => {
+            registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).init()
+        }
+        LogFormat::Plain => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+    }
+}
+
+/// The listening socket: fd 3 if one was passed (`LISTEN_FDS=1`, with
+/// `LISTEN_PID` unset or ours), else `listen_address:port`.
+async fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let passed = std::env::var("LISTEN_FDS").is_ok_and(|n| n.trim() == "1")
+        && std::env::var("LISTEN_PID").map_or(true, |pid| pid.trim() == std::process::id().to_string());
+    if passed {
+        use std::os::fd::FromRawFd;
+        // SAFETY: by the LISTEN_FDS protocol fd 3 is a listening socket handed
+        // to this process, and nothing else in it owns fd 3.
+        let std_listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+        std_listener.set_nonblocking(true)?;
+        return TcpListener::from_std(std_listener);
+    }
+    TcpListener::bind(SocketAddr::new(config.listen_address, config.port)).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("could not listen on {}:{}: {e}", config.listen_address, config.port),
+        )
+    })
+}
+
+/// Resolves on SIGTERM with `healthcheck_interval` (keep serving while not
+/// ready, for load balancers to notice) or on SIGINT with zero (someone at a
+/// terminal). A second signal exits at once.
+async fn shutdown_signal(healthcheck_interval: Duration) -> Duration {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("could not install signal handlers; running until killed");
+        return std::future::pending().await;
+    };
+    let announce = tokio::select! {
+        _ = term.recv() => healthcheck_interval,
+        _ = int.recv() => Duration::ZERO,
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+    announce
+}

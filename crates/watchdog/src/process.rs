@@ -1,0 +1,245 @@
+//! Starting function processes: one per request in the fork modes, one for the
+//! life of the watchdog in `http` mode.
+//!
+//! Every function process leads its own process group, so that a timeout kills
+//! whatever it started too, and never leaves a zombie: the exit status is
+//! always collected.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+
+use http::request::Parts;
+use tokio::process::{ChildStdin, Command};
+
+use crate::body::{ExitFuture, Output};
+use crate::logs::{self, Stream};
+
+/// Kills a function's process group, until its leader has been reaped (after
+/// that, the group id could be reused by an unrelated process).
+pub struct ProcessGroup {
+    pgid: i32,
+    armed: bool,
+}
+
+impl ProcessGroup {
+    fn new(pid: u32) -> ProcessGroup {
+        let pgid = i32::try_from(pid).unwrap_or(0);
+        ProcessGroup { pgid, armed: pgid > 0 }
+    }
+
+    pub fn id(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Sends SIGKILL to every process in the group.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        if self.armed {
+            // SAFETY: killpg has no memory-safety preconditions; the group id
+            // belongs to our unreaped child, so it cannot name another group.
+            unsafe {
+                libc::killpg(self.pgid, signal);
+            }
+        }
+    }
+
+    /// The leader's exit status has been collected: stop signalling the group.
+    pub fn reaped(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where the STDERR of per-request processes goes.
+pub enum StderrSink {
+    /// Straight to the watchdog's own STDERR.
+    Inherit,
+    /// Into one pipe shared by all requests, read by one task that prefixes
+    /// each line. Writes of up to 4 KiB to a pipe are atomic, so lines of
+    /// concurrent requests do not interleave.
+    Prefixed(std::io::PipeWriter),
+}
+
+impl StderrSink {
+    /// Must be called inside the Tokio runtime (it starts the reading task).
+    pub fn new(prefix_logs: bool) -> io::Result<StderrSink> {
+        if !prefix_logs {
+            return Ok(StderrSink::Inherit);
+        }
+        let (reader, writer) = std::io::pipe()?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+        tokio::spawn(logs::forward_lines(reader, Stream::Stderr, true));
+        Ok(StderrSink::Prefixed(writer))
+    }
+
+    fn stdio(&self) -> io::Result<Stdio> {
+        Ok(match self {
+            StderrSink::Inherit => Stdio::inherit(),
+            StderrSink::Prefixed(writer) => Stdio::from(writer.try_clone()?),
+        })
+    }
+}
+
+/// A per-request function process, with its pipes.
+pub struct Spawned {
+    pub stdin: Option<ChildStdin>,
+    pub output: Output,
+    pub exit: ExitFuture,
+    pub group: ProcessGroup,
+}
+
+/// Starts `argv` for one request, with CGI-style `Http_*` variables.
+///
+/// With `combine_output`, STDERR is written into the same pipe as STDOUT.
+pub fn spawn_for_request(
+    argv: &[String],
+    parts: &Parts,
+    stderr: &StderrSink,
+    combine_output: bool,
+) -> io::Result<Spawned> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::piped()).process_group(0).kill_on_drop(true);
+    add_cgi_env(&mut cmd, parts);
+
+    let combined = if combine_output {
+        let (reader, writer) = std::io::pipe()?;
+        cmd.stdout(writer.try_clone()?).stderr(writer);
+        Some(reader)
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(stderr.stdio()?);
+        None
+    };
+    let mut child = cmd.spawn()?;
+    // The command holds our copies of the pipes' write ends: close them now,
+    // or the output would never reach end of file.
+    drop(cmd);
+
+    let group = ProcessGroup::new(child.id().unwrap_or(0));
+    let stdin = child.stdin.take();
+    let output: Output = match combined {
+        Some(reader) => Box::pin(tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?),
+        None => Box::pin(
+            child.stdout.take().ok_or_else(|| io::Error::other("the function's stdout was not captured"))?,
+        ),
+    };
+    let exit: ExitFuture = Box::pin(async move { child.wait().await });
+    Ok(Spawned { stdin, output, exit, group })
+}
+
+/// The request as environment variables, as the OpenFaaS watchdogs set them:
+/// `Http_Method`, `Http_Path`, `Http_Query`, `Http_ContentLength` and one
+/// `Http_<Header_Name>` per header. The request line wins over any header of
+/// the same name.
+fn add_cgi_env(cmd: &mut Command, parts: &Parts) {
+    let mut name = String::with_capacity(64);
+    for key in parts.headers.keys() {
+        name.clear();
+        name.push_str("Http_");
+        push_canonical_header(&mut name, key.as_str());
+        let mut values = parts.headers.get_all(key).iter();
+        let Some(first) = values.next() else { continue };
+        match values.next() {
+            None => cmd.env(&name, OsStr::from_bytes(first.as_bytes())),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                cmd.env(&name, OsStr::from_bytes(&joined))
+            }
+        };
+    }
+    cmd.env("Http_Method", parts.method.as_str());
+    cmd.env("Http_Path", parts.uri.path());
+    match parts.uri.query() {
+        Some(query) => cmd.env("Http_Query", query),
+        None => cmd.env_remove("Http_Query"),
+    };
+    if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
+        cmd.env("Http_ContentLength", OsStr::from_bytes(len.as_bytes()));
+    }
+}
+
+/// `x-call-id` -> `X_Call_Id`: Go's canonical header form, dashes as underscores.
+fn push_canonical_header(out: &mut String, header: &str) {
+    let mut upper = true;
+    for c in header.chars() {
+        if c == '-' {
+            out.push('_');
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+}
+
+/// The long-lived function process of `http` mode.
+pub struct Upstream {
+    pub child: tokio::process::Child,
+    pub group: ProcessGroup,
+}
+
+/// Starts the `http` mode function process. Its output goes to the watchdog's
+/// own STDOUT/STDERR, line by line with a prefix if `prefix_logs` is set.
+///
+/// Call this from the thread that lives as long as the watchdog: the process
+/// is asked to die with that thread (`PR_SET_PDEATHSIG`), so that a watchdog
+/// killed with SIGKILL leaves no orphan behind.
+pub fn spawn_upstream(argv: &[String], prefix_logs: bool) -> io::Result<Upstream> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    if prefix_logs {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(logs::forward_lines(out, Stream::Stdout, true));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(logs::forward_lines(err, Stream::Stderr, true));
+    }
+    let group = ProcessGroup::new(child.id().unwrap_or(0));
+    Ok(Upstream { child, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_header_names() {
+        for (raw, want) in [
+            ("x-call-id", "X_Call_Id"),
+            ("content-type", "Content_Type"),
+            ("HOST", "Host"),
+            ("x--odd", "X__Odd"),
+        ] {
+            let mut out = String::new();
+            push_canonical_header(&mut out, raw);
+            assert_eq!(out, want);
+        }
+    }
+}
