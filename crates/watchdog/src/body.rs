@@ -5,27 +5,19 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::process::ExitStatus;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-use crate::process::ProcessGroup;
+use crate::process::Running;
 use crate::server::RequestGuard;
 
 /// Read size for STDOUT and files.
 const CHUNK: usize = 16 * 1024;
-
-/// The output of a running function: STDOUT (maybe merged with STDERR).
-pub type Output = Pin<Box<dyn AsyncRead + Send>>;
-
-/// Resolves with the exit status once the function process has ended.
-pub type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
 
 pub struct Body {
     kind: Kind,
@@ -168,29 +160,14 @@ impl Deadline {
 /// sees an incomplete response rather than a truncated "success".
 pub struct ChildStream {
     first: Option<Bytes>,
-    output: Option<Output>,
-    exit: Option<ExitFuture>,
-    group: ProcessGroup,
+    running: Running,
     deadline: Deadline,
     buf: BytesMut,
 }
 
 impl ChildStream {
-    pub fn new(
-        first: Bytes,
-        output: Output,
-        exit: ExitFuture,
-        group: ProcessGroup,
-        deadline: Deadline,
-    ) -> ChildStream {
-        ChildStream {
-            first: Some(first),
-            output: Some(output),
-            exit: Some(exit),
-            group,
-            deadline,
-            buf: BytesMut::new(),
-        }
+    pub fn new(first: Bytes, running: Running, deadline: Deadline) -> ChildStream {
+        ChildStream { first: Some(first), running, deadline, buf: BytesMut::new() }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
@@ -201,45 +178,39 @@ impl ChildStream {
         let expired = match &polled {
             Poll::Ready(Some(Ok(_))) => self.deadline.passed(),
             Poll::Ready(_) => false,
-            Poll::Pending => self.exit.is_some() && self.deadline.poll_expired(cx),
+            Poll::Pending => self.deadline.poll_expired(cx),
         };
         if expired {
             tracing::warn!(
-                pid = self.group.id(),
+                pid = self.running.pid(),
                 "exec_timeout reached while streaming; killing the function"
             );
-            self.group.kill();
-            self.output = None;
-            self.exit = None;
+            // Dropping the stream (hyper does, after this error) reaps it.
+            self.running.kill();
+            self.running.output = None;
             return Poll::Ready(Some(Err(timed_out())));
         }
         polled
     }
 
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if let Some(output) = self.output.as_mut() {
+        if let Some(output) = self.running.output.as_mut() {
             if self.buf.capacity() < CHUNK / 4 {
                 self.buf.reserve(CHUNK);
             }
             match ready!(poll_read_buf(output.as_mut(), cx, &mut self.buf)) {
-                Ok(0) => self.output = None,
+                Ok(0) => self.running.output = None,
                 Ok(_) => return Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze())))),
                 Err(e) => return Poll::Ready(Some(Err(e))),
             }
         }
-        if let Some(exit) = self.exit.as_mut() {
-            let status = ready!(exit.as_mut().poll(cx));
-            self.exit = None;
-            self.group.reaped();
-            return match status {
-                Ok(status) if status.success() => Poll::Ready(None),
-                Ok(status) => {
-                    tracing::warn!(%status, "function exited with an error after its response had started");
-                    Poll::Ready(Some(Err(io::Error::other(format!("function {status}")))))
-                }
-                Err(e) => Poll::Ready(Some(Err(e))),
-            };
+        match ready!(self.running.poll_wait(cx)) {
+            Ok(status) if status.success() => Poll::Ready(None),
+            Ok(status) => {
+                tracing::warn!(%status, "function exited with an error after its response had started");
+                Poll::Ready(Some(Err(io::Error::other(format!("function {status}")))))
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
-        Poll::Ready(None)
     }
 }

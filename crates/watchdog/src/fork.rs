@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
 use crate::body::{Body, ChildStream, Deadline};
-use crate::process::{Spawned, StderrSink, spawn_for_request};
+use crate::process::{Running, StderrSink, spawn_for_request};
 use crate::server::{ExecDeadline, error_response, expired};
 
 pub struct Forker {
@@ -28,7 +28,7 @@ pub struct Forker {
 }
 
 impl Forker {
-    fn spawn(&self, parts: &Parts) -> Result<Spawned, Response<Body>> {
+    fn spawn(&self, parts: &Parts) -> Result<Running, Response<Body>> {
         spawn_for_request(&self.argv, parts, &self.stderr, self.combine_output).map_err(|e| {
             tracing::error!(fprocess = %self.argv[0], error = %e, "could not start the function process");
             error_response(
@@ -45,40 +45,37 @@ impl Forker {
 
     pub async fn streaming(&self, req: Request<Incoming>, deadline: Option<ExecDeadline>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let mut sp = match self.spawn(&parts) {
-            Ok(sp) => sp,
+        let mut run = match self.spawn(&parts) {
+            Ok(run) => run,
             Err(resp) => return resp,
         };
-        if let Some(stdin) = sp.stdin.take() {
+        if let Some(stdin) = run.stdin.take() {
             tokio::spawn(feed_stdin(body, stdin));
         }
 
         let mut timer = ExecDeadline::timer(deadline);
         let mut first = BytesMut::with_capacity(16 * 1024);
-        let read = tokio::select! {
-            read = sp.output.read_buf(&mut first) => read,
-            () = expired(&mut timer) => return timed_out(sp, deadline).await,
+        let read = match run.output.as_mut() {
+            Some(output) => tokio::select! {
+                read = output.read_buf(&mut first) => read,
+                () = expired(&mut timer) => return timed_out(run, deadline).await,
+            },
+            None => Ok(0),
         };
         match read {
-            Ok(0) => {}
+            Ok(0) => run.output = None,
             Ok(_) => {
-                let stream = ChildStream::new(
-                    first.freeze(),
-                    sp.output,
-                    sp.exit,
-                    sp.group,
-                    Deadline::new(deadline.map(|d| d.at), timer),
-                );
+                let stream =
+                    ChildStream::new(first.freeze(), run, Deadline::new(deadline.map(|d| d.at), timer));
                 return ok_response(Body::child(stream), self.content_type(&parts));
             }
             Err(e) => return failed(&format!("could not read the function's output: {e}")),
         }
         // No output at all: the exit status decides.
         let status = tokio::select! {
-            status = &mut sp.exit => status,
-            () = expired(&mut timer) => return timed_out(sp, deadline).await,
+            status = run.wait() => status,
+            () = expired(&mut timer) => return timed_out(run, deadline).await,
         };
-        sp.group.reaped();
         match status {
             Ok(status) if status.success() => ok_response(Body::empty(), self.content_type(&parts)),
             Ok(status) => exited_with_error(status),
@@ -107,34 +104,39 @@ impl Forker {
                 );
             }
         };
-        let mut sp = match self.spawn(&parts) {
-            Ok(sp) => sp,
+        let mut run = match self.spawn(&parts) {
+            Ok(run) => run,
             Err(resp) => return resp,
         };
         let result = {
-            let stdin = sp.stdin.take();
+            let stdin = run.stdin.take();
+            let output = run.output.take();
             let write = async move {
                 if let Some(mut stdin) = stdin {
                     // The function may exit without reading all of it: not an error.
                     let _ = stdin.write_all(&input).await;
                 }
             };
-            let output = &mut sp.output;
-            let exit = &mut sp.exit;
-            let run = async move {
+            let read = async move {
                 let mut out = Vec::new();
-                let ((), read) = tokio::join!(write, output.read_to_end(&mut out));
-                (read.map(|_| out), exit.await)
+                if let Some(mut output) = output {
+                    output.read_to_end(&mut out).await?;
+                }
+                Ok::<_, std::io::Error>(out)
+            };
+            let run = &mut run;
+            let all = async move {
+                let ((), read) = tokio::join!(write, read);
+                (read, run.wait().await)
             };
             match deadline {
-                Some(d) => tokio::time::timeout_at(d.at, run).await.ok(),
-                None => Some(run.await),
+                Some(d) => tokio::time::timeout_at(d.at, all).await.ok(),
+                None => Some(all.await),
             }
         };
         let Some((output, status)) = result else {
-            return timed_out(sp, deadline).await;
+            return timed_out(run, deadline).await;
         };
-        sp.group.reaped();
         match (output, status) {
             (Ok(out), Ok(status)) if status.success() => {
                 ok_response(Body::full(out), self.content_type(&parts))
@@ -180,13 +182,12 @@ fn ok_response(body: Body, content_type: Option<HeaderValue>) -> Response<Body> 
     resp
 }
 
-async fn timed_out(mut sp: Spawned, deadline: Option<ExecDeadline>) -> Response<Body> {
-    sp.group.kill();
+async fn timed_out(mut run: Running, deadline: Option<ExecDeadline>) -> Response<Body> {
+    run.kill();
     // SIGKILL cannot be ignored: collect the exit status so no zombie is left.
-    if let Err(e) = sp.exit.as_mut().await {
+    if let Err(e) = run.wait().await {
         tracing::warn!(error = %e, "could not reap the function process");
     }
-    sp.group.reaped();
     let limit = deadline.map(|d| d.limit).unwrap_or_default();
     tracing::warn!(timeout = ?limit, "function exceeded exec_timeout and was killed");
     error_response(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use faas_watchdog::{Config, LogFormat};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 const HELP: &str = "\
 faas-watchdog: runs a function behind HTTP (the ferrofaas watchdog).
@@ -77,13 +77,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Handlers first: a SIGTERM that arrives as soon as the watchdog
+        // announces its address must drain it, not kill it.
+        let signals = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
         let listener = bind(&config).await?;
         let metrics = match config.metrics_port {
             Some(port) => Some(TcpListener::bind(SocketAddr::new(config.listen_address, port)).await?),
             None => None,
         };
         let interval = config.healthcheck_interval;
-        faas_watchdog::run(config, listener, metrics, shutdown_signal(interval)).await
+        faas_watchdog::run(config, listener, metrics, shutdown_signal(signals, interval)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,12 +148,7 @@ async fn bind(config: &Config) -> std::io::Result<TcpListener> {
 /// Resolves on SIGTERM with `healthcheck_interval` (keep serving while not
 /// ready, for load balancers to notice) or on SIGINT with zero (someone at a
 /// terminal). A second signal exits at once.
-async fn shutdown_signal(healthcheck_interval: Duration) -> Duration {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("could not install signal handlers; running until killed");
-        return std::future::pending().await;
-    };
+async fn shutdown_signal((mut term, mut int): (Signal, Signal), healthcheck_interval: Duration) -> Duration {
     let announce = tokio::select! {
         _ = term.recv() => healthcheck_interval,
         _ = int.recv() => Duration::ZERO,

@@ -6,14 +6,17 @@
 //! always collected.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::process::Stdio;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::task::{Context, Poll, ready};
 
 use http::request::Parts;
+use tokio::io::AsyncRead;
 use tokio::process::{ChildStdin, Command};
 
-use crate::body::{ExitFuture, Output};
 use crate::logs::{self, Stream};
 
 /// Kills a function's process group, until its leader has been reaped (after
@@ -90,12 +93,63 @@ impl StderrSink {
     }
 }
 
+/// The output of a running function: STDOUT (maybe merged with STDERR).
+pub type Output = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Resolves with the exit status once the function process has ended.
+type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
+
 /// A per-request function process, with its pipes.
-pub struct Spawned {
+///
+/// Whatever happens to the request, the process is reaped: dropped before it
+/// has been waited for, it is killed (with its group) and a task collects its
+/// exit status, so no zombie is left behind.
+pub struct Running {
     pub stdin: Option<ChildStdin>,
-    pub output: Output,
-    pub exit: ExitFuture,
-    pub group: ProcessGroup,
+    /// `None` once end of file has been read.
+    pub output: Option<Output>,
+    exit: Option<ExitFuture>,
+    group: ProcessGroup,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.group.id()
+    }
+
+    /// Polls for the exit status (once; later calls fail).
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<ExitStatus>> {
+        let Some(exit) = self.exit.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("the function process was already waited for")));
+        };
+        let status = ready!(exit.as_mut().poll(cx));
+        self.exit = None;
+        self.group.reaped();
+        Poll::Ready(status)
+    }
+
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+
+    /// SIGKILL to the process group; the exit status is still to be collected.
+    pub fn kill(&mut self) {
+        self.group.kill();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(exit) = self.exit.take() {
+            self.group.kill();
+            self.group.reaped();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = exit.await;
+                });
+            }
+        }
+    }
 }
 
 /// Starts `argv` for one request, with CGI-style `Http_*` variables.
@@ -106,7 +160,7 @@ pub fn spawn_for_request(
     parts: &Parts,
     stderr: &StderrSink,
     combine_output: bool,
-) -> io::Result<Spawned> {
+) -> io::Result<Running> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::piped()).process_group(0).kill_on_drop(true);
     add_cgi_env(&mut cmd, parts);
@@ -133,7 +187,7 @@ pub fn spawn_for_request(
         ),
     };
     let exit: ExitFuture = Box::pin(async move { child.wait().await });
-    Ok(Spawned { stdin, output, exit, group })
+    Ok(Running { stdin, output: Some(output), exit: Some(exit), group })
 }
 
 /// The request as environment variables, as the OpenFaaS watchdogs set them:

@@ -78,7 +78,13 @@ impl Proxy {
 
         let body = if self.buffer_body {
             match tokio::time::timeout(self.read_timeout, body.collect()).await {
-                Ok(Ok(collected)) => Either::Right(Full::new(collected.to_bytes())),
+                Ok(Ok(collected)) => {
+                    // Sent with a Content-Length, which hyper derives from the
+                    // buffered body once the chunked framing header is gone.
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    Either::Right(Full::new(collected.to_bytes()))
+                }
                 Ok(Err(e)) => {
                     return error_response(
                         StatusCode::BAD_REQUEST,

@@ -386,7 +386,6 @@ pub async fn run(
     let watchdog = Arc::new(Watchdog::new(config)?);
     let config = &watchdog.config;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, mode = config.mode.as_str(), "listening");
 
     let upstream = match &watchdog.handler {
         Handler::Http(proxy) => {
@@ -404,6 +403,7 @@ pub async fn run(
         }
     };
 
+    tracing::info!(address = %local, mode = config.mode.as_str(), "listening");
     let metrics_server = metrics_listener.map(|l| tokio::spawn(serve_metrics(Arc::clone(&watchdog), l)));
 
     let graceful = GracefulShutdown::new();
