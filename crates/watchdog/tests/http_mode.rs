@@ -117,7 +117,11 @@ async fn proxies_requests_and_responses() {
 
     let r = wd.get("/").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(eventually(Duration::from_secs(5), async || wd.log().contains("stdout: handled /")).await, "{}", wd.log());
+    assert!(
+        eventually(Duration::from_secs(5), async || wd.log().contains("stdout: handled /")).await,
+        "{}",
+        wd.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +145,8 @@ async fn request_bodies_stream_unless_buffering_is_asked_for() {
 async fn responses_stream_as_the_function_writes() {
     let wd = http_mode(&[]);
     assert!(ready(&wd).await);
-    let req = Request::get("/stream").header("host", "x").body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    let req =
+        Request::get("/stream").header("host", "x").body(http_body_util::Empty::<Bytes>::new()).unwrap();
     let started = Instant::now();
     let mut body = send(wd.addr, req).await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -167,9 +172,10 @@ async fn a_dead_upstream_gives_502_and_the_watchdog_stops_being_ready() {
     assert!(ready(&wd).await);
     let r = wd.get("/exit").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
-    let unready =
-        eventually(Duration::from_secs(5), async || wd.get("/_/ready").await.status == StatusCode::SERVICE_UNAVAILABLE)
-            .await;
+    let unready = eventually(Duration::from_secs(5), async || {
+        wd.get("/_/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
     assert!(unready);
     assert_eq!(wd.get("/_/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
     let r = wd.get("/anything").await;

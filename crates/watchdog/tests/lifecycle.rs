@@ -85,10 +85,12 @@ async fn while_announcing_shutdown_it_serves_but_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_timeout_bounds_the_drain() {
-    let mut wd = Watchdog::start(&[("fprocess", "sleep 10"), ("exec_timeout", "30s"), ("write_timeout", "500ms")]);
+    let mut wd =
+        Watchdog::start(&[("fprocess", "sleep 10"), ("exec_timeout", "30s"), ("write_timeout", "500ms")]);
     let addr = wd.addr;
     let slow = tokio::spawn(async move {
-        let req = http::Request::post("/").header("host", "x").body(http_body_util::Empty::<bytes::Bytes>::new());
+        let req =
+            http::Request::post("/").header("host", "x").body(http_body_util::Empty::<bytes::Bytes>::new());
         send(addr, req.unwrap()).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
