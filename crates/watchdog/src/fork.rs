@@ -17,7 +17,7 @@ use tokio::process::ChildStdin;
 
 use crate::body::{Body, ChildStream, Deadline};
 use crate::process::{Running, StderrSink, spawn_for_request};
-use crate::server::{ExecDeadline, error_response, expired};
+use crate::server::{ExecDeadline, error_response, expired, read_body};
 
 pub struct Forker {
     pub argv: Vec<String>,
@@ -89,20 +89,9 @@ impl Forker {
         deadline: Option<ExecDeadline>,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let input = match tokio::time::timeout(self.read_timeout, body.collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                );
-            }
-            Err(_) => {
-                return error_response(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body was not received within read_timeout",
-                );
-            }
+        let input = match read_body(body, self.read_timeout).await {
+            Ok(input) => input,
+            Err(resp) => return resp,
         };
         let mut run = match self.spawn(&parts) {
             Ok(run) => run,

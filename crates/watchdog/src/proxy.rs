@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 
 use crate::body::{Body, Deadline};
 use crate::config::Upstream;
-use crate::server::{ExecDeadline, error_response, expired};
+use crate::server::{ExecDeadline, error_response, expired, read_body};
 
 type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
@@ -77,26 +77,15 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
 
         let body = if self.buffer_body {
-            match tokio::time::timeout(self.read_timeout, body.collect()).await {
-                Ok(Ok(collected)) => {
+            match read_body(body, self.read_timeout).await {
+                Ok(input) => {
                     // Sent with a Content-Length, which hyper derives from the
                     // buffered body once the chunked framing header is gone.
                     parts.headers.remove(header::TRANSFER_ENCODING);
                     parts.headers.remove(header::CONTENT_LENGTH);
-                    Either::Right(Full::new(collected.to_bytes()))
+                    Either::Right(Full::new(input))
                 }
-                Ok(Err(e)) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        &format!("could not read the request body: {e}"),
-                    );
-                }
-                Err(_) => {
-                    return error_response(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request body was not received within read_timeout",
-                    );
-                }
+                Err(resp) => return resp,
             }
         } else {
             Either::Left(body)
