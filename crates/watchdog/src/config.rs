@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::uri::{Authority, Uri};
 
-use crate::duration;
+use ferrofaas_types::duration;
 
 /// Process to run (per request in fork modes, once in `http` mode).
 pub const ENV_FPROCESS: &str = "fprocess";

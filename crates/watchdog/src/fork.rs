@@ -183,7 +183,7 @@ async fn timed_out(mut run: Running, deadline: Option<ExecDeadline>) -> Response
         StatusCode::GATEWAY_TIMEOUT,
         &format!(
             "function did not finish within exec_timeout ({}) and was killed",
-            crate::duration::format(limit)
+            ferrofaas_types::duration::format(limit)
         ),
     )
 }

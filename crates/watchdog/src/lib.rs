@@ -15,7 +15,6 @@
 
 mod body;
 pub mod config;
-pub mod duration;
 mod fork;
 mod logs;
 pub mod metrics;

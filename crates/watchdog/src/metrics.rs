@@ -10,24 +10,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use ferrofaas_types::prom::{self, Histogram};
 use http::Method;
-
-/// Upper bounds of the duration histogram, in seconds (Prometheus's defaults).
-const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 #[derive(Default)]
 pub struct Metrics {
     in_flight: AtomicI64,
-    series: Mutex<Vec<Series>>,
-}
-
-struct Series {
-    method: &'static str,
-    code: u16,
-    count: u64,
-    sum: f64,
-    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
-    buckets: [u64; BUCKETS.len() + 1],
+    /// One row per (method, code) seen.
+    series: Mutex<Vec<(&'static str, u16, Histogram)>>,
 }
 
 /// The `method` label, lowercase like Go's promhttp; unknown methods share one
@@ -61,55 +51,35 @@ impl Metrics {
     pub fn request_finished(&self, method: &Method, code: u16, elapsed: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let method = method_label(method);
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let row = match series.iter().position(|s| s.code == code && s.method == method) {
-            Some(i) => &mut series[i],
+        match series.iter_mut().find(|(m, c, _)| *c == code && *m == method) {
+            Some((_, _, h)) => h.observe(elapsed),
             None => {
-                series.push(Series { method, code, count: 0, sum: 0.0, buckets: [0; BUCKETS.len() + 1] });
-                let last = series.len() - 1;
-                &mut series[last]
+                let mut h = Histogram::default();
+                h.observe(elapsed);
+                series.push((method, code, h));
             }
-        };
-        row.count += 1;
-        row.sum += secs;
-        row.buckets[bucket] += 1;
+        }
     }
 
-    /// Renders the Prometheus text exposition format (version 0.0.4).
+    /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let mut series: Vec<_> = {
-            let guard = self.series.lock().unwrap_or_else(|e| e.into_inner());
-            guard.iter().map(|s| (s.method, s.code, s.count, s.sum, s.buckets)).collect()
-        };
-        series.sort_by_key(|&(method, code, ..)| (method, code));
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        series.sort_by_key(|&(method, code, _)| (method, code));
         let mut out = String::with_capacity(512 + series.len() * 1024);
-        out.push_str("# HELP http_requests_in_flight Number of requests in flight.\n");
-        out.push_str("# TYPE http_requests_in_flight gauge\n");
+        prom::header(&mut out, "http_requests_in_flight", "gauge", "Number of requests in flight.");
         let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight().max(0));
-
-        out.push_str("# HELP http_requests_total Total number of requests served.\n");
-        out.push_str("# TYPE http_requests_total counter\n");
-        for (method, code, count, ..) in &series {
-            let _ = writeln!(out, "http_requests_total{{code=\"{code}\",method=\"{method}\"}} {count}");
+        prom::header(&mut out, "http_requests_total", "counter", "Total number of requests served.");
+        for (method, code, h) in &series {
+            let _ = writeln!(out, "http_requests_total{{code=\"{code}\",method=\"{method}\"}} {}", h.count);
         }
-
-        out.push_str("# HELP http_request_duration_seconds Duration of requests.\n");
-        out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (method, code, count, sum, buckets) in &series {
-            let labels = format!("code=\"{code}\",method=\"{method}\"");
-            let mut cumulative = 0;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                cumulative += buckets[i];
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {count}");
+        prom::header(&mut out, "http_request_duration_seconds", "histogram", "Duration of requests.");
+        for (method, code, h) in &series {
+            h.write(
+                &mut out,
+                "http_request_duration_seconds",
+                &format!("code=\"{code}\",method=\"{method}\""),
+            );
         }
         out
     }

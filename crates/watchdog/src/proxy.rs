@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
@@ -74,7 +74,7 @@ impl Proxy {
             }
         };
         parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
+        ferrofaas_types::hop::strip(&mut parts.headers);
 
         let body = if self.buffer_body {
             match read_body(body, self.read_timeout).await {
@@ -95,7 +95,7 @@ impl Proxy {
         match self.send(Request::from_parts(parts, body), &mut timer).await {
             Ok(resp) => {
                 let (mut parts, incoming) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                ferrofaas_types::hop::strip(&mut parts.headers);
                 Response::from_parts(
                     parts,
                     Body::upstream(incoming, Deadline::new(deadline.map(|d| d.at), timer)),
@@ -108,7 +108,7 @@ impl Proxy {
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
                         "function did not answer within exec_timeout ({})",
-                        crate::duration::format(limit)
+                        ferrofaas_types::duration::format(limit)
                     ),
                 )
             }
@@ -152,56 +152,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-}
-
-/// Removes the headers that belong to one connection, not to the message
-/// (RFC 9110 section 7.6.1), including any that `Connection` names.
-/// `Transfer-Encoding` is left to hyper, which frames each hop itself.
-/// Most messages have none: one pass over the names finds that out.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if let Some(conn) = headers.get(header::CONNECTION).cloned()
-        && let Ok(conn) = conn.to_str()
-    {
-        for name in conn.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                headers.remove(name);
-            }
-        }
-    }
-    let found: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for name in found {
-        headers.remove(name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-private".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-private", "1".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("x-call-id", "abc".parse().unwrap());
-        h.insert("content-type", "text/plain".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["x-call-id", "content-type"]);
-    }
 
     #[test]
     fn joins_base_path() {

@@ -287,7 +287,7 @@ impl Watchdog {
     fn metrics_page(&self) -> Response<Body> {
         let mut resp = Response::new(Body::full(self.metrics.render()));
         resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
         resp
     }
 
@@ -330,7 +330,7 @@ impl Watchdog {
         };
         let limit = match headers.get(X_TIMEOUT) {
             None => limit,
-            Some(v) => match v.to_str().ok().and_then(crate::duration::parse) {
+            Some(v) => match v.to_str().ok().and_then(ferrofaas_types::duration::parse) {
                 Some(requested) if !requested.is_zero() => requested.min(limit),
                 _ => {
                     return Err(error_response(

@@ -1,0 +1,344 @@
+//! Functions as the OpenFaaS REST API describes them (JSON field names as
+//! OpenFaaS's faas-provider types define them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{self, NameError};
+
+/// `POST/PUT /system/functions`: what to deploy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDeployment {
+    pub service: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(rename = "envProcess", default, skip_serializing_if = "String::is_empty")]
+    pub env_process: String,
+    #[serde(
+        rename = "envVars",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_default"
+    )]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    pub secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<FunctionResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<FunctionResources>,
+    #[serde(rename = "readOnlyRootFilesystem", default, skip_serializing_if = "is_false")]
+    pub read_only_root_filesystem: bool,
+    /// Older clients send these; they mean nothing here and are not stored.
+    #[serde(rename = "registryAuth", default, skip_serializing)]
+    pub registry_auth: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub network: Option<String>,
+}
+
+/// CPU and memory, as Kubernetes quantities (`128Mi`, `100m`, `0.5`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionResources {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub memory: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu: String,
+    #[serde(rename = "nvidia.com/gpu", default, skip_serializing_if = "String::is_empty")]
+    pub nvidia_gpu: String,
+    #[serde(rename = "amd.com/gpu", default, skip_serializing_if = "String::is_empty")]
+    pub amd_gpu: String,
+    #[serde(rename = "intel.com/gpu", default, skip_serializing_if = "String::is_empty")]
+    pub intel_gpu: String,
+}
+
+/// `GET /system/functions` and `/system/function/{name}`: a deployed function.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionStatus {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(rename = "envProcess", default, skip_serializing_if = "String::is_empty")]
+    pub env_process: String,
+    #[serde(
+        rename = "envVars",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_default"
+    )]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    pub secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<FunctionResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<FunctionResources>,
+    #[serde(rename = "readOnlyRootFilesystem", default, skip_serializing_if = "is_false")]
+    pub read_only_root_filesystem: bool,
+    #[serde(rename = "invocationCount", default)]
+    pub invocation_count: f64,
+    #[serde(default)]
+    pub replicas: u64,
+    #[serde(rename = "availableReplicas", default)]
+    pub available_replicas: u64,
+    /// RFC 3339.
+    #[serde(rename = "createdAt", default, skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<FunctionUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionUsage {
+    #[serde(default)]
+    pub cpu: f64,
+    #[serde(rename = "totalMemoryBytes", default)]
+    pub total_memory_bytes: f64,
+}
+
+/// `POST /system/scale-function/{name}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleServiceRequest {
+    #[serde(rename = "serviceName", default)]
+    pub service_name: String,
+    pub replicas: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+/// `DELETE /system/functions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteFunctionRequest {
+    #[serde(rename = "functionName")]
+    pub function_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+/// Why a deployment was refused; `field` names the JSON field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidDeployment {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidDeployment {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> InvalidDeployment {
+        InvalidDeployment { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<NameError> for InvalidDeployment {
+    fn from(e: NameError) -> InvalidDeployment {
+        let field = match e.kind {
+            "function name" => "service",
+            "namespace" => "namespace",
+            "secret name" => "secrets",
+            _ => "envVars",
+        };
+        InvalidDeployment::new(field, e.to_string())
+    }
+}
+
+/// Most replicas one function may ask for.
+pub const MAX_REPLICAS: u64 = 1000;
+
+impl FunctionDeployment {
+    /// Checks everything that can be checked without the provider, and fills
+    /// in the default namespace.
+    pub fn validate(&mut self) -> Result<(), InvalidDeployment> {
+        names::validate_function_name(&self.service)?;
+        if self.namespace.is_empty() {
+            self.namespace = names::DEFAULT_NAMESPACE.to_owned();
+        }
+        names::validate_namespace(&self.namespace)?;
+        if self.image.trim().is_empty() {
+            return Err(InvalidDeployment::new("image", "is required"));
+        }
+        if self.image.len() > 1024 || self.image.contains(char::is_control) {
+            return Err(InvalidDeployment::new("image", "is not a valid image reference"));
+        }
+        if self.env_process.contains('\0') {
+            return Err(InvalidDeployment::new("envProcess", "must not contain NUL"));
+        }
+        for (k, v) in &self.env_vars {
+            names::validate_env_name(k)?;
+            if v.contains('\0') {
+                return Err(InvalidDeployment::new(format!("envVars.{k}"), "must not contain NUL"));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.secrets {
+            names::validate_secret_name(s)?;
+            if !seen.insert(s) {
+                return Err(InvalidDeployment::new("secrets", format!("{s:?} is listed twice")));
+            }
+        }
+        for (field, map) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            for (k, v) in map {
+                if k.is_empty() || k.len() > 317 || k.contains(|c: char| c.is_whitespace() || c.is_control())
+                {
+                    return Err(InvalidDeployment::new(field, format!("invalid key {k:?}")));
+                }
+                if v.contains('\0') {
+                    return Err(InvalidDeployment::new(format!("{field}.{k}"), "must not contain NUL"));
+                }
+            }
+        }
+        for (field, res) in [("limits", &self.limits), ("requests", &self.requests)] {
+            if let Some(res) = res {
+                if !res.memory.is_empty() && parse_memory(&res.memory).is_none() {
+                    return Err(InvalidDeployment::new(
+                        format!("{field}.memory"),
+                        format!("{:?} is not a quantity such as 128Mi or 1G", res.memory),
+                    ));
+                }
+                if !res.cpu.is_empty() && parse_cpu(&res.cpu).is_none() {
+                    return Err(InvalidDeployment::new(
+                        format!("{field}.cpu"),
+                        format!("{:?} is not a quantity such as 100m or 0.5", res.cpu),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Kubernetes memory quantity in bytes: `128Mi`, `1G`, `1048576`, `1e6`.
+pub fn parse_memory(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (num, unit) = q.split_at(split);
+    let value: f64 = num.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((value * mult) as u64)
+}
+
+/// A Kubernetes CPU quantity in millicores: `100m`, `0.5`, `2`.
+pub fn parse_cpu(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let (num, scale) = match q.strip_suffix('m') {
+        Some(n) => (n, 1.0),
+        None => (q, 1000.0),
+    };
+    let value: f64 = num.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    Some((value * scale).round() as u64)
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Go clients send `null` for empty maps and lists.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_faas_cli_sends() {
+        let json = r#"{"service":"echo","image":"echo:latest","namespace":"","envProcess":"cat",
+            "envVars":{"a":"b"},"constraints":null,"secrets":["db"],"labels":{"com.openfaas.scale.min":"1"},
+            "annotations":null,"limits":{"memory":"128Mi"},"requests":null,"readOnlyRootFilesystem":false}"#;
+        let mut d: FunctionDeployment = serde_json::from_str(json).unwrap();
+        d.validate().unwrap();
+        assert_eq!(d.namespace, "openfaas-fn");
+        assert_eq!(d.env_vars["a"], "b");
+        assert_eq!(d.limits.unwrap().memory, "128Mi");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<FunctionDeployment>(r#"{"service":"x","image":"y","replica":3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `replica`"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut d =
+            FunctionDeployment { service: "Bad_Name".into(), image: "x".into(), ..Default::default() };
+        assert_eq!(d.validate().unwrap_err().field, "service");
+        let mut d = FunctionDeployment { service: "ok".into(), image: " ".into(), ..Default::default() };
+        assert_eq!(d.validate().unwrap_err().field, "image");
+        let mut d = FunctionDeployment { service: "ok".into(), image: "x".into(), ..Default::default() };
+        d.secrets = vec!["../etc/passwd".into()];
+        assert_eq!(d.validate().unwrap_err().field, "secrets");
+        let mut d = FunctionDeployment { service: "ok".into(), image: "x".into(), ..Default::default() };
+        d.limits = Some(FunctionResources { memory: "lots".into(), ..Default::default() });
+        assert_eq!(d.validate().unwrap_err().field, "limits.memory");
+        let mut d = FunctionDeployment { service: "ok".into(), image: "x".into(), ..Default::default() };
+        d.env_vars.insert("A=B".into(), "x".into());
+        assert_eq!(d.validate().unwrap_err().field, "envVars");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_memory("128Mi"), Some(128 * 1024 * 1024));
+        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
+        assert_eq!(parse_memory("512"), Some(512));
+        assert_eq!(parse_memory("12Qi"), None);
+        assert_eq!(parse_cpu("100m"), Some(100));
+        assert_eq!(parse_cpu("0.5"), Some(500));
+        assert_eq!(parse_cpu("2"), Some(2000));
+        assert_eq!(parse_cpu("x"), None);
+    }
+
+    #[test]
+    fn status_serializes_like_openfaas() {
+        let s = FunctionStatus {
+            name: "echo".into(),
+            image: "echo:latest".into(),
+            namespace: "openfaas-fn".into(),
+            replicas: 1,
+            available_replicas: 1,
+            invocation_count: 3.0,
+            created_at: "2026-11-28T11:14:39Z".into(),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["availableReplicas"], 1);
+        assert_eq!(v["invocationCount"], 3.0);
+        assert_eq!(v["createdAt"], "2026-11-28T11:14:39Z");
+        assert!(v.get("envVars").is_none());
+    }
+}

@@ -1,0 +1,64 @@
+//! Hop-by-hop headers: they belong to one connection, not to the message, so
+//! a proxy removes them before forwarding (RFC 9110 section 7.6.1).
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Is this one of the fixed hop-by-hop headers? (`Transfer-Encoding` is left
+/// to the HTTP library, which frames each hop itself.)
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+}
+
+/// Removes the hop-by-hop headers, including any that `Connection` names.
+/// Most messages have none: one pass over the names finds that out.
+pub fn strip(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if let Some(conn) = headers.get(header::CONNECTION).cloned()
+        && let Ok(conn) = conn.to_str()
+    {
+        for name in conn.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-private".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-call-id", "abc".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-call-id", "content-type"]);
+    }
+
+    #[test]
+    fn leaves_ordinary_messages_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "x".parse().unwrap());
+        strip(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}
