@@ -78,12 +78,16 @@ pub struct Endpoint {
     /// The replica's instance name (as in logs).
     pub instance: String,
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
 }
 
 impl Endpoint {
     pub fn new(instance: String, addr: SocketAddr) -> Endpoint {
-        Endpoint { instance, addr, in_flight: AtomicUsize::new(0) }
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
+        Endpoint { instance, addr, authority, in_flight: AtomicUsize::new(0) }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -121,6 +125,7 @@ pub struct FunctionRoute {
     cursor: AtomicUsize,
     changed: Notify,
     removed: AtomicBool,
+    desired: AtomicU64,
     pub stats: InvocationStats,
 }
 
@@ -129,6 +134,7 @@ impl FunctionRoute {
         FunctionRoute {
             function,
             endpoints: ArcSwap::default(),
+            desired: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
             changed: Notify::new(),
             removed: AtomicBool::new(false),
@@ -189,6 +195,15 @@ impl FunctionRoute {
 
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.endpoints.load().to_vec()
+    }
+
+    /// The number of replicas the provider is keeping.
+    pub fn desired(&self) -> u64 {
+        self.desired.load(Ordering::Relaxed)
+    }
+
+    pub fn set_desired(&self, replicas: u64) {
+        self.desired.store(replicas, Ordering::Relaxed);
     }
 
     pub fn ready_count(&self) -> usize {

@@ -187,6 +187,7 @@ impl Supervisor {
         let endpoints: Vec<Arc<Endpoint>> = self.slots.iter().filter_map(|s| s.endpoint.clone()).collect();
         let ready = endpoints.len() as u64;
         self.route.set_endpoints(endpoints);
+        self.route.set_desired(self.desired);
         *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = Counts { desired: self.desired, ready };
     }
 

@@ -76,6 +76,9 @@ impl ProcessConfig {
 struct Entry {
     stored: StoredFunction,
     generation: u64,
+    /// The bundle folder its replicas run (an update with the same spec and
+    /// the same bundle changes nothing).
+    bundle_dir: Option<PathBuf>,
     /// `None` when the function could not be started (e.g. its bundle is
     /// gone); it is still listed, with no replicas.
     handle: Option<FunctionHandle>,
@@ -110,16 +113,19 @@ impl ProcessProvider {
         let mut functions = provider.functions.lock().await;
         for f in stored {
             let function = f.function();
-            let handle = match provider.replica_spec(&f.spec, 0) {
-                Ok(spec) => Some(provider.spawn(&function, spec, f.replicas)),
+            let (handle, bundle_dir) = match provider.replica_spec(&f.spec, 0) {
+                Ok(spec) => {
+                    let dir = spec.bundle_dir.clone();
+                    (Some(provider.spawn(&function, spec, f.replicas)), Some(dir))
+                }
                 Err(e) => {
                     tracing::error!(%function, error = %e, "cannot start a stored function");
                     provider.routes.ensure(&function);
-                    None
+                    (None, None)
                 }
             };
             tracing::info!(%function, replicas = f.replicas, "restored function");
-            functions.insert(function, Entry { stored: f, generation: 0, handle });
+            functions.insert(function, Entry { stored: f, generation: 0, bundle_dir, handle });
         }
         drop(functions);
         Ok(provider)
@@ -278,9 +284,10 @@ impl Provider for ProcessProvider {
             created_at: ferrofaas_types::time::format(SystemTime::now(), false),
         };
         self.save(&stored)?;
+        let bundle_dir = Some(replica_spec.bundle_dir.clone());
         let handle = self.spawn(&function, replica_spec, replicas);
         tracing::info!(%function, image = %stored.spec.image, replicas, "deployed");
-        functions.insert(function, Entry { stored, generation: 0, handle: Some(handle) });
+        functions.insert(function, Entry { stored, generation: 0, bundle_dir, handle: Some(handle) });
         Ok(())
     }
 
@@ -294,6 +301,14 @@ impl Provider for ProcessProvider {
         };
         let replica_spec = self.replica_spec(&spec, generation)?;
         let Some(entry) = functions.get_mut(&function) else { return Err(not_found(&function)) };
+        if entry.stored.spec == spec
+            && entry.bundle_dir.as_ref() == Some(&replica_spec.bundle_dir)
+            && entry.handle.is_some()
+        {
+            tracing::debug!(%function, "update changes nothing");
+            return Ok(());
+        }
+        entry.bundle_dir = Some(replica_spec.bundle_dir.clone());
         let stored = StoredFunction { spec, ..entry.stored.clone() };
         self.save(&stored)?;
         entry.stored = stored;

@@ -1,0 +1,152 @@
+//! `faas serve`: the whole platform on one machine. The gateway, the process
+//! provider (every replica a `faas-watchdog` process) and the state folder;
+//! the functions of a `stack.yml` deployed at start-up.
+//!
+//! This is the assembly point: the one place that names concrete backends.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
+use ferrofaas_provider::process::{ProcessConfig, ProcessProvider, bundles};
+use ferrofaas_provider::{Provider, ProviderError};
+use tokio::net::TcpListener;
+
+use crate::{bundle, paths, stack};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A stack.yml whose functions are deployed at start-up
+    #[arg(short = 'f', long = "yaml")]
+    stack: Option<PathBuf>,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port to listen on (0 picks a free one)
+    #[arg(short, long, default_value_t = 8080)]
+    port: u16,
+    /// State folder: functions, secrets, bundles, credentials
+    #[arg(long, env = "FERROFAAS_STATE")]
+    state: Option<PathBuf>,
+    /// The faas-watchdog executable replicas run (default: next to faas)
+    #[arg(long, env = "FAAS_WATCHDOG")]
+    watchdog: Option<PathBuf>,
+    /// Leave /system/* without authentication
+    #[arg(long)]
+    no_auth: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Before anything is announced: a signal must always mean "stop cleanly".
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
+    let watchdog = find_watchdog(args.watchdog.as_deref())?;
+    let stack = match &args.stack {
+        Some(path) => Some((path.clone(), stack::Stack::load(path)?)),
+        None => None,
+    };
+
+    let auth = if args.no_auth {
+        None
+    } else {
+        let path = paths::credentials_file(&state);
+        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        let (creds, created) = Credentials::load_or_create(&path)
+            .with_context(|| format!("credentials in {}", path.display()))?;
+        if created {
+            println!(
+                "Generated the gateway's admin credentials (shown only this once; stored in {}):",
+                path.display()
+            );
+            println!("  username: {}", creds.username);
+            println!("  password: {}", creds.password);
+        }
+        Some(creds)
+    };
+
+    let listener = TcpListener::bind(SocketAddr::new(args.bind, args.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.bind, args.port))?;
+    let addr = listener.local_addr()?;
+
+    let provider = ProcessProvider::start(ProcessConfig::new(state.clone(), watchdog.clone()))
+        .await
+        .with_context(|| format!("starting the process provider in {}", state.display()))?;
+    let gateway = Arc::new(Gateway::new(
+        provider.clone() as Arc<dyn Provider>,
+        GatewayConfig { auth, ..GatewayConfig::default() },
+    ));
+
+    println!("ferrofaas gateway listening on http://{addr}");
+    println!("  provider: process (replicas run {}); state: {}", watchdog.display(), state.display());
+
+    if let Some((path, stack)) = &stack {
+        deploy_stack(&*provider, path, stack).await?;
+    }
+
+    ferrofaas_gateway::run(gateway, listener, shutdown_signal(signals)).await?;
+    tracing::info!("stopping replicas");
+    provider.shutdown().await;
+    Ok(())
+}
+
+/// `faas-watchdog` as given, else next to this executable.
+fn find_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.parent().context("faas has no folder")?.join("faas-watchdog"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no faas-watchdog at {}: build the workspace (cargo build --release) or pass --watchdog",
+            path.display()
+        );
+    }
+    Ok(std::fs::canonicalize(&path)?)
+}
+
+/// Deploys (or updates) every function of a stack whose handler folder is a
+/// bundle (has a `bundle.json`): the folder is pushed to the provider's
+/// bundle store under the function's image name, then deployed.
+async fn deploy_stack(provider: &dyn Provider, path: &Path, stack: &stack::Stack) -> anyhow::Result<()> {
+    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    for (name, f) in &stack.functions {
+        let handler = f.handler_dir(name, &dir)?;
+        if !handler.join(bundles::MANIFEST).is_file() {
+            let lang = f.lang.as_deref().map(|l| format!(" (lang {l})")).unwrap_or_default();
+            bail!(
+                "{}: function {name}{lang}: {} has no {}; faas serve deploys prebuilt bundles",
+                path.display(),
+                handler.display(),
+                bundles::MANIFEST
+            );
+        }
+        let image = f.image.clone().unwrap_or_else(|| format!("{name}:latest"));
+        let archive = bundle::pack(&handler)?;
+        provider
+            .push_bundle(&image, archive)
+            .await
+            .with_context(|| format!("function {name}: storing its bundle"))?;
+        let spec = f.deployment(name, image);
+        match provider.deploy(spec.clone()).await {
+            Ok(()) => println!("  deployed {name}"),
+            Err(ProviderError::Conflict(_)) => {
+                provider.update(spec).await.with_context(|| format!("function {name}"))?;
+                println!("  {name} is up to date");
+            }
+            Err(e) => return Err(e).with_context(|| format!("function {name}")),
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal((mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal)) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,30 @@
+//! `/system/bundles`: function bundles pushed to the gateway, for providers
+//! that run bundles (the process provider). `POST ?image=name:tag` with a
+//! tar archive (gzipped or not) as the body; `GET` lists them.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Query, json, read_body};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::server::Gateway;
+
+pub async fn push(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query())?;
+    let image = query
+        .get("image")
+        .ok_or_else(|| ApiError::bad_request("the image parameter (name:tag) is required"))?
+        .to_owned();
+    let archive = read_body(req, gw.config.max_bundle_body).await?;
+    if archive.is_empty() {
+        return Err(ApiError::bad_request("the body must be a tar archive"));
+    }
+    let info = gw.provider.push_bundle(&image, archive).await?;
+    tracing::info!(image = %info.image, digest = %info.digest, size = info.size, "bundle stored");
+    Ok(json(StatusCode::CREATED, &info))
+}
+
+pub async fn list(gw: &Gateway) -> Result<Response<Body>, ApiError> {
+    Ok(json(StatusCode::OK, &gw.provider.list_bundles().await?))
+}

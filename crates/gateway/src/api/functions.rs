@@ -1,0 +1,90 @@
+//! `/system/functions`, `/system/function/{name}`,
+//! `/system/scale-function/{name}`.
+
+use ferrofaas_types::names::DEFAULT_NAMESPACE;
+use ferrofaas_types::{
+    DeleteFunctionRequest, FunctionDeployment, FunctionRef, FunctionStatus, ScaleServiceRequest,
+};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Query, json, read_json, status};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::server::Gateway;
+
+/// The namespace of a query (`?namespace=`), defaulted and validated.
+pub fn namespace_param(query: &Query) -> Result<String, ApiError> {
+    let ns = query.get("namespace").unwrap_or(DEFAULT_NAMESPACE);
+    ferrofaas_types::names::validate_namespace(ns).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(ns.to_owned())
+}
+
+/// `name` or `name.namespace` from a path, with `?namespace=` as fallback.
+fn function_ref(name: &str, query: &Query) -> Result<FunctionRef, ApiError> {
+    let (name, ns) = match name.split_once('.') {
+        Some((name, ns)) => (name, Some(ns)),
+        None => (name, query.get("namespace")),
+    };
+    FunctionRef::new(name, ns).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn with_invocations(gw: &Gateway, mut status: FunctionStatus) -> FunctionStatus {
+    if let Some(route) = gw.provider.routes().get(&status.name, &status.namespace) {
+        status.invocation_count = route.stats.invocation_count() as f64;
+    }
+    status
+}
+
+pub async fn list(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
+    let ns = namespace_param(query)?;
+    let functions: Vec<FunctionStatus> =
+        gw.provider.list(&ns).await?.into_iter().map(|s| with_invocations(gw, s)).collect();
+    Ok(json(StatusCode::OK, &functions))
+}
+
+pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let f = function_ref(name, query)?;
+    let status = gw.provider.status(&f).await?;
+    Ok(json(StatusCode::OK, &with_invocations(gw, status)))
+}
+
+/// POST creates, PUT updates (404 if missing, as faas-cli expects before it
+/// falls back to POST). Both answer 202: replicas start in the background.
+pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Result<Response<Body>, ApiError> {
+    let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
+    spec.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if create {
+        gw.provider.deploy(spec).await?;
+    } else {
+        gw.provider.update(spec).await?;
+    }
+    Ok(status(StatusCode::ACCEPTED))
+}
+
+pub async fn delete(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: DeleteFunctionRequest = read_json(req, gw.config.max_api_body).await?;
+    let ns = (!body.namespace.is_empty()).then_some(body.namespace.as_str());
+    let f = FunctionRef::new(&body.function_name, ns).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    gw.provider.remove(&f).await?;
+    Ok(status(StatusCode::ACCEPTED))
+}
+
+pub async fn scale(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query())?;
+    let body: ScaleServiceRequest = read_json(req, gw.config.max_api_body).await?;
+    let mut f = function_ref(name, &query)?;
+    if !body.namespace.is_empty() {
+        ferrofaas_types::names::validate_namespace(&body.namespace)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        f.namespace = body.namespace.clone();
+    }
+    if !body.service_name.is_empty() && body.service_name != f.name {
+        return Err(ApiError::bad_request(format!(
+            "serviceName {:?} does not match the function in the path ({:?})",
+            body.service_name, f.name
+        )));
+    }
+    gw.provider.scale(&f, body.replicas).await?;
+    Ok(status(StatusCode::ACCEPTED))
+}

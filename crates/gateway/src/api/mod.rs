@@ -1,0 +1,124 @@
+//! The OpenFaaS REST API under `/system/*`, one file per resource, and the
+//! helpers they share: JSON in and out, query strings.
+
+pub mod bundles;
+pub mod functions;
+pub mod logs;
+pub mod secrets;
+pub mod system;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::body::Body;
+use crate::error::ApiError;
+
+/// Reads a whole body of at most `limit` bytes: 413 past it.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", limit),
+        )),
+        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Reads a JSON body into `T`; the message says what was wrong and where.
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_body(req, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut resp = Response::new(Body::full(bytes));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("could not encode the response: {e}"))
+                .into_response()
+        }
+    }
+}
+
+/// An empty response with a status.
+pub fn status(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A query string's parameters (the last of repeated keys wins).
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Result<Query, ApiError> {
+        let mut map = HashMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k =
+                decode(k).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
+            let v =
+                decode(v).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
+            map.insert(k, v);
+        }
+        Ok(Query(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space).
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries() {
+        let q =
+            Query::parse(Some("name=fn&tail=-1&since=2025-01-01T10%3A00%3A00%2B01%3A00&x=a+b&name=fn2&e="))
+                .unwrap();
+        assert_eq!(q.get("name"), Some("fn2"));
+        assert_eq!(q.get("tail"), Some("-1"));
+        assert_eq!(q.get("since"), Some("2025-01-01T10:00:00+01:00"));
+        assert_eq!(q.get("x"), Some("a b"));
+        assert_eq!(q.get("e"), None);
+        assert!(Query::parse(Some("a=%zz")).is_err());
+    }
+}

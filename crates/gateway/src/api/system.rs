@@ -1,0 +1,25 @@
+//! `/system/info` and `/system/namespaces`.
+
+use ferrofaas_types::{GatewayInfo, VersionInfo};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::server::Gateway;
+
+pub fn info(gw: &Gateway) -> Response<Body> {
+    let info = GatewayInfo {
+        provider: gw.provider.info(),
+        version: VersionInfo {
+            commit_message: String::new(),
+            sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
+            release: env!("CARGO_PKG_VERSION").into(),
+        },
+        arch: std::env::consts::ARCH.into(),
+    };
+    super::json(StatusCode::OK, &info)
+}
+
+pub async fn namespaces(gw: &Gateway) -> Result<Response<Body>, ApiError> {
+    Ok(super::json(StatusCode::OK, &gw.provider.namespaces().await?))
+}

@@ -1,0 +1,34 @@
+//! How the gateway runs.
+
+use std::time::Duration;
+
+use crate::auth::Credentials;
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Basic auth on `/system/*`; `None` leaves it open.
+    pub auth: Option<Credentials>,
+    /// Longest the gateway waits for a function's response head.
+    pub upstream_timeout: Duration,
+    /// Largest JSON body of the API.
+    pub max_api_body: usize,
+    /// Largest bundle upload.
+    pub max_bundle_body: usize,
+    /// Time to read a request's head.
+    pub read_timeout: Duration,
+    /// On shutdown, how long open requests get to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            auth: None,
+            upstream_timeout: Duration::from_secs(60),
+            max_api_body: 1 << 20,
+            max_bundle_body: 512 << 20,
+            read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors become JSON responses here, once: `{"message": "..."}` with the
+//! status. Internal details go to the log, not to clients.
+
+use ferrofaas_provider::ProviderError;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        json_error(self.status, &self.message)
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> ApiError {
+        match e {
+            ProviderError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            ProviderError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            ProviderError::Invalid { field, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {message}"))
+            }
+            ProviderError::Unsupported(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
+            ProviderError::Internal(m) => {
+                tracing::error!(error = %m, "provider failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the gateway's log has the details",
+                )
+            }
+        }
+    }
+}
+
+/// A JSON error response.
+pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

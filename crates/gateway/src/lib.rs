@@ -1,0 +1,22 @@
+//! # ferrofaas-gateway
+//!
+//! The edge of ferrofaas: the OpenFaaS REST API (`/system/*`, behind basic
+//! auth), invocations (`/function/<name>[.<namespace>]/...`, open as in
+//! OpenFaaS), `/metrics` and `/healthz`, over any
+//! [`Provider`](ferrofaas_provider::Provider).
+//!
+//! Start reading at [`server::Gateway::handle`] (routing) and
+//! [`proxy::Invoker::invoke`] (the request path).
+
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+
+pub use auth::Credentials;
+pub use config::GatewayConfig;
+pub use server::{Gateway, run};

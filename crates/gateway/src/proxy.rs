@@ -1,0 +1,236 @@
+//! `/function/<name>[.<namespace>][/path]`: the invocation path. One route
+//! lookup (no lock), one replica picked (fewest in flight), the request
+//! streamed to it over a pooled keep-alive connection and the response
+//! streamed back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrofaas_provider::{FunctionRoute, Lease, Provider};
+use ferrofaas_types::names::split_qualified;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::error::json_error;
+
+pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Counts an invocation in its function's statistics from the moment it is
+/// routed until its response body is done (or dropped), and holds the
+/// replica's lease as long.
+pub struct InvocationGuard {
+    route: Arc<FunctionRoute>,
+    _lease: Option<Lease>,
+    start: Instant,
+    code: u16,
+}
+
+impl Drop for InvocationGuard {
+    fn drop(&mut self) {
+        self.route.stats.finished(self.code, self.start.elapsed());
+    }
+}
+
+pub struct Invoker {
+    client: Client<HttpConnector, Incoming>,
+    timeout: Duration,
+}
+
+impl Invoker {
+    pub fn new(timeout: Duration) -> Invoker {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Invoker { client, timeout }
+    }
+
+    /// `rest` is the path after `/function/`.
+    pub async fn invoke(
+        &self,
+        provider: &dyn Provider,
+        req: Request<Incoming>,
+        rest: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let (qualified, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (name, namespace) = split_qualified(qualified);
+        let Some(route) = provider.routes().get(name, namespace) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("function {name:?} not found in namespace {namespace:?}"),
+            );
+        };
+        route.stats.started();
+        let mut guard = InvocationGuard { route, _lease: None, start: Instant::now(), code: 499 };
+        let mut resp = self.forward(&mut guard, req, path, peer).await;
+        guard.code = resp.status().as_u16();
+        resp.body_mut().attach(guard);
+        resp
+    }
+
+    async fn forward(
+        &self,
+        guard: &mut InvocationGuard,
+        req: Request<Incoming>,
+        path: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let function = &guard.route.function;
+        let Some(lease) = guard.route.pick() else {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("function {} has no ready replica", function.name),
+            );
+        };
+        let (mut parts, body) = req.into_parts();
+        let pq = match parts.uri.query() {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(lease.endpoint().authority.clone());
+        uri.path_and_query = match pq {
+            Ok(pq) => Some(pq),
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid path"),
+        };
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid path"),
+        };
+        parts.version = Version::HTTP_11;
+        let headers = &mut parts.headers;
+        ferrofaas_types::hop::strip(headers);
+        let call_id = match headers.get(&X_CALL_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_call_id();
+                headers.insert(X_CALL_ID, id.clone());
+                id
+            }
+        };
+        if !headers.contains_key(&X_START_TIME) {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            headers.insert(X_START_TIME, HeaderValue::from(nanos as u64));
+        }
+        append_forwarded_for(headers, peer.ip());
+        if let Some(host) = headers.get(HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        let instance = lease.endpoint().instance.clone();
+        guard._lease = Some(lease);
+
+        let result =
+            tokio::time::timeout(self.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let mut resp = match result {
+            Ok(Ok(resp)) => {
+                let (mut parts, incoming) = resp.into_parts();
+                ferrofaas_types::hop::strip(&mut parts.headers);
+                Response::from_parts(parts, Body::proxied(incoming))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(function = %function, %instance, error = %error_chain(&e), "replica failed");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "function {}: replica {instance} did not answer ({})",
+                        function.name,
+                        short_reason(&e)
+                    ),
+                )
+            }
+            Err(_) => {
+                tracing::warn!(function = %function, %instance, timeout = ?self.timeout, "replica timed out");
+                json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("function {} did not answer within {:?}", function.name, self.timeout),
+                )
+            }
+        };
+        resp.headers_mut().insert(X_CALL_ID, call_id);
+        resp
+    }
+}
+
+/// A random version-4 UUID, from a fast (non-cryptographic) generator: call
+/// ids must be unique, not secret.
+fn new_call_id() -> HeaderValue {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+}
+
+fn append_forwarded_for(headers: &mut http::HeaderMap, ip: IpAddr) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn short_reason(e: &hyper_util::client::legacy::Error) -> &'static str {
+    if e.is_connect() { "connection refused" } else { "connection closed" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_uuid_v4() {
+        let id = new_call_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_ne!(new_call_id(), new_call_id());
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = http::HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+    }
+}

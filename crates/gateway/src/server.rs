@@ -1,0 +1,194 @@
+//! The gateway's HTTP server: routing, auth, and the serve-then-drain loop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferrofaas_provider::Provider;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Query};
+use crate::body::Body;
+use crate::config::GatewayConfig;
+use crate::error::{ApiError, json_error};
+use crate::proxy::Invoker;
+
+pub struct Gateway {
+    pub provider: Arc<dyn Provider>,
+    pub config: GatewayConfig,
+    invoker: Invoker,
+    /// Cancelled when the gateway stops: ends endless responses (log follows).
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
+        Gateway {
+            invoker: Invoker::new(config.upstream_timeout),
+            provider,
+            config,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix("/function/") {
+            let rest = rest.to_owned();
+            return self.invoker.invoke(&*self.provider, req, &rest, peer).await;
+        }
+        if path == "/system" || path.starts_with("/system/") {
+            if let Some(creds) = &self.config.auth
+                && !creds.check(req.headers().get(AUTHORIZATION))
+            {
+                let mut resp = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required: use the gateway's admin credentials (basic auth)",
+                );
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ferrofaas\""));
+                return resp;
+            }
+            return match self.system(req).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(),
+            };
+        }
+        match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "OK"),
+            (&Method::GET, "/metrics") => {
+                let mut resp = Response::new(Body::full(crate::metrics::render(&*self.provider)));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
+                resp
+            }
+            (_, "/healthz" | "/metrics") => method_not_allowed("GET"),
+            _ => json_error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
+        }
+    }
+
+    async fn system(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let path = req.uri().path().to_owned();
+        let query = Query::parse(req.uri().query())?;
+        let method = req.method().clone();
+        match path.trim_end_matches('/') {
+            "/system/info" => match method {
+                Method::GET => Ok(api::system::info(self)),
+                _ => Ok(method_not_allowed("GET")),
+            },
+            "/system/namespaces" => match method {
+                Method::GET => api::system::namespaces(self).await,
+                _ => Ok(method_not_allowed("GET")),
+            },
+            "/system/functions" => match method {
+                Method::GET => api::functions::list(self, &query).await,
+                Method::POST => api::functions::deploy(self, req, true).await,
+                Method::PUT => api::functions::deploy(self, req, false).await,
+                Method::DELETE => api::functions::delete(self, req).await,
+                _ => Ok(method_not_allowed("GET, POST, PUT, DELETE")),
+            },
+            "/system/secrets" => match method {
+                Method::GET => api::secrets::list(self, &query).await,
+                Method::POST => api::secrets::create(self, req).await,
+                Method::PUT => api::secrets::update(self, req).await,
+                Method::DELETE => api::secrets::delete(self, req).await,
+                _ => Ok(method_not_allowed("GET, POST, PUT, DELETE")),
+            },
+            "/system/logs" => match method {
+                Method::GET => api::logs::get(self, &query).await,
+                _ => Ok(method_not_allowed("GET")),
+            },
+            "/system/bundles" => match method {
+                Method::GET => api::bundles::list(self).await,
+                Method::POST | Method::PUT => api::bundles::push(self, req).await,
+                _ => Ok(method_not_allowed("GET, POST")),
+            },
+            p => {
+                if let Some(name) = p.strip_prefix("/system/function/").filter(|n| !n.contains('/')) {
+                    return match method {
+                        Method::GET => api::functions::get(self, name, &query).await,
+                        _ => Ok(method_not_allowed("GET")),
+                    };
+                }
+                if let Some(name) = p.strip_prefix("/system/scale-function/").filter(|n| !n.contains('/')) {
+                    return match method {
+                        Method::POST => api::functions::scale(self, name, req).await,
+                        _ => Ok(method_not_allowed("POST")),
+                    };
+                }
+                Err(ApiError::not_found(format!("no route for {p}")))
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp =
+        json_error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed here; allowed: {allow}"));
+    resp.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops
+/// accepting, ends log streams and gives open requests `drain_timeout`.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(gateway.config.read_timeout).keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gw = Arc::clone(&gateway);
+                let service = service_fn(move |req| {
+                    let gw = Arc::clone(&gw);
+                    async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    gateway.shutdown.cancel();
+    if tokio::time::timeout(gateway.config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still open after the drain timeout; closing them");
+    }
+    Ok(())
+}
