@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
@@ -36,6 +37,13 @@ pub struct Args {
     /// Leave /system/* without authentication
     #[arg(long)]
     no_auth: bool,
+    /// Longest wait for a function's response (e.g. 60s, 2m)
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    ferrofaas_types::duration::parse(s).ok_or_else(|| format!("{s:?} is not a duration such as 30s or 2m"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -77,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("starting the process provider in {}", state.display()))?;
     let gateway = Arc::new(Gateway::new(
         provider.clone() as Arc<dyn Provider>,
-        GatewayConfig { auth, ..GatewayConfig::default() },
+        GatewayConfig { auth, upstream_timeout: args.upstream_timeout, ..GatewayConfig::default() },
     ));
 
     println!("ferrofaas gateway listening on http://{addr}");

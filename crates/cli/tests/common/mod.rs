@@ -1,0 +1,285 @@
+//! Test harness: the real `faas serve` (gateway, process provider, real
+//! `faas-watchdog` replicas) on 127.0.0.1:0 with its own state folder, and a
+//! small HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
+
+/// The watchdog next to `faas`, built if this test run has not built it.
+pub fn watchdog() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = Path::new(FAAS).with_file_name("faas-watchdog");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let profile_release = Path::new(FAAS).parent().is_some_and(|p| p.ends_with("release"));
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-p", "faas-watchdog"]);
+            if profile_release {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().expect("cargo build").success(), "building faas-watchdog");
+        }
+    });
+    path
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").canonicalize().unwrap()
+}
+
+pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub struct Platform {
+    child: Child,
+    pub addr: SocketAddr,
+    pub state: PathBuf,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+    pub auth: Option<String>,
+}
+
+impl Platform {
+    /// `faas serve` on a free port with `state` and extra arguments.
+    pub fn start(state: &Path, extra: &[&str]) -> Platform {
+        let mut cmd = Command::new(FAAS);
+        cmd.args(["serve", "--port", "0", "--state"])
+            .arg(state)
+            .arg("--watchdog")
+            .arg(watchdog())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start faas serve");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let log = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("ferrofaas gateway listening on http://") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let log = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("faas serve did not start:\n{}\n{}", stdout.lock().unwrap(), stderr.lock().unwrap());
+            }
+        };
+        let auth = std::fs::read(state.join("credentials.json")).ok().map(|bytes| {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let raw = format!("{}:{}", v["username"].as_str().unwrap(), v["password"].as_str().unwrap());
+            format!("Basic {}", ferrofaas_types::base64::encode(raw.as_bytes()))
+        });
+        Platform { child, addr, state: state.to_path_buf(), stdout, stderr, auth }
+    }
+
+    pub fn logs(&self) -> String {
+        format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
+    }
+
+    /// SIGTERM and wait: the platform stops its replicas.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "faas serve did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A call to the API with the admin credentials.
+    pub async fn api(&self, method: Method, path: &str, body: &str) -> Reply {
+        let auth = self.auth.clone().expect("credentials");
+        call(self.addr, method, path, &[("authorization", &auth)], body).await
+    }
+
+    /// Deploys and waits until the function has `ready` replicas.
+    pub async fn deploy(&self, spec: serde_json::Value, ready: u64) {
+        let name = spec["service"].as_str().unwrap().to_owned();
+        let r = self.api(Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "deploy {name}: {}", r.body);
+        self.wait_ready(&name, ready).await;
+    }
+
+    pub async fn wait_ready(&self, name: &str, ready: u64) {
+        let ok = eventually(Duration::from_secs(30), async || {
+            let r = self.api(Method::GET, &format!("/system/function/{name}"), "").await;
+            r.status == StatusCode::OK && r.json()["availableReplicas"].as_u64() == Some(ready)
+        })
+        .await;
+        assert!(ok, "{name} never had {ready} ready replicas:\n{}", self.logs());
+    }
+
+    pub async fn invoke(&self, path: &str, body: &str) -> Reply {
+        call(self.addr, Method::POST, path, &[], body).await
+    }
+
+    /// Pids of this platform's replica watchdogs for a function.
+    pub fn replica_pids(&self, function: &str) -> Vec<i32> {
+        let run = self.state.join("run/openfaas-fn").join(function);
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            let Ok(cmdline) = std::fs::read_to_string(format!("/proc/{pid}/cmdline")) else { continue };
+            let needle = format!("TMPDIR={}/", run.display());
+            if cmdline.contains("faas-watchdog")
+                && environ.split(|&b| b == 0).any(|kv| kv.starts_with(needle.as_bytes()))
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub body_error: Option<String>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().expect("message").to_owned()
+    }
+}
+
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> anyhow::Result<Response<Incoming>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender.send_request(req).await?)
+}
+
+pub async fn read(resp: Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let (body, body_error) = match body.collect().await {
+        Ok(c) => (String::from_utf8_lossy(&c.to_bytes()).into_owned(), None),
+        Err(e) => (String::new(), Some(e.to_string())),
+    };
+    Reply { status: parts.status, headers: parts.headers, body, body_error }
+}
+
+pub async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
+    read(send(addr, req).await.expect("request failed")).await
+}
+
+/// A tar archive of `files`, as `POST /system/bundles` takes it.
+pub fn tar(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Pushes raw bytes as a bundle.
+pub async fn push_bundle(p: &Platform, image: &str, archive: Vec<u8>) -> Reply {
+    let auth = p.auth.clone().unwrap();
+    let req = Request::post(format!("/system/bundles?image={image}"))
+        .header("host", "x")
+        .header("authorization", auth)
+        .body(Full::new(Bytes::from(archive)))
+        .unwrap();
+    read(send(p.addr, req).await.unwrap()).await
+}

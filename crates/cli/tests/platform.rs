@@ -1,0 +1,302 @@
+//! The platform as a whole: auth, restarts, bundles pushed from elsewhere,
+//! and bad input that must change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_needs_credentials_functions_do_not() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    let creds = state.path().join("credentials.json");
+    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let password = v["password"].as_str().unwrap().to_owned();
+    assert!(p.logs().contains(&password), "printed at first start");
+
+    for path in
+        ["/system/functions", "/system/info", "/system/secrets", "/system/logs?name=wc", "/system/bogus"]
+    {
+        let r = call(p.addr, Method::GET, path, &[], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+        r.message();
+    }
+    assert_eq!(call(p.addr, Method::GET, "/healthz", &[], "").await.status, StatusCode::OK);
+    assert_eq!(call(p.addr, Method::GET, "/metrics", &[], "").await.status, StatusCode::OK);
+    p.wait_ready("wc", 1).await;
+    assert_eq!(p.invoke("/function/wc", "x").await.status, StatusCode::OK);
+    p.stop();
+
+    // The second start reuses the credentials and does not print them.
+    let p = Platform::start(state.path(), &[]);
+    assert!(!p.logs().contains(&password));
+    assert_eq!(p.api(Method::GET, "/system/functions", "").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_and_secrets_survive_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let r = p.api(Method::POST, "/system/secrets", r#"{"name":"db-password","value":"hunter2"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let spec = json!({
+        "service": "reader",
+        "image": format!("{}/wc", examples().display()),
+        "envProcess": "sh -c 'cat \"$secret_mount_path/db-password\"'",
+        "secrets": ["db-password"],
+        "labels": {"team": "a"},
+        "envVars": {"GREETING": "hi"},
+    });
+    p.deploy(spec, 1).await;
+    let r = p
+        .api(Method::POST, "/system/scale-function/reader", r#"{"serviceName":"reader","replicas":2}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    p.wait_ready("reader", 2).await;
+    assert_eq!(p.invoke("/function/reader", "").await.body, "hunter2");
+    // The value is never in API output or logs.
+    for path in ["/system/secrets", "/system/function/reader", "/system/logs?name=reader&tail=-1"] {
+        assert!(!p.api(Method::GET, path, "").await.body.contains("hunter2"), "{path}");
+    }
+    // An updated secret reaches running replicas.
+    let r = p.api(Method::PUT, "/system/secrets", r#"{"name":"db-password","value":"correct-horse"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(p.invoke("/function/reader", "").await.body, "correct-horse");
+    // In use: it cannot be deleted.
+    let r = p.api(Method::DELETE, "/system/secrets", r#"{"name":"db-password"}"#).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.message().contains("reader"));
+    assert!(p.stop().success());
+    assert!(std::fs::read_dir(state.path().join("run")).map(|d| d.count()).unwrap_or(0) <= 1);
+
+    let p = Platform::start(state.path(), &[]);
+    p.wait_ready("reader", 2).await;
+    let f = p.api(Method::GET, "/system/function/reader", "").await.json();
+    assert_eq!(f["replicas"], 2);
+    assert_eq!(f["labels"]["team"], "a");
+    assert_eq!(f["envVars"]["GREETING"], "hi");
+    assert_eq!(p.invoke("/function/reader", "").await.body, "correct-horse");
+    let r = p.api(Method::GET, "/system/secrets", "").await;
+    assert_eq!(r.json()[0]["name"], "db-password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_built_elsewhere_is_pushed_then_deployed() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let archive = tar(&[
+        ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
+        ("shout.sh", "#!/bin/sh\ntr a-z A-Z\n", 0o755),
+    ]);
+    let r = push_bundle(&p, "shout:1.0", archive.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["image"], "shout:1.0");
+    assert!(r.json()["digest"].as_str().unwrap().starts_with("sha256:"));
+    p.deploy(json!({"service": "shout", "image": "shout:1.0"}), 1).await;
+    assert_eq!(p.invoke("/function/shout", "quiet please").await.body, "QUIET PLEASE");
+    let list = p.api(Method::GET, "/system/bundles", "").await.json();
+    assert_eq!(list[0]["image"], "shout:1.0");
+
+    // A new build under the same tag rolls the replicas.
+    let archive = tar(&[
+        ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
+        ("shout.sh", "#!/bin/sh\necho v2; tr a-z A-Z\n", 0o755),
+    ]);
+    assert_eq!(push_bundle(&p, "shout:1.0", archive).await.status, StatusCode::CREATED);
+    let r = p
+        .api(Method::PUT, "/system/functions", &json!({"service": "shout", "image": "shout:1.0"}).to_string())
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let rolled = eventually(Duration::from_secs(20), async || {
+        p.invoke("/function/shout", "x").await.body.starts_with("v2")
+    })
+    .await;
+    assert!(rolled, "the new bundle never served");
+
+    // Unknown images are refused with a message that says what to do.
+    let r = p
+        .api(Method::POST, "/system/functions", &json!({"service": "ghost", "image": "ghost:1"}).to_string())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("push it first"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_4xx_json_and_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "keep", "image": image}), 1).await;
+    let r = p.api(Method::POST, "/system/secrets", r#"{"name":"keep","value":"v"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let before_functions = p.api(Method::GET, "/system/functions", "").await.json();
+    let stored = std::fs::read_dir(state.path().join("functions/openfaas-fn")).unwrap().count();
+
+    let big = "x".repeat(2 << 20);
+    let cases: Vec<(Method, &str, String, u16, &str)> = vec![
+        (Method::POST, "/system/functions", "{not json".into(), 400, "invalid JSON"),
+        (Method::POST, "/system/functions", "".into(), 400, "JSON body is required"),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": image, "replica": 3}).to_string(),
+            400,
+            "unknown field `replica`",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "Bad_Name", "image": image}).to_string(),
+            400,
+            "invalid function name",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a".repeat(64), "image": image}).to_string(),
+            400,
+            "at most 63",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "../etc", "image": image}).to_string(),
+            400,
+            "invalid function name",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": image, "namespace": "Bad"}).to_string(),
+            400,
+            "namespace",
+        ),
+        (Method::POST, "/system/functions", json!({"service": "a", "image": ""}).to_string(), 400, "image"),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": "../../etc"}).to_string(),
+            400,
+            "image",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": image, "secrets": ["../x"]}).to_string(),
+            400,
+            "secret",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": image, "secrets": ["missing"]}).to_string(),
+            400,
+            "does not exist",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "a", "image": image, "limits": {"memory": "lots"}}).to_string(),
+            400,
+            "limits.memory",
+        ),
+        (
+            Method::POST,
+            "/system/functions",
+            json!({"service": "keep", "image": image}).to_string(),
+            409,
+            "already exists",
+        ),
+        (Method::POST, "/system/functions", big.clone(), 413, "larger than"),
+        (
+            Method::PUT,
+            "/system/functions",
+            json!({"service": "nope", "image": image}).to_string(),
+            404,
+            "not found",
+        ),
+        (
+            Method::DELETE,
+            "/system/functions",
+            json!({"functionName": "../keep"}).to_string(),
+            400,
+            "invalid function name",
+        ),
+        (
+            Method::POST,
+            "/system/scale-function/keep",
+            json!({"serviceName": "keep", "replicas": -1}).to_string(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            Method::POST,
+            "/system/scale-function/keep",
+            json!({"serviceName": "keep", "replicas": 100000}).to_string(),
+            400,
+            "at most",
+        ),
+        (
+            Method::POST,
+            "/system/scale-function/keep",
+            json!({"serviceName": "other", "replicas": 2}).to_string(),
+            400,
+            "does not match",
+        ),
+        (Method::GET, "/system/function/..%2fkeep", String::new(), 400, "invalid function name"),
+        (
+            Method::POST,
+            "/system/secrets",
+            json!({"name": "../../credentials.json", "value": "x"}).to_string(),
+            400,
+            "invalid secret name",
+        ),
+        (Method::POST, "/system/secrets", json!({"name": "empty"}).to_string(), 400, "value"),
+        (
+            Method::POST,
+            "/system/secrets",
+            json!({"name": "k", "value": "v", "valeu": "typo"}).to_string(),
+            400,
+            "unknown field",
+        ),
+        (Method::GET, "/system/logs", String::new(), 400, "name parameter is required"),
+        (Method::GET, "/system/logs?name=keep&tail=many", String::new(), 400, "tail"),
+        (Method::GET, "/system/logs?name=keep&since=yesterday", String::new(), 400, "since"),
+        (Method::GET, "/system/logs?name=nope", String::new(), 404, "not found"),
+        (Method::GET, "/system/functions?namespace=..", String::new(), 400, "namespace"),
+        (Method::PATCH, "/system/functions", String::new(), 405, "not allowed"),
+        (Method::POST, "/system/bundles?image=Bad:tag", "data".into(), 400, "image"),
+        (
+            Method::POST,
+            "/system/bundles?image=x:1",
+            "not a tar archive, just text.........".into(),
+            400,
+            "archive",
+        ),
+        (Method::GET, "/system/nothing-here", String::new(), 404, "no route"),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let r = p.api(method.clone(), path, &body).await;
+        assert_eq!(r.status.as_u16(), status, "{method} {path} {}: {}", &body[..body.len().min(80)], r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+        let message = r.message();
+        assert!(message.contains(needle), "{method} {path}: {message:?} should mention {needle:?}");
+    }
+
+    assert_eq!(p.api(Method::GET, "/system/functions", "").await.json(), before_functions);
+    assert_eq!(std::fs::read_dir(state.path().join("functions/openfaas-fn")).unwrap().count(), stored);
+    assert_eq!(
+        p.api(Method::GET, "/system/secrets", "").await.json(),
+        json!([{"name":"keep","namespace":"openfaas-fn"}])
+    );
+    assert!(!state.path().join("credentials.json.bak").exists());
+    assert_eq!(p.invoke("/function/keep", "still fine").await.status, StatusCode::OK);
+}
