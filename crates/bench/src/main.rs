@@ -18,7 +18,7 @@ usage: ferrofaas-bench <command> [options]
 
 commands:
   run [--duration SECS] [--warmup SECS] [--rounds N] [--conns 1,64]
-      [--only LETTERS] [--watchdog PATH] [--out DIR]
+      [--only LETTERS] [--watchdog PATH] [--faas PATH] [--out DIR]
                          run the benchmark and print a markdown report
   hello --port P         (a) minimal HTTP server
   proxy --port P --upstream HOST:PORT
@@ -91,6 +91,13 @@ fn run_options(flags: &Flags) -> anyhow::Result<run::Options> {
     if !watchdog.is_file() {
         bail!("no watchdog binary at {} (build it, or pass --watchdog)", watchdog.display());
     }
+    let faas = match flags.get("faas") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?.parent().context("no folder for the bench binary")?.join("faas"),
+    };
+    if !faas.is_file() {
+        bail!("no faas binary at {} (build it, or pass --faas)", faas.display());
+    }
     Ok(run::Options {
         duration: secs("duration", 5)?,
         warmup: secs("warmup", 1)?,
@@ -100,7 +107,8 @@ fn run_options(flags: &Flags) -> anyhow::Result<run::Options> {
         },
         conns,
         only: flags.get("only").map(str::to_owned),
-        watchdog,
+        watchdog: std::fs::canonicalize(watchdog)?,
+        faas,
         out_dir: flags.get("out").map_or_else(|| PathBuf::from("target/bench"), PathBuf::from),
     })
 }

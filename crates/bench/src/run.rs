@@ -25,6 +25,8 @@ pub struct Options {
     pub conns: Vec<usize>,
     pub only: Option<String>,
     pub watchdog: PathBuf,
+    /// The `faas` binary, for the gateway's scenarios.
+    pub faas: PathBuf,
     pub out_dir: PathBuf,
 }
 
@@ -107,9 +109,12 @@ struct Scenario {
 const SCENARIOS: &[Scenario] = &[
     Scenario { id: 'a', title: "hello server, direct", post: false, start: start_a },
     Scenario { id: 'b', title: "bare hyper proxy -> (a)", post: false, start: start_b },
+    Scenario { id: 'c', title: "bare proxy -> bare proxy -> (a)", post: false, start: start_c },
     Scenario { id: 'd', title: "faas-watchdog http mode -> (a)", post: false, start: start_d },
+    Scenario { id: 'e', title: "gateway -> watchdog http -> (a)", post: false, start: start_e },
     Scenario { id: 'f', title: "bare spawn-cat per request", post: true, start: start_f },
     Scenario { id: 'g', title: "faas-watchdog streaming -> cat", post: true, start: start_g },
+    Scenario { id: 'h', title: "gateway -> watchdog streaming -> cat", post: true, start: start_h },
 ];
 
 fn start_a(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -131,6 +136,71 @@ fn start_b(ctx: &Ctx) -> anyhow::Result<Setup> {
     let procs = vec![hello, proxy];
     wait_status(port, "/", 200)?;
     Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+}
+
+fn start_c(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let (up, mid, port) = (free_port()?, free_port()?, free_port()?);
+    let hello = ctx.hello(up)?;
+    let proxy = |name: &str, listen: u16, to: u16| {
+        ctx.spawn(
+            name,
+            &ctx.self_exe,
+            &[
+                "proxy".into(),
+                "--port".into(),
+                listen.to_string(),
+                "--upstream".into(),
+                format!("127.0.0.1:{to}"),
+            ],
+            &[],
+        )
+    };
+    let procs = vec![hello, proxy("proxy-2", mid, up)?, proxy("proxy-1", port, mid)?];
+    wait_status(port, "/", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+}
+
+/// `faas serve` with one function whose bundle.json has `env`; waits until
+/// `/function/bench` answers.
+fn start_gateway(ctx: &Ctx, name: &str, env: &str) -> anyhow::Result<Setup> {
+    let dir = ctx.opts.out_dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("fn"))?;
+    std::fs::write(dir.join("fn/bundle.json"), format!("{{\"env\": {env}}}"))?;
+    std::fs::write(
+        dir.join("stack.yml"),
+        "provider:\n  name: openfaas\nfunctions:\n  bench:\n    handler: ./fn\n    image: bench:latest\n",
+    )?;
+    let port = free_port()?;
+    let args: Vec<String> = vec![
+        "serve".into(),
+        "--no-auth".into(),
+        "--port".into(),
+        port.to_string(),
+        "--state".into(),
+        dir.join("state").display().to_string(),
+        "--watchdog".into(),
+        ctx.opts.watchdog.display().to_string(),
+        "-f".into(),
+        dir.join("stack.yml").display().to_string(),
+    ];
+    let gw = ctx.spawn(name, &ctx.opts.faas, &args, &[])?;
+    let subject = Some(gw.id());
+    let procs = vec![gw];
+    wait_status(port, "/function/bench", 200)?;
+    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/function/bench"), subject })
+}
+
+fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = format!(
+        "{{\"mode\": \"http\", \"fprocess\": \"{} hello --port ${{PORT}}\", \"upstream_url\": \"http://127.0.0.1:${{PORT}}\"}}",
+        ctx.self_exe.display()
+    );
+    start_gateway(ctx, "gateway-http", &env)
+}
+
+fn start_h(ctx: &Ctx) -> anyhow::Result<Setup> {
+    start_gateway(ctx, "gateway-streaming", r#"{"mode": "streaming", "fprocess": "cat"}"#)
 }
 
 fn start_d(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -232,7 +302,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let scenarios: Vec<&Scenario> =
         SCENARIOS.iter().filter(|s| opts.only.as_deref().is_none_or(|only| only.contains(s.id))).collect();
     if scenarios.is_empty() {
-        bail!("--only matched no scenario (letters: a, b, d, f, g)");
+        bail!("--only matched no scenario (letters: a to h)");
     }
 
     println!(
@@ -299,11 +369,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 4] = [
+    let ratios: [(char, char, &str); 6] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
+        ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
+        ('h', 'g', "gateway + streaming watchdog vs watchdog alone"),
         ('b', 'a', "bare proxy vs direct"),
-        ('d', 'a', "watchdog http vs direct"),
+        ('c', 'a', "two bare proxies vs direct"),
     ];
     println!();
     println!("| ratio | conns | req/s ratio | p50 added |");
@@ -322,16 +394,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     println!();
     let idle = measure_idle_rss(&ctx)?;
-    println!("| watchdog memory | RSS |");
+    let gateway_idle = measure_gateway_idle_rss(&ctx)?;
+    println!("| memory | RSS |");
     println!("| --- | ---: |");
-    println!("| idle, streaming mode (after start-up, before any request) | {} |", fmt_kib(idle));
+    println!("| watchdog idle, streaming mode (after start-up, before any request) | {} |", fmt_kib(idle));
+    println!(
+        "| gateway idle (`faas serve`, one function deployed, before any request) | {} |",
+        fmt_kib(gateway_idle)
+    );
     for (si, s) in scenarios.iter().enumerate() {
         if let Some(kib) = peak_rss[si] {
             println!("| peak during ({}) {} | {} |", s.id, s.title, fmt_kib(kib));
         }
     }
     if let Ok(meta) = std::fs::metadata(&opts.watchdog) {
-        println!("| binary size | {} |", fmt_kib(meta.len() / 1024));
+        println!("| watchdog binary size | {} |", fmt_kib(meta.len() / 1024));
     }
     Ok(())
 }
@@ -345,6 +422,13 @@ fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
     std::thread::sleep(Duration::from_millis(500));
     let pid = setup.subject.unwrap_or_default();
     rss_kib(pid, "VmRSS:").context("could not read the watchdog's RSS")
+}
+
+fn measure_gateway_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
+    let setup = start_gateway(ctx, "gateway-idle", r#"{"mode": "streaming", "fprocess": "cat"}"#)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = setup.subject.unwrap_or_default();
+    rss_kib(pid, "VmRSS:").context("could not read the gateway's RSS")
 }
 
 fn fmt_us(us: f64) -> String {

@@ -1,6 +1,7 @@
 //! `faas`: runs ferrofaas (`faas serve`) and works with functions.
 
 mod bundle;
+mod client;
 mod commands;
 mod paths;
 mod stack;
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the whole platform locally: gateway and process provider
     Serve(commands::serve::Args),
+    /// List the deployed functions
+    #[command(alias = "ls")]
+    List(commands::list::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::List(args) => commands::list::run(args).await,
         }
     });
     match result {

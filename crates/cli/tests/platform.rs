@@ -300,3 +300,41 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
     assert!(!state.path().join("credentials.json.bak").exists());
     assert_eq!(p.invoke("/function/keep", "still fine").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faas_list_prints_a_header_then_one_function_per_line() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    p.wait_ready("wc", 1).await;
+    assert_eq!(p.invoke("/function/wc", "x").await.status, StatusCode::OK);
+    let list = |extra: &[&str]| {
+        std::process::Command::new(FAAS)
+            .arg("list")
+            .args(extra)
+            .env("OPENFAAS_URL", format!("http://{}", p.addr))
+            .env("FERROFAAS_STATE", state.path())
+            .output()
+            .unwrap()
+    };
+    let out = list(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["Function", "Invocations", "Replicas"]);
+    assert_eq!(lines[1], ["hello-python", "0", "1"]);
+    assert_eq!(lines[2], ["wc", "1", "1"]);
+    assert_eq!(lines.len(), 3);
+
+    // Without the platform's credentials: a clear error, non-zero exit.
+    let out = std::process::Command::new(FAAS)
+        .args(["list", "--gateway", &format!("http://{}", p.addr)])
+        .env("FERROFAAS_STATE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+    // No gateway there: a clear error too.
+    let out = std::process::Command::new(FAAS).args(["list", "--gateway", "http://127.0.0.1:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway"));
+}

@@ -1,0 +1,89 @@
+//! `faas list`: the deployed functions, as faas-cli prints them.
+
+use ferrofaas_types::FunctionStatus;
+
+use crate::client::Client;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Gateway URL (default: $OPENFAAS_URL, else http://127.0.0.1:8080)
+    #[arg(short, long)]
+    gateway: Option<String>,
+    /// Namespace
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Also show the image and creation time
+    #[arg(short, long)]
+    verbose: bool,
+    /// Only the names
+    #[arg(short, long)]
+    quiet: bool,
+    /// JSON, as the API returns it
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::new(args.gateway.as_deref())?;
+    let path = match &args.namespace {
+        Some(ns) => format!("/system/functions?namespace={ns}"),
+        None => "/system/functions".to_owned(),
+    };
+    let mut functions: Vec<FunctionStatus> = client.get_json(&path).await?;
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    print!("{}", render(&functions, &args));
+    Ok(())
+}
+
+fn render(functions: &[FunctionStatus], args: &Args) -> String {
+    let mut out = String::new();
+    if args.json {
+        out.push_str(&serde_json::to_string_pretty(functions).unwrap_or_default());
+        out.push('\n');
+    } else if args.quiet {
+        for f in functions {
+            out.push_str(&f.name);
+            out.push('\n');
+        }
+    } else if args.verbose {
+        let width = functions.iter().map(|f| f.image.len()).max().unwrap_or(0).max(5);
+        out.push_str(&format!(
+            "{:<30}\t{:<width$}\t{:<15}\t{:<5}\t{:<5}\n",
+            "Function", "Image", "Invocations", "Replicas", "CreatedAt"
+        ));
+        for f in functions {
+            out.push_str(&format!(
+                "{:<30}\t{:<width$}\t{:<15}\t{:<5}\t\t{:<5}\n",
+                f.name, f.image, f.invocation_count as i64, f.replicas, f.created_at
+            ));
+        }
+    } else {
+        out.push_str(&format!("{:<30}\t{:<15}\t{:<5}\n", "Function", "Invocations", "Replicas"));
+        for f in functions {
+            out.push_str(&format!("{:<30}\t{:<15}\t{:<5}\n", f.name, f.invocation_count as i64, f.replicas));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_then_one_line_per_function_name_first() {
+        let f = |name: &str, n: f64| FunctionStatus {
+            name: name.into(),
+            invocation_count: n,
+            replicas: 1,
+            ..Default::default()
+        };
+        let args = Args { gateway: None, namespace: None, verbose: false, quiet: false, json: false };
+        let out = render(&[f("hello", 3.0), f("wc", 0.0)], &args);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("Function"));
+        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["hello", "3", "1"]);
+        assert_eq!(lines[2].split_whitespace().next(), Some("wc"));
+    }
+}
