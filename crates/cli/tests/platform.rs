@@ -334,7 +334,8 @@ async fn faas_list_prints_a_header_then_one_function_per_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
     // No gateway there: a clear error too.
-    let out = std::process::Command::new(FAAS).args(["list", "--gateway", "http://127.0.0.1:1"]).output().unwrap();
+    let out =
+        std::process::Command::new(FAAS).args(["list", "--gateway", "http://127.0.0.1:1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway"));
 }

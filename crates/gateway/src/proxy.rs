@@ -3,7 +3,6 @@
 //! streamed to it over a pooled keep-alive connection and the response
 //! streamed back.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +30,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// replica's lease as long.
 pub struct InvocationGuard {
     route: Arc<FunctionRoute>,
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
     start: Instant,
     code: u16,
 }
@@ -58,28 +57,35 @@ impl Invoker {
         Invoker { client, timeout }
     }
 
-    /// `rest` is the path after `/function/`.
+    /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
     pub async fn invoke(
         &self,
         provider: &dyn Provider,
         req: Request<Incoming>,
-        rest: &str,
-        peer: SocketAddr,
+        forwarded_for: &HeaderValue,
     ) -> Response<Body> {
-        let (qualified, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (name, namespace) = split_qualified(qualified);
+        let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let rest = pq.strip_prefix("/function/").unwrap_or("");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (name, namespace) = split_qualified(&rest[..end]);
         let Some(route) = provider.routes().get(name, namespace) else {
             return json_error(
                 StatusCode::NOT_FOUND,
                 &format!("function {name:?} not found in namespace {namespace:?}"),
             );
         };
+        // What the function sees: the path after its name, and the query.
+        let upstream_pq = match &rest[end..] {
+            "" => Ok(PathAndQuery::from_static("/")),
+            tail if tail.starts_with('?') => PathAndQuery::try_from(format!("/{tail}")),
+            tail => PathAndQuery::try_from(tail),
+        };
         route.stats.started();
-        let mut guard = InvocationGuard { route, _lease: None, start: Instant::now(), code: 499 };
-        let mut resp = self.forward(&mut guard, req, path, peer).await;
+        let mut guard = InvocationGuard { route, lease: None, start: Instant::now(), code: 499 };
+        let mut resp = match upstream_pq {
+            Ok(pq) => self.forward(&mut guard, req, pq, forwarded_for).await,
+            Err(_) => json_error(StatusCode::BAD_REQUEST, "invalid path"),
+        };
         guard.code = resp.status().as_u16();
         resp.body_mut().attach(guard);
         resp
@@ -89,28 +95,20 @@ impl Invoker {
         &self,
         guard: &mut InvocationGuard,
         req: Request<Incoming>,
-        path: &str,
-        peer: SocketAddr,
+        pq: PathAndQuery,
+        forwarded_for: &HeaderValue,
     ) -> Response<Body> {
-        let function = &guard.route.function;
         let Some(lease) = guard.route.pick() else {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("function {} has no ready replica", function.name),
+                &format!("function {} has no ready replica", guard.route.function.name),
             );
         };
         let (mut parts, body) = req.into_parts();
-        let pq = match parts.uri.query() {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path),
-        };
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(lease.endpoint().authority.clone());
-        uri.path_and_query = match pq {
-            Ok(pq) => Some(pq),
-            Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid path"),
-        };
+        uri.path_and_query = Some(pq);
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid path"),
@@ -130,15 +128,15 @@ impl Invoker {
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
             headers.insert(X_START_TIME, HeaderValue::from(nanos as u64));
         }
-        append_forwarded_for(headers, peer.ip());
+        append_forwarded_for(headers, forwarded_for);
         if let Some(host) = headers.get(HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        let instance = lease.endpoint().instance.clone();
-        guard._lease = Some(lease);
+        let lease = guard.lease.insert(lease);
 
         let result =
             tokio::time::timeout(self.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let function = &guard.route.function;
         let mut resp = match result {
             Ok(Ok(resp)) => {
                 let (mut parts, incoming) = resp.into_parts();
@@ -146,7 +144,8 @@ impl Invoker {
                 Response::from_parts(parts, Body::proxied(incoming))
             }
             Ok(Err(e)) => {
-                tracing::warn!(function = %function, %instance, error = %error_chain(&e), "replica failed");
+                let instance = &lease.endpoint().instance;
+                tracing::warn!(%function, %instance, error = %error_chain(&e), "replica failed");
                 json_error(
                     StatusCode::BAD_GATEWAY,
                     &format!(
@@ -157,7 +156,8 @@ impl Invoker {
                 )
             }
             Err(_) => {
-                tracing::warn!(function = %function, %instance, timeout = ?self.timeout, "replica timed out");
+                let instance = &lease.endpoint().instance;
+                tracing::warn!(%function, %instance, timeout = ?self.timeout, "replica timed out");
                 json_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("function {} did not answer within {:?}", function.name, self.timeout),
@@ -172,29 +172,35 @@ impl Invoker {
 /// A random version-4 UUID, from a fast (non-cryptographic) generator: call
 /// ids must be unique, not secret.
 fn new_call_id() -> HeaderValue {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = [0u8; 36];
+    let mut i = 0;
+    for (n, b) in bytes.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = HEX[usize::from(b >> 4)];
+        out[i + 1] = HEX[usize::from(b & 0xf)];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
-fn append_forwarded_for(headers: &mut http::HeaderMap, ip: IpAddr) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip.to_string(),
+fn append_forwarded_for(headers: &mut http::HeaderMap, peer: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(existing) => {
+            let mut v = existing.as_bytes().to_vec();
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.clone())
+        }
+        None => peer.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -229,8 +235,8 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = http::HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
     }
 }

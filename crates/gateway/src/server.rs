@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferrofaas_provider::Provider;
@@ -41,11 +40,12 @@ impl Gateway {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// `forwarded_for` is the peer's address as a header value, made once
+    /// per connection.
+    pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<Body> {
         let path = req.uri().path();
-        if let Some(rest) = path.strip_prefix("/function/") {
-            let rest = rest.to_owned();
-            return self.invoker.invoke(&*self.provider, req, &rest, peer).await;
+        if path.starts_with("/function/") {
+            return self.invoker.invoke(&*self.provider, req, forwarded_for).await;
         }
         if path == "/system" || path.starts_with("/system/") {
             if let Some(creds) = &self.config.auth
@@ -172,9 +172,11 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let gw = Arc::clone(&gateway);
+                let peer = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
                 let service = service_fn(move |req| {
                     let gw = Arc::clone(&gw);
-                    async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+                    let peer = peer.clone();
+                    async move { Ok::<_, Infallible>(gw.handle(req, &peer).await) }
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {

@@ -134,6 +134,11 @@ async fn bind(config: &Config) -> std::io::Result<TcpListener> {
         // SAFETY: by the LISTEN_FDS protocol fd 3 is a listening socket handed
         // to this process, and nothing else in it owns fd 3.
         let std_listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+        // Ours alone: the function's processes must not inherit it.
+        // SAFETY: fcntl on a descriptor this process owns.
+        if unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         std_listener.set_nonblocking(true)?;
         return TcpListener::from_std(std_listener);
     }

@@ -163,6 +163,7 @@ pub fn spawn_for_request(
 ) -> io::Result<Running> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::piped()).process_group(0).kill_on_drop(true);
+    remove_socket_activation(&mut cmd);
     add_cgi_env(&mut cmd, parts);
 
     let combined = if combine_output {
@@ -225,6 +226,11 @@ fn add_cgi_env(cmd: &mut Command, parts: &Parts) {
     }
 }
 
+/// The socket handed to the watchdog (`LISTEN_FDS`) is not the function's.
+fn remove_socket_activation(cmd: &mut Command) {
+    cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID").env_remove("LISTEN_FDNAMES");
+}
+
 /// `x-call-id` -> `X_Call_Id`: Go's canonical header form, dashes as underscores.
 fn push_canonical_header(out: &mut String, header: &str) {
     let mut upper = true;
@@ -256,6 +262,7 @@ pub struct Upstream {
 pub fn spawn_upstream(argv: &[String], prefix_logs: bool) -> io::Result<Upstream> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    remove_socket_activation(&mut cmd);
     if prefix_logs {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }

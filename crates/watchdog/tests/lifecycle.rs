@@ -133,7 +133,10 @@ async fn a_listening_socket_can_be_handed_over() {
     let mut cmd = Command::new(WATCHDOG);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("fprocess", "cat")
+        .env(
+            "fprocess",
+            "sh -c 'echo ${LISTEN_FDS:-none}; [ -e /proc/$$/fd/3 ] && echo fd3-open || echo fd3-closed'",
+        )
         .env("TMPDIR", dir.path())
         .env("LISTEN_FDS", "1")
         .stdout(Stdio::piped())
@@ -151,7 +154,8 @@ async fn a_listening_socket_can_be_handed_over() {
     let wd = Watchdog::launch(cmd, dir);
     drop(listener);
     assert_eq!(wd.addr.port(), port);
-    assert_eq!(wd.post("/", "via fd 3").await.body, "via fd 3");
+    // The function inherits neither the variable nor the socket.
+    assert_eq!(wd.post("/", "").await.body, "none\nfd3-closed\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
