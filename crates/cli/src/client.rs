@@ -1,27 +1,41 @@
-//! A small HTTP client for the gateway's API, as faas-cli finds it: the
-//! gateway from `--gateway`, else `$OPENFAAS_URL`, else
-//! `http://127.0.0.1:8080`; credentials from the local platform's state
-//! folder when the gateway is on this machine.
+//! The gateway's API as the CLI uses it. The gateway is found as faas-cli
+//! finds it: `--gateway`, else the stack file's `provider.gateway`, else
+//! `$OPENFAAS_URL`, else `http://127.0.0.1:8080`. Credentials: a saved
+//! `faas login` for that gateway, else, for a gateway on this machine, the
+//! local platform's own (its state folder).
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::auth_config::AuthConfig;
 
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
 
+/// `--gateway` for every verb that talks to one.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GatewayArg {
+    /// Gateway URL (default: the stack file's, else $OPENFAAS_URL, else http://127.0.0.1:8080)
+    #[arg(short, long)]
+    pub gateway: Option<String>,
+}
+
 pub struct Client {
-    /// `host:port`
+    /// The gateway's URL, normalised (`http://host:port[/prefix]`).
+    pub url: String,
     authority: String,
-    /// Path prefix of the gateway URL (often empty).
     prefix: String,
     auth: Option<String>,
 }
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -35,14 +49,40 @@ impl Reply {
     }
 }
 
+/// The gateway URL by faas-cli's rules, normalised: `--gateway`, else the
+/// stack file's if it is not the default one, else `$OPENFAAS_URL`, else the
+/// default.
+pub fn resolve_url(explicit: Option<&str>, stack: Option<&str>) -> String {
+    let url = explicit
+        .map(str::to_owned)
+        .or_else(|| stack.filter(|s| normalise(s) != DEFAULT_GATEWAY).map(str::to_owned))
+        .or_else(|| std::env::var("OPENFAAS_URL").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| DEFAULT_GATEWAY.to_owned());
+    normalise(&url)
+}
+
+fn normalise(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/').to_lowercase();
+    if url.starts_with("http") { url } else { format!("http://{url}") }
+}
+
 impl Client {
-    pub fn new(gateway: Option<&str>) -> anyhow::Result<Client> {
-        let url = match gateway {
-            Some(g) => g.to_owned(),
-            None => std::env::var("OPENFAAS_URL").unwrap_or_else(|_| DEFAULT_GATEWAY.to_owned()),
-        };
-        let url = url.trim().trim_end_matches('/').to_lowercase();
-        let url = if url.starts_with("http") { url } else { format!("http://{url}") };
+    /// A client for `url` with the credentials found for it.
+    pub fn new(url: &str) -> anyhow::Result<Client> {
+        let saved = AuthConfig::load()?.header_for(url);
+        let mut client = Client::with_auth(url, saved)?;
+        if client.auth.is_none() && client.is_local() {
+            client.auth = local_credentials();
+        }
+        Ok(client)
+    }
+
+    pub fn for_args(gateway: &GatewayArg, stack_gateway: Option<&str>) -> anyhow::Result<Client> {
+        Client::new(&resolve_url(gateway.gateway.as_deref(), stack_gateway))
+    }
+
+    /// A client with exactly these credentials.
+    pub fn with_auth(url: &str, auth: Option<String>) -> anyhow::Result<Client> {
         if url.starts_with("https://") {
             bail!("{url}: https gateways are not supported by this client yet");
         }
@@ -51,16 +91,31 @@ impl Client {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let authority =
-            if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-        let local = ["127.0.0.1:", "localhost:", "[::1]:"].iter().any(|p| authority.starts_with(p));
-        let auth = if local { local_credentials() } else { None };
-        Ok(Client { authority, prefix: prefix.to_owned(), auth })
+        if authority.is_empty() {
+            bail!("{url} has no host");
+        }
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Client { url: url.to_owned(), authority, prefix: prefix.to_owned(), auth })
     }
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Reply> {
+    fn is_local(&self) -> bool {
+        ["127.0.0.1:", "localhost:", "[::1]:"].iter().any(|p| self.authority.starts_with(p))
+    }
+
+    /// Sends a request; the response head and its streaming body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> anyhow::Result<Response<Incoming>> {
         let stream = tokio::net::TcpStream::connect(&self.authority).await.with_context(|| {
-            format!("cannot reach the gateway at http://{} (is it running? faas serve)", self.authority)
+            format!("cannot reach the gateway at {} (is it running? faas serve starts one)", self.url)
         })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
@@ -72,33 +127,84 @@ impl Client {
         if let Some(auth) = &self.auth {
             req = req.header("authorization", auth);
         }
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
         }
-        let resp = sender.send_request(req.body(Full::new(body.unwrap_or_default()))?).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, body })
+        Ok(sender.send_request(req.body(Full::new(body))?).await?)
     }
 
-    /// GET a JSON document; an error status becomes an error with the
-    /// gateway's message.
+    /// Sends a request and reads the whole answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        let resp = self.send(method, path, headers, body).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.context("reading the gateway's answer")?.to_bytes();
+        Ok(Reply { status: parts.status, headers: parts.headers, body })
+    }
+
+    /// A JSON request to the API; any status outside `ok` is an error.
+    pub async fn api<T: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&T>,
+        ok: &[u16],
+    ) -> anyhow::Result<Reply> {
+        let (headers, bytes) = match body {
+            Some(b) => (
+                vec![("content-type".to_owned(), "application/json".to_owned())],
+                Bytes::from(serde_json::to_vec(b)?),
+            ),
+            None => (Vec::new(), Bytes::new()),
+        };
+        let reply = self.request(method, path, &headers, bytes).await?;
+        self.check(&reply, ok)?;
+        Ok(reply)
+    }
+
+    /// GET a JSON document.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let reply = self.request(Method::GET, path, None).await?;
-        if reply.status == StatusCode::UNAUTHORIZED {
-            bail!("unauthorized: the gateway at http://{} wants credentials", self.authority);
-        }
-        if !reply.status.is_success() {
-            bail!("the gateway answered {}: {}", reply.status.as_u16(), reply.message());
-        }
+        let reply = self.api::<()>(Method::GET, path, None, &[200]).await?;
         serde_json::from_slice(&reply.body).context("the gateway's answer is not the expected JSON")
+    }
+
+    /// An error for a status outside `ok`, with the gateway's message.
+    pub fn check(&self, reply: &Reply, ok: &[u16]) -> anyhow::Result<()> {
+        if ok.contains(&reply.status.as_u16()) {
+            return Ok(());
+        }
+        if reply.status == StatusCode::UNAUTHORIZED {
+            bail!("unauthorized: log in to {} first (faas login --password ...)", self.url);
+        }
+        bail!("the gateway answered {}: {}", reply.status.as_u16(), reply.message())
     }
 }
 
-/// The admin credentials of the platform started on this machine (its
-/// default state folder), as a Basic auth header.
+/// The admin credentials of the platform started on this machine (its state
+/// folder), as a Basic auth header.
 fn local_credentials() -> Option<String> {
     let path = crate::paths::credentials_file(&crate::paths::default_state_dir());
     let creds: ferrofaas_gateway::Credentials = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     Some(creds.header_value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(resolve_url(Some("HTTP://Example.com:8080/"), None), "http://example.com:8080");
+        assert_eq!(resolve_url(Some("gw.local:31112"), Some("http://x")), "http://gw.local:31112");
+        assert_eq!(resolve_url(None, Some("http://stack:1")), "http://stack:1");
+        let c = Client::with_auth("http://gw/prefix", None).unwrap();
+        assert_eq!((c.authority.as_str(), c.prefix.as_str()), ("gw:80", "/prefix"));
+        assert!(Client::with_auth("https://gw", None).is_err());
+        assert!(Client::with_auth("http://", None).is_err());
+    }
 }

@@ -1,10 +1,14 @@
 //! `faas`: runs ferrofaas (`faas serve`) and works with functions.
 
+mod auth_config;
+mod builder;
 mod bundle;
 mod client;
 mod commands;
 mod paths;
+mod progress;
 mod stack;
+mod templates;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,9 +29,38 @@ struct Cli {
 enum Command {
     /// Run the whole platform locally: gateway and process provider
     Serve(commands::serve::Args),
+    /// Create a function from a template and add it to stack.yml
+    New(commands::new::Args),
+    /// Build the stack's functions into bundles (build/<name>/)
+    Build(commands::build::Args),
+    /// Deploy the stack's built functions (or --image) to a gateway
+    Deploy(commands::deploy::Args),
+    /// Build, then deploy
+    Up(commands::deploy::Args),
+    /// Call a function: the body from standard input, the answer on standard output
+    Invoke(commands::invoke::Args),
     /// List the deployed functions
     #[command(alias = "ls")]
     List(commands::list::Args),
+    /// Show one function
+    Describe(commands::describe::Args),
+    /// Remove functions
+    #[command(alias = "rm", alias = "delete")]
+    Remove(commands::remove::Args),
+    /// Print a function's logs
+    Logs(commands::logs::Args),
+    /// Set a function's number of replicas
+    Scale(commands::scale::Args),
+    /// Manage secrets
+    Secret(commands::secret::Args),
+    /// Save credentials for a gateway
+    Login(commands::login::LoginArgs),
+    /// Forget the credentials for a gateway
+    Logout(commands::login::LogoutArgs),
+    /// Function templates
+    Template(commands::template::Args),
+    /// Versions of this client and of the gateway
+    Version(commands::version::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +76,23 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::New(args) => commands::new::run(args),
+            Command::Build(args) => commands::build::run(args).await,
+            Command::Deploy(args) => commands::deploy::run(args).await,
+            Command::Up(args) => {
+                commands::deploy::deploy_stack(&args, true, progress::Mode::pick(false, false)).await
+            }
+            Command::Invoke(args) => commands::invoke::run(args).await,
             Command::List(args) => commands::list::run(args).await,
+            Command::Describe(args) => commands::describe::run(args).await,
+            Command::Remove(args) => commands::remove::run(args).await,
+            Command::Logs(args) => commands::logs::run(args).await,
+            Command::Scale(args) => commands::scale::run(args).await,
+            Command::Secret(args) => commands::secret::run(args).await,
+            Command::Login(args) => commands::login::login(args).await,
+            Command::Logout(args) => commands::login::logout(args).await,
+            Command::Template(args) => commands::template::run(args),
+            Command::Version(args) => commands::version::run(args).await,
         }
     });
     match result {

@@ -1,30 +1,29 @@
-//! `faas list`: the deployed functions, as faas-cli prints them.
+//! `faas list`: the deployed functions, as faas-cli prints them: a header,
+//! then one function per line, name first.
 
 use ferrofaas_types::FunctionStatus;
 
-use crate::client::Client;
+use crate::client::{Client, GatewayArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Gateway URL (default: $OPENFAAS_URL, else http://127.0.0.1:8080)
+    #[command(flatten)]
+    pub gateway: GatewayArg,
     #[arg(short, long)]
-    gateway: Option<String>,
-    /// Namespace
-    #[arg(short, long)]
-    namespace: Option<String>,
+    pub namespace: Option<String>,
     /// Also show the image and creation time
     #[arg(short, long)]
-    verbose: bool,
+    pub verbose: bool,
     /// Only the names
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     /// JSON, as the API returns it
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::new(args.gateway.as_deref())?;
+    let client = Client::for_args(&args.gateway, None)?;
     let path = match &args.namespace {
         Some(ns) => format!("/system/functions?namespace={ns}"),
         None => "/system/functions".to_owned(),
@@ -78,7 +77,13 @@ mod tests {
             replicas: 1,
             ..Default::default()
         };
-        let args = Args { gateway: None, namespace: None, verbose: false, quiet: false, json: false };
+        let args = Args {
+            gateway: GatewayArg::default(),
+            namespace: None,
+            verbose: false,
+            quiet: false,
+            json: false,
+        };
         let out = render(&[f("hello", 3.0), f("wc", 0.0)], &args);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);

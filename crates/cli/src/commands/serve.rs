@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
-use ferrofaas_provider::process::{ProcessConfig, ProcessProvider, bundles};
+use ferrofaas_provider::process::{ProcessConfig, ProcessProvider};
 use ferrofaas_provider::{Provider, ProviderError};
 use tokio::net::TcpListener;
 
@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
     let watchdog = find_watchdog(args.watchdog.as_deref())?;
     let stack = match &args.stack {
-        Some(path) => Some((path.clone(), stack::Stack::load(path)?)),
+        Some(path) => Some(stack::Stack::load(path)?),
         None => None,
     };
 
@@ -91,8 +91,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("ferrofaas gateway listening on http://{addr}");
     println!("  provider: process (replicas run {}); state: {}", watchdog.display(), state.display());
 
-    if let Some((path, stack)) = &stack {
-        deploy_stack(&*provider, path, stack).await?;
+    if let Some(stack) = &stack {
+        deploy_stack(&*provider, stack).await?;
     }
 
     ferrofaas_gateway::run(gateway, listener, shutdown_signal(signals)).await?;
@@ -116,29 +116,20 @@ fn find_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(&path)?)
 }
 
-/// Deploys (or updates) every function of a stack whose handler folder is a
-/// bundle (has a `bundle.json`): the folder is pushed to the provider's
-/// bundle store under the function's image name, then deployed.
-async fn deploy_stack(provider: &dyn Provider, path: &Path, stack: &stack::Stack) -> anyhow::Result<()> {
-    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+/// Deploys (or updates) every function of a stack: built first if it has a
+/// `lang` (as `faas up` does), used as it is if its handler folder is a
+/// bundle; pushed to the provider's bundle store under its image name.
+async fn deploy_stack(provider: &dyn Provider, stack: &stack::Stack) -> anyhow::Result<()> {
+    let dir = stack.dir();
+    let mode = crate::progress::Mode::pick(false, false);
     for (name, f) in &stack.functions {
-        let handler = f.handler_dir(name, &dir)?;
-        if !handler.join(bundles::MANIFEST).is_file() {
-            let lang = f.lang.as_deref().map(|l| format!(" (lang {l})")).unwrap_or_default();
-            bail!(
-                "{}: function {name}{lang}: {} has no {}; faas serve deploys prebuilt bundles",
-                path.display(),
-                handler.display(),
-                bundles::MANIFEST
-            );
-        }
-        let image = f.image.clone().unwrap_or_else(|| format!("{name}:latest"));
-        let archive = bundle::pack(&handler)?;
+        let bundle = tokio::task::block_in_place(|| crate::builder::build(name, f, stack, mode, false))?;
+        let image = f.image(name);
         provider
-            .push_bundle(&image, archive)
+            .push_bundle(&image, bundle::pack(&bundle)?)
             .await
             .with_context(|| format!("function {name}: storing its bundle"))?;
-        let spec = f.deployment(name, image);
+        let spec = f.deployment(name, image, &f.env(&dir)?);
         match provider.deploy(spec.clone()).await {
             Ok(()) => println!("  deployed {name}"),
             Err(ProviderError::Conflict(_)) => {

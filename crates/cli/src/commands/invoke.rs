@@ -1,0 +1,82 @@
+//! `faas invoke NAME`: the body from standard input, the response to
+//! standard output.
+
+use std::io::Write;
+
+use anyhow::bail;
+use http::Method;
+
+use super::{key_value, read_stdin};
+use crate::client::{Client, GatewayArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The function
+    pub name: String,
+    #[command(flatten)]
+    pub gateway: GatewayArg,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// HTTP method
+    #[arg(short, long, default_value = "POST")]
+    pub method: String,
+    /// Header "Key: Value" or Key=Value (repeatable)
+    #[arg(short = 'H', long = "header")]
+    pub header: Vec<String>,
+    /// Query parameter key=value (repeatable)
+    #[arg(long)]
+    pub query: Vec<String>,
+    /// Content-Type of the body
+    #[arg(long, default_value = "text/plain")]
+    pub content_type: String,
+    /// Queue the call (202 Accepted) instead of waiting for the result
+    #[arg(short, long)]
+    pub r#async: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::for_args(&args.gateway, None)?;
+    let method = Method::from_bytes(args.method.to_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("{:?} is not an HTTP method", args.method))?;
+    // As faas-cli: always NAME.NAMESPACE, openfaas-fn unless told otherwise.
+    let ns = args.namespace.as_deref().unwrap_or(ferrofaas_types::DEFAULT_NAMESPACE);
+    let q = super::qualified(&args.name, Some(ns))?;
+    let prefix = if args.r#async { "async-function" } else { "function" };
+    let mut path = format!("/{prefix}/{q}");
+    if !args.query.is_empty() {
+        let pairs: Vec<String> = args
+            .query
+            .iter()
+            .map(|kv| key_value(kv).map(|(k, v)| format!("{}={}", encode(&k), encode(&v))))
+            .collect::<anyhow::Result<_>>()?;
+        path.push('?');
+        path.push_str(&pairs.join("&"));
+    }
+    let mut headers: Vec<(String, String)> =
+        args.header.iter().map(|h| key_value(h)).collect::<anyhow::Result<_>>()?;
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        headers.push(("content-type".into(), args.content_type.clone()));
+    }
+    let body = read_stdin()?;
+    let reply = client.request(method, &path, &headers, body.into()).await?;
+    if !reply.status.is_success() {
+        bail!("{} answered {}: {}", args.name, reply.status.as_u16(), reply.message());
+    }
+    if args.r#async && reply.status == http::StatusCode::ACCEPTED {
+        let id = reply.headers.get("x-call-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        eprintln!("Function submitted asynchronously (call id {id}).");
+        return Ok(());
+    }
+    std::io::stdout().write_all(&reply.body)?;
+    Ok(())
+}
+
+/// Percent-encodes a query component.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
