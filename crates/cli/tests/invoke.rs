@@ -253,3 +253,22 @@ async fn logs_follow_new_lines() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["name"], "talk");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_a_starting_replica() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    // An http-mode function whose server takes a while to listen.
+    let spec = json!({
+        "service": "slow-start",
+        "image": format!("{}/hello-python", examples().display()),
+        "envProcess": "sh -c 'sleep 1; exec python3 index.py'",
+    });
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let started = Instant::now();
+    let r = p.invoke("/function/slow-start", "early bird").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("early bird"));
+    assert!(started.elapsed() >= Duration::from_millis(900), "it really waited for the start");
+}

@@ -10,6 +10,9 @@ pub struct GatewayConfig {
     pub auth: Option<Credentials>,
     /// Longest the gateway waits for a function's response head.
     pub upstream_timeout: Duration,
+    /// Longest a request waits for a replica of a function whose replicas
+    /// are starting (just deployed, restarting, scaling up).
+    pub replica_wait: Duration,
     /// Largest JSON body of the API.
     pub max_api_body: usize,
     /// Largest bundle upload.
@@ -25,6 +28,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             auth: None,
             upstream_timeout: Duration::from_secs(60),
+            replica_wait: Duration::from_secs(30),
             max_api_body: 1 << 20,
             max_bundle_body: 512 << 20,
             read_timeout: Duration::from_secs(10),

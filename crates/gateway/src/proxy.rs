@@ -44,17 +44,18 @@ impl Drop for InvocationGuard {
 pub struct Invoker {
     client: Client<HttpConnector, Incoming>,
     timeout: Duration,
+    replica_wait: Duration,
 }
 
 impl Invoker {
-    pub fn new(timeout: Duration) -> Invoker {
+    pub fn new(timeout: Duration, replica_wait: Duration) -> Invoker {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Invoker { client, timeout }
+        Invoker { client, timeout, replica_wait }
     }
 
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
@@ -98,11 +99,28 @@ impl Invoker {
         pq: PathAndQuery,
         forwarded_for: &HeaderValue,
     ) -> Response<Body> {
-        let Some(lease) = guard.route.pick() else {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("function {} has no ready replica", guard.route.function.name),
-            );
+        let lease = match guard.route.pick() {
+            Some(lease) => lease,
+            // Replicas are on their way (just deployed, restarting, scaling
+            // up): hold the request rather than fail it.
+            None if guard.route.desired() > 0 => match guard.route.wait_pick(self.replica_wait).await {
+                Some(lease) => lease,
+                None => {
+                    return json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "function {} has no ready replica (none became ready within {:?})",
+                            guard.route.function.name, self.replica_wait
+                        ),
+                    );
+                }
+            },
+            None => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("function {} has no ready replica (scaled to zero)", guard.route.function.name),
+                );
+            }
         };
         let (mut parts, body) = req.into_parts();
         let mut uri = http::uri::Parts::default();

@@ -33,7 +33,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
         Gateway {
-            invoker: Invoker::new(config.upstream_timeout),
+            invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
             provider,
             config,
             shutdown: CancellationToken::new(),

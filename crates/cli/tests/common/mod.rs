@@ -283,3 +283,56 @@ pub async fn push_bundle(p: &Platform, image: &str, archive: Vec<u8>) -> Reply {
         .unwrap();
     read(send(p.addr, req).await.unwrap()).await
 }
+
+/// Runs `faas` in `dir` as a user would, pointed at `p` (its URL, its
+/// state folder for credentials), with `stdin`; a private faas-cli config.
+pub fn faas(dir: &Path, p: Option<&Platform>, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = Command::new(FAAS);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("OPENFAAS_CONFIG", dir.join(".openfaas-config"))
+        .env_remove("OPENFAAS_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match p {
+        Some(p) => {
+            cmd.env("OPENFAAS_URL", format!("http://{}", p.addr)).env("FERROFAAS_STATE", &p.state);
+        }
+        None => {
+            cmd.env("FERROFAAS_STATE", dir.join("no-platform"));
+        }
+    }
+    let mut child = cmd.spawn().expect("run faas");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("faas output")
+}
+
+/// `faas` that must succeed; its standard output.
+pub fn faas_ok(dir: &Path, p: Option<&Platform>, args: &[&str], stdin: Option<&str>) -> String {
+    let out = faas(dir, p, args, stdin);
+    assert!(
+        out.status.success(),
+        "faas {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `faas` that must fail; its standard error.
+pub fn faas_err(dir: &Path, p: Option<&Platform>, args: &[&str], stdin: Option<&str>) -> String {
+    let out = faas(dir, p, args, stdin);
+    assert!(
+        !out.status.success(),
+        "faas {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "exit code of faas {args:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
