@@ -163,7 +163,7 @@ impl Invoker {
             }
             Ok(Err(e)) => {
                 let instance = &lease.endpoint().instance;
-                tracing::warn!(%function, %instance, error = %error_chain(&e), "replica failed");
+                tracing::warn!(%function, %instance, error = %ferrofaas_types::error_chain(&e), "replica failed");
                 json_error(
                     StatusCode::BAD_GATEWAY,
                     &format!(
@@ -219,17 +219,6 @@ fn append_forwarded_for(headers: &mut http::HeaderMap, peer: &HeaderValue) {
         None => peer.clone(),
     };
     headers.insert(X_FORWARDED_FOR, value);
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn short_reason(e: &hyper_util::client::legacy::Error) -> &'static str {

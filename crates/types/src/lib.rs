@@ -25,3 +25,15 @@ pub use info::{GatewayInfo, ProviderInfo, VersionInfo};
 pub use logs::{LogMessage, LogRequest};
 pub use names::{DEFAULT_NAMESPACE, FunctionRef, NameError};
 pub use secret::Secret;
+
+/// An error and its sources, `outer: inner: innermost`, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -125,7 +125,7 @@ impl Proxy {
         timer: &mut Option<Pin<Box<Sleep>>>,
     ) -> Result<Response<Incoming>, ForwardError> {
         tokio::select! {
-            result = self.client.request(req) => result.map_err(|e| ForwardError::Upstream(error_chain(&e))),
+            result = self.client.request(req) => result.map_err(|e| ForwardError::Upstream(ferrofaas_types::error_chain(&e))),
             () = expired(timer) => Err(ForwardError::Timeout),
         }
     }
@@ -139,17 +139,6 @@ impl Proxy {
         let resp = self.send(req, &mut ExecDeadline::timer(Some(ExecDeadline::after(timeout)))).await?;
         Ok(resp.status())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,29 +3,24 @@
 use ferrofaas_types::FunctionStatus;
 
 use super::qualified;
-use crate::client::{Client, GatewayArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The function
-    pub name: String,
     #[command(flatten)]
-    pub gateway: GatewayArg,
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    pub target: super::Target,
     /// JSON, as the API returns it
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::for_args(&args.gateway, None)?;
-    let q = qualified(&args.name, args.namespace.as_deref())?;
+    let client = args.target.client()?;
+    let q = qualified(&args.target.name, args.target.namespace.as_deref())?;
     let reply = client
         .request(http::Method::GET, &format!("/system/function/{q}?usage=1"), &[], Default::default())
         .await?;
     if reply.status == http::StatusCode::NOT_FOUND {
-        anyhow::bail!("no such function: {}", args.name);
+        anyhow::bail!("no such function: {}", args.target.name);
     }
     client.check(&reply, &[200])?;
     let f: FunctionStatus = serde_json::from_slice(&reply.body)?;

@@ -7,16 +7,11 @@ use anyhow::bail;
 use http::Method;
 
 use super::{key_value, read_stdin};
-use crate::client::{Client, GatewayArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The function
-    pub name: String,
     #[command(flatten)]
-    pub gateway: GatewayArg,
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    pub target: super::Target,
     /// HTTP method
     #[arg(short, long, default_value = "POST")]
     pub method: String,
@@ -35,12 +30,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::for_args(&args.gateway, None)?;
+    let client = args.target.client()?;
     let method = Method::from_bytes(args.method.to_uppercase().as_bytes())
         .map_err(|_| anyhow::anyhow!("{:?} is not an HTTP method", args.method))?;
     // As faas-cli: always NAME.NAMESPACE, openfaas-fn unless told otherwise.
-    let ns = args.namespace.as_deref().unwrap_or(ferrofaas_types::DEFAULT_NAMESPACE);
-    let q = super::qualified(&args.name, Some(ns))?;
+    let ns = args.target.namespace.as_deref().unwrap_or(ferrofaas_types::DEFAULT_NAMESPACE);
+    let q = super::qualified(&args.target.name, Some(ns))?;
     let prefix = if args.r#async { "async-function" } else { "function" };
     let mut path = format!("/{prefix}/{q}");
     if !args.query.is_empty() {
@@ -60,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let body = read_stdin()?;
     let reply = client.request(method, &path, &headers, body.into()).await?;
     if !reply.status.is_success() {
-        bail!("{} answered {}: {}", args.name, reply.status.as_u16(), reply.message());
+        bail!("{} answered {}: {}", args.target.name, reply.status.as_u16(), reply.message());
     }
     if args.r#async && reply.status == http::StatusCode::ACCEPTED {
         let id = reply.headers.get("x-call-id").and_then(|v| v.to_str().ok()).unwrap_or("");

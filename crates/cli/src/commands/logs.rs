@@ -6,16 +6,11 @@ use std::time::{Duration, SystemTime};
 use http_body_util::BodyExt;
 
 use super::qualified;
-use crate::client::{Client, GatewayArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The function
-    pub name: String,
     #[command(flatten)]
-    pub gateway: GatewayArg,
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    pub target: super::Target,
     /// Keep printing new lines as they come
     #[arg(long)]
     pub follow: bool,
@@ -35,8 +30,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::for_args(&args.gateway, None)?;
-    let q = qualified(&args.name, args.namespace.as_deref())?;
+    let client = args.target.client()?;
+    let q = qualified(&args.target.name, args.target.namespace.as_deref())?;
     let (name, ns) = q.split_once('.').map_or((q.as_str(), None), |(n, ns)| (n, Some(ns)));
     let mut path = format!("/system/logs?name={name}&follow={}", args.follow);
     if let Some(ns) = ns {
@@ -55,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let body = resp.into_body().collect().await?.to_bytes();
         let reply = crate::client::Reply { status, headers: Default::default(), body };
         if status == http::StatusCode::NOT_FOUND {
-            anyhow::bail!("no such function: {}", args.name);
+            anyhow::bail!("no such function: {}", args.target.name);
         }
         client.check(&reply, &[200])?;
         anyhow::bail!("the gateway answered {}", status.as_u16());

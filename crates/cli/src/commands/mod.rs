@@ -38,6 +38,23 @@ impl StackArgs {
     }
 }
 
+/// One function, on one gateway: `NAME [-n NAMESPACE] [--gateway URL]`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// The function (NAME or NAME.NAMESPACE)
+    pub name: String,
+    #[command(flatten)]
+    pub gateway: crate::client::GatewayArg,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+impl Target {
+    pub fn client(&self) -> anyhow::Result<crate::client::Client> {
+        crate::client::Client::for_args(&self.gateway, None)
+    }
+}
+
 /// `NAME` or `NAME.NAMESPACE` with `-n`, as a path segment: `name.namespace`
 /// when a namespace is known, `name` otherwise (the gateway's default).
 pub fn qualified(name: &str, namespace: Option<&str>) -> anyhow::Result<String> {

@@ -4,24 +4,19 @@ use ferrofaas_types::ScaleServiceRequest;
 use http::Method;
 
 use super::qualified;
-use crate::client::{Client, GatewayArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The function
-    pub name: String,
+    #[command(flatten)]
+    pub target: super::Target,
     /// Replicas wanted
     #[arg(short, long)]
     pub replicas: u64,
-    #[command(flatten)]
-    pub gateway: GatewayArg,
-    #[arg(short, long)]
-    pub namespace: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::for_args(&args.gateway, None)?;
-    let q = qualified(&args.name, args.namespace.as_deref())?;
+    let client = args.target.client()?;
+    let q = qualified(&args.target.name, args.target.namespace.as_deref())?;
     let name = q.split('.').next().unwrap_or(&q).to_owned();
     let body = ScaleServiceRequest { service_name: name, replicas: args.replicas, namespace: String::new() };
     let reply = client
@@ -33,9 +28,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
     if reply.status == http::StatusCode::NOT_FOUND {
-        anyhow::bail!("no such function: {}", args.name);
+        anyhow::bail!("no such function: {}", args.target.name);
     }
     client.check(&reply, &[200, 202])?;
-    println!("Scaling {} to {} replica(s)", args.name, args.replicas);
+    println!("Scaling {} to {} replica(s)", args.target.name, args.replicas);
     Ok(())
 }

@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub use ferrofaas_testkit::*;
+
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 
 pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 
@@ -38,19 +38,6 @@ pub fn watchdog() -> PathBuf {
 
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").canonicalize().unwrap()
-}
-
-pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 pub struct Platform {
@@ -201,63 +188,6 @@ impl Drop for Platform {
             let _ = self.child.wait();
         }
     }
-}
-
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-    pub body_error: Option<String>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    pub fn message(&self) -> String {
-        self.json()["message"].as_str().expect("message").to_owned()
-    }
-}
-
-pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> anyhow::Result<Response<Incoming>>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender.send_request(req).await?)
-}
-
-pub async fn read(resp: Response<Incoming>) -> Reply {
-    let (parts, body) = resp.into_parts();
-    let (body, body_error) = match body.collect().await {
-        Ok(c) => (String::from_utf8_lossy(&c.to_bytes()).into_owned(), None),
-        Err(e) => (String::new(), Some(e.to_string())),
-    };
-    Reply { status: parts.status, headers: parts.headers, body, body_error }
-}
-
-pub async fn call(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
-    read(send(addr, req).await.expect("request failed")).await
 }
 
 /// A tar archive of `files`, as `POST /system/bundles` takes it.

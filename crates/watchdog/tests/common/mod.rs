@@ -9,31 +9,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+pub use ferrofaas_testkit::*;
+
+use http::Method;
 
 pub const WATCHDOG: &str = env!("CARGO_BIN_EXE_faas-watchdog");
 
 /// `python3` without the pyenv shim that may be first on PATH (it adds ~90 ms).
 pub fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
-}
-
-/// Retries `cond` until it holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub struct Watchdog {
@@ -143,90 +127,4 @@ impl Drop for Watchdog {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A whole response; `body_error` is set if the body ended with an error.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-    pub body_error: Option<String>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `message` of a JSON error body.
-    pub fn message(&self) -> String {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
-        v["message"].as_str().expect("message field").to_owned()
-    }
-}
-
-/// Sends one request on a new connection and returns the response head.
-pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> anyhow::Result<Response<Incoming>>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender.send_request(req).await?)
-}
-
-pub async fn read(resp: Response<Incoming>) -> Reply {
-    let (parts, body) = resp.into_parts();
-    let (body, body_error) = match body.collect().await {
-        Ok(c) => (String::from_utf8_lossy(&c.to_bytes()).into_owned(), None),
-        Err(e) => (String::new(), Some(e.to_string())),
-    };
-    Reply { status: parts.status, headers: parts.headers, body, body_error }
-}
-
-pub async fn call(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
-    read(send(addr, req).await.expect("request failed")).await
-}
-
-/// Is `pid` a live (not zombie) process?
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X"))
-        }
-        Err(_) => false,
-    }
-}
-
-/// Does `pid` exist at all (a zombie counts)?
-pub fn exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Children of `pid` (from /proc, over all its threads), to look for zombies.
-pub fn children(pid: u32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut out = Vec::new();
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
 }
