@@ -6,7 +6,8 @@
 //! ready replicas that the provider keeps current.
 //!
 //! Backends: [`process`] (every replica a local `faas-watchdog` process; the
-//! embedded default). Only the assembly code (the `faas` binary) names one.
+//! embedded default), built on [`local`] (what every locally supervised
+//! backend shares). Only the assembly code (the `faas` binary) names one.
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub mod fsutil;
+pub mod local;
 pub mod process;
 pub mod routes;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
-use ferrofaas_provider::process::{ProcessConfig, ProcessProvider};
+use ferrofaas_provider::process::ProcessConfig;
 use ferrofaas_provider::{Provider, ProviderError};
 use tokio::net::TcpListener;
 
@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}:{}", args.bind, args.port))?;
     let addr = listener.local_addr()?;
 
-    let provider = ProcessProvider::start(ProcessConfig::new(state.clone(), watchdog.clone()))
+    let provider = ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog.clone()))
         .await
         .with_context(|| format!("starting the process provider in {}", state.display()))?;
     let gateway = Arc::new(Gateway::new(

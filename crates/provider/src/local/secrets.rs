@@ -77,17 +77,25 @@ impl SecretStore {
         }
     }
 
-    /// Copies the named secrets into `dest` (a replica's private folder), as
-    /// files the function can read: `<dest>/<name>`, mode 0400.
-    pub fn materialize(&self, namespace: &str, names: &[String], dest: &Path) -> io::Result<()> {
-        fsutil::create_private_dir(dest)?;
+    /// Copies the named secrets into `dest` (a replica's own folder), as
+    /// files the function can read: `<dest>/<name>` with `file_mode`, in a
+    /// folder with `dir_mode` (the backend knows who reads them).
+    pub fn materialize(
+        &self,
+        namespace: &str,
+        names: &[String],
+        dest: &Path,
+        file_mode: u32,
+        dir_mode: u32,
+    ) -> io::Result<()> {
+        fs::create_dir_all(dest)?;
         for name in names {
             let value = fs::read(self.path(namespace, name))?;
             let target = dest.join(name);
             let _ = fs::remove_file(&target);
-            fsutil::write_atomic(&target, &value, 0o400)?;
+            fsutil::write_atomic(&target, &value, file_mode)?;
         }
-        Ok(())
+        fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(dir_mode))
     }
 }
 
@@ -106,7 +114,7 @@ mod tests {
         assert_eq!(s.list("ns").unwrap(), vec!["db"]);
         assert!(s.list("other").unwrap().is_empty());
         let dest = dir.path().join("replica");
-        s.materialize("ns", &["db".into()], &dest).unwrap();
+        s.materialize("ns", &["db".into()], &dest, 0o400, 0o700).unwrap();
         assert_eq!(fs::read(dest.join("db")).unwrap(), b"pw2");
         s.delete("ns", "db").unwrap();
         assert!(matches!(s.delete("ns", "db"), Err(ProviderError::NotFound(_))));

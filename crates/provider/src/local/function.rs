@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::replica::{self, Event, ReplicaHandle, ReplicaSpec, Shared};
+use super::Backend;
+use super::replica::{self, Event, Generation, ReplicaHandle, Shared};
 use crate::routes::{Endpoint, FunctionRoute};
 
-enum Command {
+enum Command<S> {
     Scale(u64),
-    Update(Arc<ReplicaSpec>),
+    Update(Arc<Generation<S>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -26,18 +27,18 @@ pub struct Counts {
     pub ready: u64,
 }
 
-pub struct FunctionHandle {
-    tx: mpsc::UnboundedSender<Command>,
+pub struct FunctionHandle<B: Backend> {
+    tx: mpsc::UnboundedSender<Command<B::Spec>>,
     counts: Arc<Mutex<Counts>>,
 }
 
-impl FunctionHandle {
+impl<B: Backend> FunctionHandle<B> {
     pub fn spawn(
-        spec: Arc<ReplicaSpec>,
+        spec: Arc<Generation<B::Spec>>,
         desired: u64,
         route: Arc<FunctionRoute>,
-        shared: Arc<Shared>,
-    ) -> FunctionHandle {
+        shared: Arc<Shared<B>>,
+    ) -> FunctionHandle<B> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let counts = Arc::new(Mutex::new(Counts { desired, ready: 0 }));
@@ -61,7 +62,7 @@ impl FunctionHandle {
         let _ = self.tx.send(Command::Scale(replicas));
     }
 
-    pub fn update(&self, spec: Arc<ReplicaSpec>) {
+    pub fn update(&self, spec: Arc<Generation<B::Spec>>) {
         let _ = self.tx.send(Command::Update(spec));
     }
 
@@ -83,11 +84,11 @@ struct Slot {
     endpoint: Option<Arc<Endpoint>>,
 }
 
-struct Supervisor {
-    spec: Arc<ReplicaSpec>,
+struct Supervisor<B: Backend> {
+    spec: Arc<Generation<B::Spec>>,
     desired: u64,
     route: Arc<FunctionRoute>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
     slots: Vec<Slot>,
     next_id: u64,
     stopping: Vec<JoinHandle<()>>,
@@ -96,8 +97,8 @@ struct Supervisor {
     events_rx: mpsc::UnboundedReceiver<(u64, Event)>,
 }
 
-impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+impl<B: Backend> Supervisor<B> {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command<B::Spec>>) {
         self.reconcile();
         loop {
             tokio::select! {
