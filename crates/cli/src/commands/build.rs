@@ -18,18 +18,68 @@ pub struct Args {
     /// Build even when nothing changed
     #[arg(long)]
     pub no_cache: bool,
+    /// Also build a Docker image per function on the local engine (for the
+    /// Docker provider), named as the function's image
+    #[arg(long)]
+    pub docker: bool,
+    /// The static faas-watchdog to put into images (default: scripts/build-watchdog's)
+    #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
+    pub image_watchdog: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let stack = args.stack.load()?;
     let mode = Mode::pick(args.quiet, args.json);
+    let docker = match args.docker {
+        true => Some((
+            ferrofaas_provider::docker::connect().await?,
+            image_watchdog(args.image_watchdog.as_deref())?,
+        )),
+        false => None,
+    };
     for (name, f) in stack.select(args.stack.filter.as_deref(), args.stack.regex.as_deref())? {
         if f.skip_build {
             continue;
         }
         let (name, f, stack_ref) = (name.clone(), f.clone(), &stack);
         let no_cache = args.no_cache;
-        tokio::task::block_in_place(|| builder::build(&name, &f, stack_ref, mode, no_cache))?;
+        let bundle = tokio::task::block_in_place(|| builder::build(&name, &f, stack_ref, mode, no_cache))?;
+        if let Some((docker, watchdog)) = &docker {
+            let image = f.image(&name);
+            let quiet = mode == Mode::Quiet || mode == Mode::Json;
+            let say = |step: &str| {
+                if !quiet {
+                    eprintln!("{name}: {step}");
+                }
+            };
+            let id = ferrofaas_provider::docker::image::build_function_image(
+                docker, &bundle, &image, watchdog, &say,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
+            if mode == Mode::Json {
+                println!("{}", serde_json::json!({ "function": name, "image": image, "id": id }));
+            } else if !quiet {
+                eprintln!("{name}: image {image} ({})", &id[..id.len().min(19)]);
+            }
+        }
     }
     Ok(())
+}
+
+/// The static watchdog: given, else scripts/build-watchdog's beside `faas`.
+fn image_watchdog(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("faas has no folder"))?;
+    [dir.join("../x86_64-unknown-linux-gnu/release/faas-watchdog"), dir.join("faas-watchdog")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no faas-watchdog to put into images: run scripts/build-watchdog, or pass --image-watchdog"
+            )
+        })
 }

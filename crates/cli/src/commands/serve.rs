@@ -37,6 +37,14 @@ pub struct Args {
     /// Leave /system/* without authentication
     #[arg(long)]
     no_auth: bool,
+    /// Where replicas run: process (local processes) or docker (containers
+    /// on the local Docker engine)
+    #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
+    provider: String,
+    /// The static faas-watchdog that goes into images (docker provider;
+    /// default: the static build next to faas, scripts/build-watchdog)
+    #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
+    image_watchdog: Option<PathBuf>,
     /// Longest wait for a function's response (e.g. 60s, 2m)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
@@ -80,16 +88,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}:{}", args.bind, args.port))?;
     let addr = listener.local_addr()?;
 
-    let provider = ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog.clone()))
-        .await
-        .with_context(|| format!("starting the process provider in {}", state.display()))?;
+    let provider: Arc<dyn Provider> = match args.provider.as_str() {
+        "docker" => {
+            let image_watchdog = find_image_watchdog(args.image_watchdog.as_deref(), &watchdog)?;
+            ferrofaas_provider::docker::start(ferrofaas_provider::docker::DockerConfig::new(
+                state.clone(),
+                image_watchdog,
+            ))
+            .await
+            .with_context(|| format!("starting the Docker provider in {}", state.display()))?
+        }
+        _ => ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog.clone()))
+            .await
+            .with_context(|| format!("starting the process provider in {}", state.display()))?,
+    };
     let gateway = Arc::new(Gateway::new(
-        provider.clone() as Arc<dyn Provider>,
+        Arc::clone(&provider),
         GatewayConfig { auth, upstream_timeout: args.upstream_timeout, ..GatewayConfig::default() },
     ));
 
     println!("ferrofaas gateway listening on http://{addr}");
-    println!("  provider: process (replicas run {}); state: {}", watchdog.display(), state.display());
+    println!("  provider: {}; state: {}", provider.info().orchestration, state.display());
 
     if let Some(stack) = &stack {
         deploy_stack(&*provider, stack).await?;
@@ -114,6 +133,26 @@ fn find_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(std::fs::canonicalize(&path)?)
+}
+
+/// The watchdog for images: given, else the static build beside `faas`
+/// (`scripts/build-watchdog`), else the one replicas use.
+fn find_image_watchdog(given: Option<&Path>, fallback: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return find_watchdog(Some(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("faas has no folder")?;
+    for candidate in [
+        dir.join("../x86_64-unknown-linux-gnu/release/faas-watchdog"),
+        dir.join("../aarch64-unknown-linux-gnu/release/faas-watchdog"),
+    ] {
+        if candidate.is_file() {
+            return Ok(std::fs::canonicalize(candidate)?);
+        }
+    }
+    tracing::warn!(watchdog = %fallback.display(), "no static watchdog (scripts/build-watchdog); images get the dynamic one");
+    Ok(fallback.to_path_buf())
 }
 
 /// Deploys (or updates) every function of a stack: built first if it has a

@@ -206,7 +206,7 @@ impl BundleStore {
 
 /// Unpacks a (possibly gzipped) tar archive into `dest`, refusing paths that
 /// leave it, special files, and archives that unpack too large.
-fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
+pub(crate) fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
     let bad = |why: String| ProviderError::invalid("archive", why);
     fs::create_dir_all(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))?;
     let reader: Box<dyn Read> = if archive.starts_with(&[0x1f, 0x8b]) {

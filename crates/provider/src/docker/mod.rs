@@ -1,0 +1,372 @@
+//! The Docker backend: every replica a container on the local engine,
+//! driven through the Engine API (no docker CLI).
+//!
+//! A deployment's `image` is a Docker image on this engine. Bundles pushed
+//! to the gateway become images here ([`image::build_function_image`]), so
+//! a function built on another machine still deploys through the API.
+//!
+//! Replicas run on the `ferrofaas` bridge network and are reached at their
+//! address on it (port 8080, the watchdog); they get the function's
+//! environment and labels, its `limits` (memory, CPU), its secrets read-only
+//! in `/var/openfaas/secrets`, a read-only root with a writable `/tmp` when
+//! `readOnlyRootFilesystem` is set, and an init process that reaps zombies.
+
+pub mod image;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use ferrofaas_types::function::{parse_cpu, parse_memory};
+use ferrofaas_types::{FunctionDeployment, ProviderInfo, VersionInfo};
+use futures_util::StreamExt;
+use tokio::sync::OnceCell;
+
+use crate::local::{Backend, Instance, Launch, LocalConfig, LocalProvider};
+use crate::process::DEFAULT_ENV;
+use crate::{BundleInfo, ProviderError, Result};
+
+pub use crate::local::Timing;
+
+/// The network replicas run on.
+pub const NETWORK: &str = "ferrofaas";
+/// Where OpenFaaS functions read their secrets.
+pub const SECRETS_PATH: &str = "/var/openfaas/secrets";
+const LABEL_OWNER: &str = "com.ferrofaas.owner";
+const LABEL_FUNCTION: &str = "com.ferrofaas.function";
+const LABEL_NAMESPACE: &str = "com.ferrofaas.namespace";
+const LABEL_INSTANCE: &str = "com.ferrofaas.instance";
+
+pub type DockerProvider = LocalProvider<DockerBackend>;
+
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    pub state_dir: PathBuf,
+    /// The static `faas-watchdog` that goes into images built here.
+    pub watchdog: PathBuf,
+    pub timing: Timing,
+}
+
+impl DockerConfig {
+    pub fn new(state_dir: PathBuf, watchdog: PathBuf) -> DockerConfig {
+        DockerConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog }
+    }
+}
+
+/// Connects to the local engine (`DOCKER_HOST` or the default socket) at an
+/// API version it speaks.
+pub async fn connect() -> io::Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(io::Error::other)?;
+    let docker = docker.negotiate_version().await.map_err(|e| {
+        io::Error::other(format!("the Docker engine does not answer (is dockerd running?): {e}"))
+    })?;
+    docker.ping().await.map_err(|e| io::Error::other(format!("the Docker engine does not answer: {e}")))?;
+    Ok(docker)
+}
+
+/// The Docker provider on its state folder, with its stored functions started.
+pub async fn start(config: DockerConfig) -> io::Result<Arc<DockerProvider>> {
+    let docker = connect().await?;
+    let backend = DockerBackend {
+        docker,
+        watchdog: config.watchdog,
+        owner: config.state_dir.display().to_string(),
+        network: OnceCell::new(),
+    };
+    LocalProvider::start(backend, LocalConfig { state_dir: config.state_dir, timing: config.timing }).await
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    watchdog: PathBuf,
+    /// Marks this platform's containers (its state folder), so that several
+    /// platforms can share one engine and each cleans up only its own.
+    owner: String,
+    network: OnceCell<()>,
+}
+
+/// What a replica of one version runs.
+pub struct DockerSpec {
+    /// The image id, so that every replica of a version runs exactly it.
+    image: String,
+    env: Vec<String>,
+    labels: HashMap<String, String>,
+    memory: Option<i64>,
+    nano_cpus: Option<i64>,
+    read_only: bool,
+}
+
+fn docker_err(context: &'static str) -> impl Fn(bollard::errors::Error) -> ProviderError {
+    move |e| ProviderError::internal(context, e)
+}
+
+impl DockerBackend {
+    async fn ensure_network(&self) -> io::Result<()> {
+        self.network
+            .get_or_try_init(|| async {
+                if self.docker.inspect_network(NETWORK, None).await.is_ok() {
+                    return Ok(());
+                }
+                let request = NetworkCreateRequest {
+                    name: NETWORK.to_owned(),
+                    driver: Some("bridge".to_owned()),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => Ok(()),
+                    // Created meanwhile by another platform on this engine.
+                    Err(_) if self.docker.inspect_network(NETWORK, None).await.is_ok() => Ok(()),
+                    Err(e) => Err(io::Error::other(format!("creating the {NETWORK} network: {e}"))),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    type Spec = DockerSpec;
+
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "ferrofaas-docker".into(),
+            orchestration: "docker".into(),
+            version: VersionInfo {
+                commit_message: String::new(),
+                sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
+                release: env!("CARGO_PKG_VERSION").into(),
+            },
+        }
+    }
+
+    async fn prepare(&self, spec: &FunctionDeployment) -> Result<(DockerSpec, String)> {
+        let inspect = self.docker.inspect_image(&spec.image).await.map_err(|_| {
+            ProviderError::invalid(
+                "image",
+                format!(
+                    "no Docker image {} on this engine: build it (faas build --docker), or deploy its bundle \
+                     (faas deploy pushes it and the gateway builds the image)",
+                    spec.image
+                ),
+            )
+        })?;
+        let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
+        let image_env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+        let has_fprocess =
+            image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
+        let mut env: Vec<String> = DEFAULT_ENV.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !spec.env_process.is_empty() {
+            env.push(format!("fprocess={}", spec.env_process));
+        } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
+            return Err(ProviderError::invalid(
+                "envProcess",
+                format!("image {} sets no fprocess: give envProcess", spec.image),
+            ));
+        }
+        env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut labels: HashMap<String, String> =
+            spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.insert(LABEL_OWNER.into(), self.owner.clone());
+        labels.insert(LABEL_FUNCTION.into(), spec.service.clone());
+        labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
+        let limits = spec.limits.clone().unwrap_or_default();
+        let memory =
+            (!limits.memory.is_empty()).then(|| parse_memory(&limits.memory)).flatten().map(|b| b as i64);
+        let nano_cpus =
+            (!limits.cpu.is_empty()).then(|| parse_cpu(&limits.cpu)).flatten().map(|m| m as i64 * 1_000_000);
+        let docker_spec = DockerSpec {
+            image: id.clone(),
+            env,
+            labels,
+            memory,
+            nano_cpus,
+            read_only: spec.read_only_root_filesystem,
+        };
+        Ok((docker_spec, id))
+    }
+
+    async fn launch(&self, spec: &DockerSpec, launch: Launch<'_>) -> io::Result<Box<dyn Instance>> {
+        self.ensure_network().await?;
+        let mut labels = spec.labels.clone();
+        labels.insert(LABEL_INSTANCE.into(), launch.instance.to_owned());
+        let mut tmpfs = HashMap::new();
+        if spec.read_only {
+            tmpfs.insert("/tmp".to_owned(), "rw,exec,nosuid,size=64m".to_owned());
+        }
+        let host = HostConfig {
+            network_mode: Some(NETWORK.to_owned()),
+            memory: spec.memory,
+            nano_cpus: spec.nano_cpus,
+            readonly_rootfs: Some(spec.read_only),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            binds: Some(vec![format!("{}:{SECRETS_PATH}:ro", launch.secrets_dir.display())]),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(None, body).await.map_err(io::Error::other)?;
+        let id = created.id;
+        let started = async {
+            self.docker.start_container(&id, None).await.map_err(io::Error::other)?;
+            let inspect = self.docker.inspect_container(&id, None).await.map_err(io::Error::other)?;
+            let ip = inspect
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(NETWORK))
+                .and_then(|n| n.ip_address)
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .ok_or_else(|| io::Error::other("the container has no address on the network"))?;
+            Ok::<_, io::Error>(SocketAddr::new(ip, 8080))
+        };
+        let addr = match started.await {
+            Ok(addr) => addr,
+            Err(e) => {
+                remove(&self.docker, &id).await;
+                return Err(e);
+            }
+        };
+        let docker = self.docker.clone();
+        let (log, instance, container) = (Arc::clone(launch.log), launch.instance.to_owned(), id.clone());
+        tokio::spawn(async move {
+            let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+            let mut stream = docker.logs(&container, Some(options));
+            let mut pending = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                pending.extend_from_slice(&chunk.into_bytes());
+                while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    log.push(&instance, String::from_utf8_lossy(&line).trim_end());
+                }
+            }
+        });
+        Ok(Box::new(Container { docker: self.docker.clone(), id, addr }))
+    }
+
+    /// Secrets are read by the container's user, not ours.
+    fn secret_modes(&self) -> (u32, u32) {
+        (0o444, 0o555)
+    }
+
+    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+        crate::process::bundles::ImageRef::parse(image)?;
+        let dir = std::env::temp_dir().join(format!("ferrofaas-bundle-{:08x}", fastrand::u32(..)));
+        let unpack_dir = dir.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            crate::process::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
+        })
+        .await
+        .map_err(|e| ProviderError::internal("unpacking the bundle", e))?;
+        let size = match unpacked {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let tag = if image.contains(':') { image.to_owned() } else { format!("{image}:latest") };
+        let built = image::build_function_image(&self.docker, &dir, &tag, &self.watchdog, &|step| {
+            tracing::info!(image = %tag, "{step}");
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(BundleInfo { image: tag, digest: built?, size: size as u64 })
+    }
+
+    async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), vec![format!("{}=true", image::LABEL_BUNDLE)]);
+        let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+        let images = self.docker.list_images(Some(options)).await.map_err(docker_err("listing images"))?;
+        Ok(images
+            .into_iter()
+            .flat_map(|i| {
+                let (id, size) = (i.id.clone(), i.size.max(0) as u64);
+                i.repo_tags.into_iter().map(move |t| BundleInfo { image: t, digest: id.clone(), size })
+            })
+            .collect())
+    }
+
+    async fn clean(&self) {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), vec![format!("{LABEL_OWNER}={}", self.owner)]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        match self.docker.list_containers(Some(options)).await {
+            Ok(containers) => {
+                for c in containers {
+                    if let Some(id) = c.id {
+                        tracing::info!(container = %id, "removing a replica left by an earlier run");
+                        remove(&self.docker, &id).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list old replicas"),
+        }
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        tracing::debug!(container = %id, error = %e, "could not remove a container");
+    }
+}
+
+struct Container {
+    docker: Docker,
+    id: String,
+    addr: SocketAddr,
+}
+
+#[async_trait]
+impl Instance for Container {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn exited(&mut self) -> String {
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut wait = self.docker.wait_container(&self.id, Some(options));
+        match wait.next().await {
+            Some(Ok(r)) => format!("exit code {}", r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                format!("exit code {code}")
+            }
+            Some(Err(e)) => format!("lost: {e}"),
+            None => "lost".to_owned(),
+        }
+    }
+
+    async fn stop(self: Box<Self>, timeout: Duration) {
+        let options = StopContainerOptionsBuilder::default().t(timeout.as_secs().max(1) as i32).build();
+        if let Err(e) = self.docker.stop_container(&self.id, Some(options)).await {
+            tracing::debug!(container = %self.id, error = %e, "stop failed");
+        }
+        remove(&self.docker, &self.id).await;
+    }
+
+    async fn kill(self: Box<Self>) {
+        remove(&self.docker, &self.id).await;
+    }
+}
