@@ -15,9 +15,15 @@ use common::*;
 use http::{Method, StatusCode};
 
 fn docker_available() -> bool {
-    let ok = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(std::env::var("FERROFAAS_REQUIRE_DOCKER").is_err(), "no Docker engine, and this run requires one");
+        assert!(
+            std::env::var("FERROFAAS_REQUIRE_DOCKER").is_err(),
+            "no Docker engine, and this run requires one"
+        );
         eprintln!("SKIPPED: no Docker engine (.ci/run installs and starts one)");
     }
     ok
@@ -79,7 +85,12 @@ def handle(event, context):
 
     let ids = containers(state.path(), "probe");
     assert_eq!(ids.len(), 1);
-    let inspect = docker(&["inspect", &ids[0], "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}}"]);
+    let inspect = docker(&[
+        "inspect",
+        &ids[0],
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}}",
+    ]);
     assert_eq!(inspect, format!("{} 500000000 true 1000:1000", 96 * 1024 * 1024));
 
     // Scaled: more containers; one killed: replaced.
@@ -123,7 +134,9 @@ async fn images_build_locally_and_unknown_images_are_refused() {
     let dir = work.path();
     faas_ok(dir, Some(&p), &["new", "shell", "--lang", "bash"], None);
     let tag = format!("ferrofaas-test-shell:{:x}", std::process::id());
-    let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap().replace("image: shell:latest", &format!("image: {tag}"));
+    let stack = std::fs::read_to_string(dir.join("stack.yml"))
+        .unwrap()
+        .replace("image: shell:latest", &format!("image: {tag}"));
     std::fs::write(dir.join("stack.yml"), stack).unwrap();
     // faas build --docker: the image on the local engine, no registry.
     faas_ok(dir, Some(&p), &["build", "--docker"], None);
