@@ -181,6 +181,10 @@ impl<B: Backend> LocalProvider<B> {
         replicas: u64,
     ) -> FunctionHandle<B> {
         let route = self.routes.ensure(function);
+        // Known at once, not when the supervisor first runs: a request that
+        // arrives right after the deploy waits for a replica instead of
+        // finding none wanted.
+        route.set_desired(replicas);
         let shared = Arc::new(Shared {
             backend: Arc::clone(&self.backend),
             secrets: Arc::clone(&self.secrets),
@@ -397,6 +401,9 @@ impl<B: Backend> Provider for LocalProvider<B> {
         entry.stored = stored;
         if let Some(handle) = &entry.handle {
             handle.scale(replicas);
+            if let Some(route) = self.routes.get(&function.name, &function.namespace) {
+                route.set_desired(replicas);
+            }
         }
         tracing::info!(%function, replicas, "scaled");
         Ok(())
