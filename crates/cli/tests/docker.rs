@@ -93,11 +93,37 @@ def handle(event, context):
     ]);
     assert_eq!(inspect, format!("{} 500000000 true 1000:1000", 96 * 1024 * 1024));
 
-    // Scaled: more containers; one killed: replaced.
+    // Scaled to 3: three distinct replicas answer.
+    faas_ok(dir, Some(&p), &["scale", "probe", "--replicas", "3"], None);
+    p.wait_ready("probe", 3).await;
+    std::fs::write(
+        dir.join("probe/handler.py"),
+        "import socket\ndef handle(event, context):\n    return socket.gethostname()\n",
+    )
+    .unwrap();
+    // An update under a light load fails no request.
+    let codes = under_load(p.addr, "/function/probe", async {
+        faas_ok(dir, Some(&p), &["up"], None);
+        let rolled = eventually(Duration::from_secs(60), async || {
+            !p.invoke("/function/probe", "").await.body.contains("uid=")
+                && containers(state.path(), "probe").len() == 3
+        })
+        .await;
+        assert!(rolled, "the update never finished");
+    })
+    .await;
+    assert!(codes.iter().all(|&c| c == 200), "failed requests during the update: {codes:?}");
+    let mut hosts = std::collections::HashSet::new();
+    for _ in 0..30 {
+        hosts.insert(p.invoke("/function/probe", "").await.body);
+    }
+    assert_eq!(hosts.len(), 3, "three replicas answered: {hosts:?}");
+
+    // One killed: replaced.
     faas_ok(dir, Some(&p), &["scale", "probe", "--replicas", "2"], None);
     p.wait_ready("probe", 2).await;
+    assert!(eventually(Duration::from_secs(30), async || containers(state.path(), "probe").len() == 2).await);
     let before = containers(state.path(), "probe");
-    assert_eq!(before.len(), 2);
     docker(&["kill", &before[0]]);
     let replaced = eventually(Duration::from_secs(30), async || {
         let now = containers(state.path(), "probe");

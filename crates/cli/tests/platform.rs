@@ -339,3 +339,36 @@ async fn faas_list_prints_a_header_then_one_function_per_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_updates_and_scaling_fail_no_request() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "roll", "image": image, "envProcess": "echo v1"}), 1).await;
+    let r =
+        p.api(Method::POST, "/system/scale-function/roll", r#"{"serviceName":"roll","replicas":3}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    p.wait_ready("roll", 3).await;
+    let codes = under_load(p.addr, "/function/roll", async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let spec = json!({"service": "roll", "image": image, "envProcess": "echo v2"});
+        let r = p.api(Method::PUT, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let rolled = eventually(Duration::from_secs(20), async || {
+            p.invoke("/function/roll", "").await.body == "v2\n" && p.replica_pids("roll").len() == 3
+        })
+        .await;
+        assert!(rolled, "the update never finished");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = p
+            .api(Method::POST, "/system/scale-function/roll", r#"{"serviceName":"roll","replicas":1}"#)
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert!(eventually(Duration::from_secs(20), async || p.replica_pids("roll").len() == 1).await);
+    })
+    .await;
+    let failed: Vec<_> = codes.iter().filter(|&&c| c != 200).collect();
+    assert!(codes.len() > 50, "a light load, but a load: {} requests", codes.len());
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), codes.len());
+}

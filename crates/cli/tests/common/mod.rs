@@ -266,3 +266,31 @@ pub fn faas_err(dir: &Path, p: Option<&Platform>, args: &[&str], stdin: Option<&
     assert_eq!(out.status.code(), Some(1), "exit code of faas {args:?}");
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// Requests sent one after another (two at a time) while `during` runs;
+/// returns the statuses seen.
+pub async fn under_load(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    during: impl std::future::Future<Output = ()>,
+) -> Vec<u16> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let stop = std::sync::Arc::clone(&stop);
+        workers.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                codes.push(call(addr, Method::POST, path, &[], "x").await.status.as_u16());
+            }
+            codes
+        }));
+    }
+    during.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    all
+}

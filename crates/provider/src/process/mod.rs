@@ -36,10 +36,11 @@ use crate::{BundleInfo, ProviderError, Result};
 pub use crate::local::Timing;
 
 /// Environment every replica's watchdog starts from (a bundle or the
-/// deployment can override it): the gateway takes a replica out of routing
-/// before stopping it, so no shutdown announcement is needed; and the
-/// provider timestamps log lines itself.
-pub const DEFAULT_ENV: &[(&str, &str)] = &[("healthcheck_interval", "0s"), ("prefix_logs", "false")];
+/// deployment can override it). The gateway takes a replica out of routing
+/// before stopping it; the half second of `healthcheck_interval` covers the
+/// requests routed to it just before, so that rolling updates and scaling
+/// down fail none. The provider timestamps log lines itself.
+pub const DEFAULT_ENV: &[(&str, &str)] = &[("healthcheck_interval", "500ms"), ("prefix_logs", "false")];
 
 /// Environment variables a replica gets from the gateway's own environment;
 /// nothing else leaks from it.
