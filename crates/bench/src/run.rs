@@ -60,6 +60,9 @@ impl Drop for Setup {
     }
 }
 
+/// Deploys timed per provider.
+const DEPLOYS: usize = 5;
+
 struct Ctx<'a> {
     opts: &'a Options,
     self_exe: PathBuf,
@@ -115,6 +118,12 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { id: 'f', title: "bare spawn-cat per request", post: true, start: start_f },
     Scenario { id: 'g', title: "faas-watchdog streaming -> cat", post: true, start: start_g },
     Scenario { id: 'h', title: "gateway -> watchdog streaming -> cat", post: true, start: start_h },
+    Scenario {
+        id: 'j',
+        title: "gateway -> container (docker) watchdog streaming -> cat",
+        post: true,
+        start: start_j,
+    },
 ];
 
 fn start_a(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -163,6 +172,11 @@ fn start_c(ctx: &Ctx) -> anyhow::Result<Setup> {
 /// `faas serve` with one function whose bundle.json has `env`; waits until
 /// `/function/bench` answers.
 fn start_gateway(ctx: &Ctx, name: &str, env: &str) -> anyhow::Result<Setup> {
+    start_gateway_on(ctx, name, env, &[])
+}
+
+/// `faas serve` with `extra` arguments (a provider) and one function.
+fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String]) -> anyhow::Result<Setup> {
     let dir = ctx.opts.out_dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("fn"))?;
@@ -184,10 +198,12 @@ fn start_gateway(ctx: &Ctx, name: &str, env: &str) -> anyhow::Result<Setup> {
         "-f".into(),
         dir.join("stack.yml").display().to_string(),
     ];
+    let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
     let gw = ctx.spawn(name, &ctx.opts.faas, &args, &[])?;
     let subject = Some(gw.id());
     let procs = vec![gw];
-    wait_status(port, "/function/bench", 200)?;
+    // A first Docker run builds a base image from Debian packages: minutes.
+    wait_status_for(port, "/function/bench", 200, Duration::from_secs(600))?;
     Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/function/bench"), subject })
 }
 
@@ -201,6 +217,19 @@ fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
 
 fn start_h(ctx: &Ctx) -> anyhow::Result<Setup> {
     start_gateway(ctx, "gateway-streaming", r#"{"mode": "streaming", "fprocess": "cat"}"#)
+}
+
+fn docker_args(ctx: &Ctx) -> Vec<String> {
+    vec![
+        "--provider".into(),
+        "docker".into(),
+        "--image-watchdog".into(),
+        ctx.opts.watchdog.display().to_string(),
+    ]
+}
+
+fn start_j(ctx: &Ctx) -> anyhow::Result<Setup> {
+    start_gateway_on(ctx, "gateway-docker", r#"{"mode": "streaming", "fprocess": "cat"}"#, &docker_args(ctx))
 }
 
 fn start_d(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -264,14 +293,134 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 fn wait_status(port: u16, path: &str, want: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_status_for(port, path, want, Duration::from_secs(10))
+}
+
+fn wait_status_for(port: u16, path: &str, want: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if http_status(port, path) == Some(want) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("port {port} did not answer {want} on {path} within 10s")
+    bail!("port {port} did not answer {want} on {path} within {timeout:?}")
+}
+
+/// `method path` with a JSON body on 127.0.0.1:port; the status.
+fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Deploy to first successful response, `rounds` times: a new function of
+/// the image `bench:latest` each time (already on the gateway).
+fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let port: u16 = setup
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let name = format!("deploy-{i}-{:x}", std::process::id());
+        let spec = format!("{{\"service\":\"{name}\",\"image\":\"bench:latest\"}}");
+        let started = Instant::now();
+        let code = http_send(port, "POST", "/system/functions", &spec);
+        if code != Some(202) {
+            bail!("deploying {name}: {code:?}");
+        }
+        loop {
+            if http_send(port, "POST", &format!("/function/{name}"), "x") == Some(200) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{name} never answered");
+            }
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        http_send(port, "DELETE", "/system/functions", &format!("{{\"functionName\":\"{name}\"}}"));
+    }
+    Ok(times)
+}
+
+/// The floor of a deploy: the same replica started by hand until it answers.
+fn floor_times(ctx: &Ctx, docker: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let started = Instant::now();
+        if docker {
+            let name = format!("ferrofaas-bench-floor-{i}-{:x}", std::process::id());
+            let out = Command::new("docker")
+                .args(["run", "-d", "--rm", "--network", "ferrofaas", "--name", &name, "bench:latest"])
+                .output()?;
+            if !out.status.success() {
+                bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let ip = String::from_utf8(
+                Command::new("docker")
+                    .args([
+                        "inspect",
+                        "-f",
+                        "{{(index .NetworkSettings.Networks \"ferrofaas\").IPAddress}}",
+                        &name,
+                    ])
+                    .output()?
+                    .stdout,
+            )?;
+            let addr: SocketAddr = format!("{}:8080", ip.trim()).parse()?;
+            while probe_addr(addr) != Some(200) {
+                if started.elapsed() > Duration::from_secs(60) {
+                    bail!("the floor container never answered");
+                }
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        } else {
+            let port = free_port()?;
+            let setup =
+                ctx.watchdog("floor", port, &[("mode", "streaming".into()), ("fprocess", "cat".into())])?;
+            let setup = Setup { procs: vec![setup], url: String::new(), subject: None };
+            while http_status(port, "/_/ready") != Some(200) {
+                if started.elapsed() > Duration::from_secs(10) {
+                    bail!("the floor watchdog never answered");
+                }
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            drop(setup);
+        }
+    }
+    Ok(times)
+}
+
+fn probe_addr(addr: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /_/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn rss_kib(pid: u32, field: &str) -> Option<u64> {
@@ -299,10 +448,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         &script,
         "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", 100)\nwrk.headers[\"Content-Type\"] = \"text/plain\"\n",
     )?;
-    let scenarios: Vec<&Scenario> =
-        SCENARIOS.iter().filter(|s| opts.only.as_deref().is_none_or(|only| only.contains(s.id))).collect();
+    let docker = docker_available();
+    if !docker {
+        println!("# no Docker engine: the container scenarios are left out");
+    }
+    let scenarios: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| opts.only.as_deref().is_none_or(|only| only.contains(s.id)))
+        .filter(|s| docker || s.id != 'j')
+        .collect();
     if scenarios.is_empty() {
-        bail!("--only matched no scenario (letters: a to h)");
+        bail!("--only matched no scenario (letters: a to h, j)");
     }
 
     println!(
@@ -369,11 +525,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 6] = [
+    let ratios: [(char, char, &str); 7] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
         ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
         ('h', 'g', "gateway + streaming watchdog vs watchdog alone"),
+        ('j', 'h', "docker provider vs process provider, per request"),
         ('b', 'a', "bare proxy vs direct"),
         ('c', 'a', "two bare proxies vs direct"),
     ];
@@ -390,6 +547,34 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 fmt_us(fx.p50_us - fy.p50_us)
             );
         }
+    }
+
+    println!();
+    println!(
+        "| deploy to first response (median of {DEPLOYS}) | provider | floor: the replica started by hand | added |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    let mut providers = vec![("process", false)];
+    if docker {
+        providers.push(("docker", true));
+    }
+    for (name, is_docker) in providers {
+        let extra = if is_docker { docker_args(&ctx) } else { Vec::new() };
+        let setup = start_gateway_on(
+            &ctx,
+            &format!("deploy-{name}"),
+            r#"{"mode": "streaming", "fprocess": "cat"}"#,
+            &extra,
+        )?;
+        let ours = median(deploy_times(&setup, DEPLOYS)?);
+        drop(setup);
+        let floor = median(floor_times(&ctx, is_docker, DEPLOYS)?);
+        println!(
+            "| {name} | {} | {} | {} |",
+            fmt_us(ours * 1000.0),
+            fmt_us(floor * 1000.0),
+            fmt_us((ours - floor) * 1000.0)
+        );
     }
 
     println!();

@@ -59,6 +59,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let signals = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let state = std::fs::canonicalize(&state)?;
     let watchdog = find_watchdog(args.watchdog.as_deref())?;
     let stack = match &args.stack {
         Some(path) => Some(stack::Stack::load(path)?),

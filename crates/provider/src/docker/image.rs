@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{Either, Full};
 
-use crate::process::bundles::{MANIFEST, Manifest};
+use crate::process::bundles::Manifest;
 use crate::{ProviderError, Result};
 
 /// Base images, by name: the Debian packages on top of an essential system.
@@ -181,7 +181,8 @@ fn quote(v: &str) -> String {
 }
 
 /// The build context: `Dockerfile`, `faas-watchdog`, and the bundle under
-/// `bundle/` (without its own Dockerfile and build marker).
+/// `bundle/` (always there, even for a bundle of nothing but its manifest;
+/// without its own Dockerfile and build marker).
 fn build_context(bundle: &Path, dockerfile: &str, watchdog: &Path) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
@@ -191,11 +192,17 @@ fn build_context(bundle: &Path, dockerfile: &str, watchdog: &Path) -> std::io::R
     header.set_cksum();
     tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
     tar.append_path_with_name(watchdog, "faas-watchdog")?;
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    dir.set_cksum();
+    tar.append_data(&mut dir, "bundle/", std::io::empty())?;
     for entry in std::fs::read_dir(bundle)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == "Dockerfile" || name == ".ferrofaas-build" || name == MANIFEST {
+        if name == "Dockerfile" || name == ".ferrofaas-build" {
             continue;
         }
         let target = Path::new("bundle").join(&*name);

@@ -209,13 +209,15 @@ impl Backend for DockerBackend {
         if spec.read_only {
             tmpfs.insert("/tmp".to_owned(), "rw,exec,nosuid,size=64m".to_owned());
         }
+        // Docker takes a relative path for a volume name: bind the real one.
+        let secrets_dir = std::fs::canonicalize(launch.secrets_dir)?;
         let host = HostConfig {
             network_mode: Some(NETWORK.to_owned()),
             memory: spec.memory,
             nano_cpus: spec.nano_cpus,
             readonly_rootfs: Some(spec.read_only),
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
-            binds: Some(vec![format!("{}:{SECRETS_PATH}:ro", launch.secrets_dir.display())]),
+            binds: Some(vec![format!("{}:{SECRETS_PATH}:ro", secrets_dir.display())]),
             init: Some(true),
             ..Default::default()
         };
