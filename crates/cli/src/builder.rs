@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use ferrofaas_provider::process::bundles;
+use ferrofaas_provider::bundles;
 use sha2::{Digest, Sha256};
 
 use crate::progress::{Mode, Task};

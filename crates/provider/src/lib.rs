@@ -19,6 +19,7 @@ use ferrofaas_types::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod bundles;
 pub mod docker;
 pub mod fsutil;
 pub mod local;

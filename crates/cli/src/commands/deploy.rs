@@ -94,7 +94,7 @@ pub async fn deploy_stack(args: &Args, build: bool, mode: Mode) -> anyhow::Resul
                 tokio::task::block_in_place(|| builder::build(&n, &fc, st, mode, false))?
             } else {
                 let dir = project.join("build").join(name);
-                if !dir.join(ferrofaas_provider::process::bundles::MANIFEST).is_file() {
+                if !dir.join(ferrofaas_provider::bundles::MANIFEST).is_file() {
                     bail!("function {name} is not built: run faas build (or faas up) first");
                 }
                 dir

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{Either, Full};
 
-use crate::process::bundles::Manifest;
+use crate::bundles::Manifest;
 use crate::{ProviderError, Result};
 
 /// Base images, by name: the Debian packages on top of an essential system.

@@ -33,8 +33,7 @@ use ferrofaas_types::{FunctionDeployment, ProviderInfo, VersionInfo};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use crate::local::{Backend, Instance, Launch, LocalConfig, LocalProvider};
-use crate::process::DEFAULT_ENV;
+use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider};
 use crate::{BundleInfo, ProviderError, Result};
 
 pub use crate::local::Timing;
@@ -272,11 +271,11 @@ impl Backend for DockerBackend {
     }
 
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
-        crate::process::bundles::ImageRef::parse(image)?;
+        crate::bundles::ImageRef::parse(image)?;
         let dir = std::env::temp_dir().join(format!("ferrofaas-bundle-{:08x}", fastrand::u32(..)));
         let unpack_dir = dir.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
-            crate::process::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
+            crate::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
         })
         .await
         .map_err(|e| ProviderError::internal("unpacking the bundle", e))?;

@@ -42,6 +42,14 @@ use self::secrets::SecretStore;
 use self::store::{FunctionStore, StoredFunction};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 
+/// Environment every replica's watchdog starts from, whatever runs it (a
+/// bundle, an image or the deployment can override it). The gateway takes a
+/// replica out of routing before stopping it; the half second of
+/// `healthcheck_interval` covers the requests routed to it just before, so
+/// that rolling updates and scaling down fail none. The provider timestamps
+/// log lines itself.
+pub const DEFAULT_ENV: &[(&str, &str)] = &[("healthcheck_interval", "500ms"), ("prefix_logs", "false")];
+
 /// Label giving the number of replicas a function starts with.
 pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 

@@ -1,7 +1,7 @@
 //! The process backend: every replica a local `faas-watchdog` process, the
 //! embedded default. Small enough for a Raspberry Pi, no container engine.
 //!
-//! What a function runs comes from its bundle (see [`bundles`]):
+//! What a function runs comes from its bundle (see [`crate::bundles`]):
 //! `bundle.json`'s environment, then `envProcess` (as `fprocess`), then
 //! `envVars`: the same layering as a Dockerfile's `ENV` under OpenFaaS.
 //! Each replica gets `$PORT` (for `http`-mode servers), its own `$TMPDIR`,
@@ -11,8 +11,6 @@
 //! The replica's listening socket is bound here (127.0.0.1, a free port) and
 //! handed to the watchdog as fd 3 (`LISTEN_FDS=1`), so its address is known
 //! before it starts and no two replicas can race for a port.
-
-pub mod bundles;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,18 +27,11 @@ use ferrofaas_types::{FunctionDeployment, ProviderInfo, VersionInfo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use self::bundles::{BundleStore, Manifest};
-use crate::local::{Backend, Instance, Launch, LocalConfig, LocalProvider};
+use crate::bundles::{self, BundleStore, Manifest};
+use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider};
 use crate::{BundleInfo, ProviderError, Result};
 
 pub use crate::local::Timing;
-
-/// Environment every replica's watchdog starts from (a bundle or the
-/// deployment can override it). The gateway takes a replica out of routing
-/// before stopping it; the half second of `healthcheck_interval` covers the
-/// requests routed to it just before, so that rolling updates and scaling
-/// down fail none. The provider timestamps log lines itself.
-pub const DEFAULT_ENV: &[(&str, &str)] = &[("healthcheck_interval", "500ms"), ("prefix_logs", "false")];
 
 /// Environment variables a replica gets from the gateway's own environment;
 /// nothing else leaks from it.
