@@ -1,6 +1,6 @@
 //! Where `faas` keeps things.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The platform's state folder: `$FERROFAAS_STATE`, else
 /// `$XDG_DATA_HOME/ferrofaas`, else `~/.local/share/ferrofaas`.
@@ -18,4 +18,27 @@ pub fn default_state_dir() -> PathBuf {
 /// The gateway's admin credentials inside a state folder.
 pub fn credentials_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("credentials.json")
+}
+
+/// The `faas-watchdog` that goes into images: `given`, else the static build
+/// beside `faas` (`scripts/build-watchdog`), else the one beside `faas`.
+pub fn image_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        anyhow::ensure!(p.is_file(), "no faas-watchdog at {}", p.display());
+        return Ok(std::fs::canonicalize(p)?);
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("faas has no folder"))?;
+    let statics = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
+        .map(|target| dir.join(format!("../{target}/release/faas-watchdog")));
+    if let Some(found) = statics.iter().find(|p| p.is_file()) {
+        return Ok(std::fs::canonicalize(found)?);
+    }
+    let dynamic = dir.join("faas-watchdog");
+    anyhow::ensure!(
+        dynamic.is_file(),
+        "no faas-watchdog to put into images: run scripts/build-watchdog, or pass --image-watchdog"
+    );
+    tracing::warn!(watchdog = %dynamic.display(), "no static watchdog (scripts/build-watchdog); images get the dynamic one");
+    Ok(std::fs::canonicalize(dynamic)?)
 }

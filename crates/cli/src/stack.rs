@@ -183,10 +183,7 @@ impl Stack {
 
     /// The folder paths in the file are relative to.
     pub fn dir(&self) -> PathBuf {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        dir_of(&self.path)
     }
 
     pub fn gateway(&self) -> Option<&str> {
@@ -276,6 +273,14 @@ impl StackFunction {
             read_only_root_filesystem: self.readonly_root_filesystem,
             ..Default::default()
         }
+    }
+}
+
+/// The folder of a stack file, which paths in it are relative to.
+pub fn dir_of(stack_file: &Path) -> PathBuf {
+    match stack_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

@@ -60,16 +60,8 @@ impl Template {
 
     /// Programs this template needs that are not on `PATH`, with the hint.
     pub fn missing(&self) -> Vec<&Requirement> {
-        self.requires.iter().filter(|r| which(&r.command).is_none()).collect()
+        self.requires.iter().filter(|r| ferrofaas_provider::fsutil::which(&r.command).is_none()).collect()
     }
-}
-
-/// Where a program is on `PATH`.
-pub fn which(command: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// The languages shipped with `faas`.

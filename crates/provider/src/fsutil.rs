@@ -26,6 +26,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Where an executable program is on `PATH`.
+pub fn which(command: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// Creates a folder (and parents) readable by the owner only.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
     fs::create_dir_all(path)?;

@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let docker = match args.docker {
         true => Some((
             ferrofaas_provider::docker::connect().await?,
-            image_watchdog(args.image_watchdog.as_deref())?,
+            crate::paths::image_watchdog(args.image_watchdog.as_deref())?,
         )),
         false => None,
     };
@@ -65,21 +65,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The static watchdog: given, else scripts/build-watchdog's beside `faas`.
-fn image_watchdog(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("faas has no folder"))?;
-    [dir.join("../x86_64-unknown-linux-gnu/release/faas-watchdog"), dir.join("faas-watchdog")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no faas-watchdog to put into images: run scripts/build-watchdog, or pass --image-watchdog"
-            )
-        })
 }

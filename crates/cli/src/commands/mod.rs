@@ -93,11 +93,3 @@ pub fn read_stdin() -> anyhow::Result<Vec<u8>> {
     }
     Ok(buf)
 }
-
-/// The path of the stack file's folder, for relative paths in it.
-pub fn project_dir(stack_file: &std::path::Path) -> PathBuf {
-    match stack_file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}

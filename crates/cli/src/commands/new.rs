@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ferrofaas_types::names::validate_function_name(&args.name)?;
-    let project = super::project_dir(&args.file);
+    let project = crate::stack::dir_of(&args.file);
     let handler = project.join(&args.name);
     if handler.exists() {
         bail!("{} already exists", handler.display());

@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let provider: Arc<dyn Provider> = match args.provider.as_str() {
         "docker" => {
-            let image_watchdog = find_image_watchdog(args.image_watchdog.as_deref(), &watchdog)?;
+            let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
             ferrofaas_provider::docker::start(ferrofaas_provider::docker::DockerConfig::new(
                 state.clone(),
                 image_watchdog,
@@ -135,26 +135,6 @@ fn find_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(std::fs::canonicalize(&path)?)
-}
-
-/// The watchdog for images: given, else the static build beside `faas`
-/// (`scripts/build-watchdog`), else the one replicas use.
-fn find_image_watchdog(given: Option<&Path>, fallback: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(p) = given {
-        return find_watchdog(Some(p));
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("faas has no folder")?;
-    for candidate in [
-        dir.join("../x86_64-unknown-linux-gnu/release/faas-watchdog"),
-        dir.join("../aarch64-unknown-linux-gnu/release/faas-watchdog"),
-    ] {
-        if candidate.is_file() {
-            return Ok(std::fs::canonicalize(candidate)?);
-        }
-    }
-    tracing::warn!(watchdog = %fallback.display(), "no static watchdog (scripts/build-watchdog); images get the dynamic one");
-    Ok(fallback.to_path_buf())
 }
 
 /// Deploys (or updates) every function of a stack: built first if it has a

@@ -64,7 +64,7 @@ pub async fn ensure_base(docker: &Docker, name: &str, progress: &(dyn Fn(&str) +
             format!("no base image {name:?} (known: minimal, python3, node, ruby, mono)"),
         )
     })?;
-    if which("mmdebstrap").is_none() {
+    if crate::fsutil::which("mmdebstrap").is_none() {
         return Err(ProviderError::Unsupported(format!(
             "building base image {image} needs mmdebstrap (apt-get install -y mmdebstrap)"
         )));
@@ -213,11 +213,6 @@ fn build_context(bundle: &Path, dockerfile: &str, watchdog: &Path) -> std::io::R
         }
     }
     tar.into_inner()
-}
-
-fn which(command: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(command)).find(|p| p.is_file())
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
