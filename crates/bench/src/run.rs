@@ -281,15 +281,17 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// The status of `GET path` on 127.0.0.1:port, if it answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s =
-        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
-            .ok()?;
+    status_at(SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+/// The status of `GET path` at `addr`, if it answers.
+fn status_at(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = [0u8; 32];
     let n = s.read(&mut buf).ok()?;
-    let line = std::str::from_utf8(&buf[..n]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn wait_status(port: u16, path: &str, want: u16) -> anyhow::Result<()> {
@@ -381,7 +383,7 @@ fn floor_times(ctx: &Ctx, docker: bool, rounds: usize) -> anyhow::Result<Vec<f64
                     .stdout,
             )?;
             let addr: SocketAddr = format!("{}:8080", ip.trim()).parse()?;
-            while probe_addr(addr) != Some(200) {
+            while status_at(addr, "/_/ready") != Some(200) {
                 if started.elapsed() > Duration::from_secs(60) {
                     bail!("the floor container never answered");
                 }
@@ -403,15 +405,6 @@ fn floor_times(ctx: &Ctx, docker: bool, rounds: usize) -> anyhow::Result<Vec<f64
         }
     }
     Ok(times)
-}
-
-fn probe_addr(addr: SocketAddr) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /_/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = [0u8; 32];
-    let n = s.read(&mut buf).ok()?;
-    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn docker_available() -> bool {
