@@ -53,6 +53,8 @@ enum Command {
     Scale(commands::scale::Args),
     /// Manage secrets
     Secret(commands::secret::Args),
+    /// Run the platform on a Docker Swarm (up) or take it down
+    Swarm(commands::swarm::Args),
     /// Save credentials for a gateway
     Login(commands::login::LoginArgs),
     /// Forget the credentials for a gateway
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Scale(args) => commands::scale::run(args).await,
             Command::Secret(args) => commands::secret::run(args).await,
+            Command::Swarm(args) => commands::swarm::run(args).await,
             Command::Login(args) => commands::login::login(args).await,
             Command::Logout(args) => commands::login::logout(args).await,
             Command::Template(args) => commands::template::run(args),

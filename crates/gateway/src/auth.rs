@@ -26,12 +26,8 @@ impl Credentials {
     /// Reads the credentials at `path`, or makes new ones and stores them
     /// there (mode 0600). `true` if they were just made.
     pub fn load_or_create(path: &Path) -> io::Result<(Credentials, bool)> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let creds: Credentials = serde_json::from_slice(&bytes)
-                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-                Ok((creds, false))
-            }
+        match Credentials::load(path) {
+            Ok(creds) => Ok((creds, false)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let creds = Credentials { username: DEFAULT_USER.into(), password: random_password()? };
                 let json = serde_json::to_vec_pretty(&creds).map_err(io::Error::other)?;
@@ -40,6 +36,17 @@ impl Credentials {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads the credentials at `path`, which must exist.
+    pub fn load(path: &Path) -> io::Result<Credentials> {
+        let bytes = std::fs::read(path)?;
+        let creds: Credentials = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        if creds.username.is_empty() || creds.password.is_empty() {
+            return Err(io::Error::other(format!("{}: the username or password is empty", path.display())));
+        }
+        Ok(creds)
     }
 
     /// Does an `Authorization` header carry these credentials?

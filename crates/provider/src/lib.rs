@@ -6,8 +6,10 @@
 //! ready replicas that the provider keeps current.
 //!
 //! Backends: [`process`] (every replica a local `faas-watchdog` process; the
-//! embedded default), built on [`local`] (what every locally supervised
-//! backend shares). Only the assembly code (the `faas` binary) names one.
+//! embedded default) and [`docker`] (every replica a container on the local
+//! engine), both built on [`local`] (what every locally supervised backend
+//! shares); and [`swarm`] (every function a Docker Swarm service, supervised
+//! by Swarm). Only the assembly code (the `faas` binary) names one.
 
 use std::fmt;
 
@@ -25,6 +27,7 @@ pub mod fsutil;
 pub mod local;
 pub mod process;
 pub mod routes;
+pub mod swarm;
 
 pub use routes::{Endpoint, FunctionRoute, Lease, Routes};
 

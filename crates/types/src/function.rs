@@ -104,6 +104,28 @@ pub struct FunctionStatus {
     pub usage: Option<FunctionUsage>,
 }
 
+impl FunctionStatus {
+    /// The status of a function deployed as `spec`, with no replicas counted
+    /// yet.
+    pub fn of(spec: &FunctionDeployment) -> FunctionStatus {
+        FunctionStatus {
+            name: spec.service.clone(),
+            image: spec.image.clone(),
+            namespace: spec.namespace.clone(),
+            env_process: spec.env_process.clone(),
+            env_vars: spec.env_vars.clone(),
+            constraints: spec.constraints.clone(),
+            secrets: spec.secrets.clone(),
+            labels: spec.labels.clone(),
+            annotations: spec.annotations.clone(),
+            limits: spec.limits.clone(),
+            requests: spec.requests.clone(),
+            read_only_root_filesystem: spec.read_only_root_filesystem,
+            ..FunctionStatus::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionUsage {
     #[serde(default)]

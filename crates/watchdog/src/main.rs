@@ -34,6 +34,10 @@ Configured by environment variables, as OpenFaaS's of-watchdog:
   log_format           plain (default) | json
 A listening socket can also be passed as fd 3 (LISTEN_FDS=1, systemd style).
 
+`faas-watchdog --ready` asks the watchdog configured by the same variables
+whether it is ready (GET /_/ready): exit 0 if so, 1 if not. It is the
+container health check (Docker HEALTHCHECK, Swarm).
+
 Endpoints: /_/health, /_/ready, /_/metrics; everything else goes to the function.
 ";
 
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
             print!("{HELP}");
             return ExitCode::SUCCESS;
         }
+        Some("--ready") => return ready_probe(),
         Some(other) => {
             eprintln!(
                 "faas-watchdog: unexpected argument {other:?}; it is configured by environment variables (see --help)"
@@ -92,6 +97,43 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "watchdog failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--ready`: GET /_/ready from the watchdog this environment configures.
+fn ready_probe() -> ExitCode {
+    use std::io::{Read, Write};
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("faas-watchdog: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let host = if config.listen_address.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.listen_address
+    };
+    let timeout = Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&SocketAddr::new(host, config.port), timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /_/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    })();
+    match answer {
+        Ok(head) if head.split(' ').nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!("not ready: {}", head.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("not ready: {e}");
             ExitCode::FAILURE
         }
     }

@@ -65,10 +65,24 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after exit");
 }
 
+/// `faas-watchdog --ready`, the container health check, run beside a watchdog
+/// with the same environment.
+fn ready_probe(port: u16) -> (Option<i32>, String) {
+    let out = Command::new(WATCHDOG)
+        .arg("--ready")
+        .env_clear()
+        .env("fprocess", "cat")
+        .env("port", port.to_string())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_announcing_shutdown_it_serves_but_is_not_ready() {
     let mut wd = Watchdog::start(&[("fprocess", "cat"), ("healthcheck_interval", "1s")]);
     assert_eq!(wd.get("/_/ready").await.status, StatusCode::OK);
+    assert_eq!(ready_probe(wd.addr.port()).0, Some(0), "the probe sees it ready");
     let started = Instant::now();
     wd.signal(libc::SIGTERM);
     assert!(
@@ -78,9 +92,16 @@ async fn while_announcing_shutdown_it_serves_but_is_not_ready() {
     );
     assert_eq!(wd.get("/_/health").await.status, StatusCode::OK);
     assert_eq!(wd.post("/", "still served").await.body, "still served");
+    let (code, err) = ready_probe(wd.addr.port());
+    assert_eq!(code, Some(1), "the probe sees it draining");
+    assert!(err.contains("503"), "{err}");
+    let port = wd.addr.port();
     let status = tokio::task::block_in_place(|| wd.wait_exit(Duration::from_secs(5))).expect("exited");
     assert!(status.success());
     assert!(started.elapsed() >= Duration::from_millis(900), "left before healthcheck_interval");
+    let (code, err) = ready_probe(port);
+    assert_eq!(code, Some(1), "nothing listens any more");
+    assert!(err.contains("not ready"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ pub mod remove;
 pub mod scale;
 pub mod secret;
 pub mod serve;
+pub mod swarm;
 pub mod template;
 pub mod version;
 

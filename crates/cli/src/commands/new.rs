@@ -15,8 +15,8 @@ pub struct Args {
     /// Its language (faas template list)
     #[arg(long)]
     pub lang: String,
-    /// The stack file to add it to (created if missing)
-    #[arg(short = 'f', long = "yaml", default_value = "stack.yml")]
+    /// The stack file to add it to (created if missing; faas-cli's --append)
+    #[arg(short = 'f', long = "yaml", alias = "append", default_value = "stack.yml")]
     pub file: std::path::PathBuf,
     /// The image name to give it (default: NAME:latest)
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! `faas serve`: the whole platform on one machine. The gateway, the process
-//! provider (every replica a `faas-watchdog` process) and the state folder;
-//! the functions of a `stack.yml` deployed at start-up.
+//! provider (every replica a `faas-watchdog` process; or the Docker or
+//! Swarm provider) and the state folder; the functions of a `stack.yml`
+//! deployed at start-up.
 //!
 //! This is the assembly point: the one place that names concrete backends.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
 use ferrofaas_provider::process::ProcessConfig;
+use ferrofaas_provider::swarm::SwarmConfig;
 use ferrofaas_provider::{Provider, ProviderError};
 use tokio::net::TcpListener;
 
@@ -37,10 +39,18 @@ pub struct Args {
     /// Leave /system/* without authentication
     #[arg(long)]
     no_auth: bool,
-    /// Where replicas run: process (local processes) or docker (containers
-    /// on the local Docker engine)
-    #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
+    /// Where replicas run: process (local processes), docker (containers
+    /// on the local Docker engine) or swarm (services on a Docker Swarm;
+    /// see `faas swarm up`, which runs the gateway itself on the Swarm)
+    #[arg(long, default_value = "process", value_parser = ["process", "docker", "swarm"])]
     provider: String,
+    /// The overlay network of functions and gateway (swarm provider)
+    #[arg(long, default_value = ferrofaas_provider::swarm::DEFAULT_NETWORK)]
+    network: String,
+    /// Read the admin credentials from this file (JSON: username,
+    /// password), never writing it: a Docker secret, say
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
     /// The static faas-watchdog that goes into images (docker provider;
     /// default: the static build next to faas, scripts/build-watchdog)
     #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
@@ -61,7 +71,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let state = std::fs::canonicalize(&state)?;
-    let watchdog = find_watchdog(args.watchdog.as_deref())?;
     let stack = match &args.stack {
         Some(path) => Some(stack::Stack::load(path)?),
         None => None,
@@ -69,6 +78,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let auth = if args.no_auth {
         None
+    } else if let Some(path) = &args.credentials_file {
+        Some(Credentials::load(path).with_context(|| format!("credentials in {}", path.display()))?)
     } else {
         let path = paths::credentials_file(&state);
         std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
@@ -100,9 +111,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("starting the Docker provider in {}", state.display()))?
         }
-        _ => ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog.clone()))
+        "swarm" => {
+            let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+            ferrofaas_provider::swarm::start(SwarmConfig {
+                network: args.network.clone(),
+                watchdog: image_watchdog,
+            })
             .await
-            .with_context(|| format!("starting the process provider in {}", state.display()))?,
+            .context("starting the Swarm provider")?
+        }
+        _ => {
+            let watchdog = find_watchdog(args.watchdog.as_deref())?;
+            ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog))
+                .await
+                .with_context(|| format!("starting the process provider in {}", state.display()))?
+        }
     };
     let gateway = Arc::new(Gateway::new(
         Arc::clone(&provider),

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListImagesOptionsBuilder,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{Either, Full};
 
 use crate::bundles::Manifest;
-use crate::{ProviderError, Result};
+use crate::{BundleInfo, ProviderError, Result};
 
 /// Base images, by name: the Debian packages on top of an essential system.
 pub const BASES: &[(&str, &[&str])] = &[
@@ -30,6 +32,54 @@ const BASE_TAG: &str = "bookworm";
 pub const FUNCTION_PORT: &str = "5000";
 /// Label on images built from bundles.
 pub const LABEL_BUNDLE: &str = "com.ferrofaas.bundle";
+
+/// Stores a pushed bundle as an image on this engine, tagged `image`
+/// (`:latest` if it has no tag): what `POST /system/bundles` does on the
+/// container providers.
+pub async fn push_bundle(
+    docker: &Docker,
+    watchdog: &Path,
+    image: &str,
+    archive: Bytes,
+) -> Result<BundleInfo> {
+    crate::bundles::ImageRef::parse(image)?;
+    let dir = std::env::temp_dir().join(format!("ferrofaas-bundle-{:08x}", fastrand::u32(..)));
+    let unpack_dir = dir.clone();
+    let unpacked = tokio::task::spawn_blocking(move || {
+        crate::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
+    })
+    .await
+    .map_err(|e| ProviderError::internal("unpacking the bundle", e))?;
+    let size = match unpacked {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let tag = if image.contains(':') { image.to_owned() } else { format!("{image}:latest") };
+    let built = build_function_image(docker, &dir, &tag, watchdog, &|step| {
+        tracing::info!(image = %tag, "{step}");
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(BundleInfo { image: tag, digest: built?, size: size as u64 })
+}
+
+/// The images built from bundles on this engine.
+pub async fn list_bundles(docker: &Docker) -> Result<Vec<BundleInfo>> {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_owned(), vec![format!("{LABEL_BUNDLE}=true")]);
+    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    let images = docker.list_images(Some(options)).await.map_err(docker_err("listing images"))?;
+    Ok(images
+        .into_iter()
+        .flat_map(|i| {
+            let (id, size) = (i.id.clone(), i.size.max(0) as u64);
+            i.repo_tags.into_iter().map(move |t| BundleInfo { image: t, digest: id.clone(), size })
+        })
+        .collect())
+}
 
 /// `ferrofaas-base/<name>:bookworm`
 pub fn base_image(name: &str) -> String {
@@ -66,7 +116,8 @@ pub async fn ensure_base(docker: &Docker, name: &str, progress: &(dyn Fn(&str) +
     })?;
     if crate::fsutil::which("mmdebstrap").is_none() {
         return Err(ProviderError::Unsupported(format!(
-            "building base image {image} needs mmdebstrap (apt-get install -y mmdebstrap)"
+            "building base image {image} needs mmdebstrap (apt-get install -y mmdebstrap); for a gateway \
+             on a Swarm, `faas swarm up --bases {name}` builds it on the host"
         )));
     }
     progress(&format!("building base image {image} from Debian packages ({packages})"));
@@ -141,7 +192,18 @@ pub async fn build_function_image(
     if let Some(runtime) = &manifest.runtime {
         labels.insert("com.ferrofaas.runtime".to_owned(), runtime.clone());
     }
-    let options = BuildImageOptionsBuilder::default().t(tag).rm(true).forcerm(true).labels(&labels).build();
+    build_image(docker, context, tag, &labels).await
+}
+
+/// Builds image `tag` from a build context (a tar with a `Dockerfile`),
+/// labelled with `labels`. Returns the image id.
+pub async fn build_image(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    labels: &HashMap<String, String>,
+) -> Result<String> {
+    let options = BuildImageOptionsBuilder::default().t(tag).rm(true).forcerm(true).labels(labels).build();
     let mut stream = docker.build_image(options, None, Some(Either::Left(Full::new(Bytes::from(context)))));
     let mut output = Vec::new();
     while let Some(item) = stream.next().await {

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use ferrofaas_types::function::{parse_cpu, parse_memory};
@@ -106,10 +106,6 @@ pub struct DockerSpec {
     read_only: bool,
 }
 
-fn docker_err(context: &'static str) -> impl Fn(bollard::errors::Error) -> ProviderError {
-    move |e| ProviderError::internal(context, e)
-}
-
 impl DockerBackend {
     async fn ensure_network(&self) -> io::Result<()> {
         self.network
@@ -155,40 +151,13 @@ impl Backend for DockerBackend {
     }
 
     async fn prepare(&self, spec: &FunctionDeployment) -> Result<(DockerSpec, String)> {
-        let inspect = self.docker.inspect_image(&spec.image).await.map_err(|_| {
-            ProviderError::invalid(
-                "image",
-                format!(
-                    "no Docker image {} on this engine: build it (faas build --docker), or deploy its bundle \
-                     (faas deploy pushes it and the gateway builds the image)",
-                    spec.image
-                ),
-            )
-        })?;
-        let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
-        let image_env = inspect.config.and_then(|c| c.env).unwrap_or_default();
-        let has_fprocess =
-            image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
-        let mut env: Vec<String> = DEFAULT_ENV.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if !spec.env_process.is_empty() {
-            env.push(format!("fprocess={}", spec.env_process));
-        } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
-            return Err(ProviderError::invalid(
-                "envProcess",
-                format!("image {} sets no fprocess: give envProcess", spec.image),
-            ));
-        }
-        env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
+        let FunctionImage { id, env, .. } = function_image(&self.docker, spec, DEFAULT_ENV).await?;
         let mut labels: HashMap<String, String> =
             spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(LABEL_OWNER.into(), self.owner.clone());
         labels.insert(LABEL_FUNCTION.into(), spec.service.clone());
         labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
-        let limits = spec.limits.clone().unwrap_or_default();
-        let memory =
-            (!limits.memory.is_empty()).then(|| parse_memory(&limits.memory)).flatten().map(|b| b as i64);
-        let nano_cpus =
-            (!limits.cpu.is_empty()).then(|| parse_cpu(&limits.cpu)).flatten().map(|m| m as i64 * 1_000_000);
+        let (memory, nano_cpus) = limits(spec.limits.as_ref());
         let docker_spec = DockerSpec {
             image: id.clone(),
             env,
@@ -271,42 +240,11 @@ impl Backend for DockerBackend {
     }
 
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
-        crate::bundles::ImageRef::parse(image)?;
-        let dir = std::env::temp_dir().join(format!("ferrofaas-bundle-{:08x}", fastrand::u32(..)));
-        let unpack_dir = dir.clone();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            crate::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
-        })
-        .await
-        .map_err(|e| ProviderError::internal("unpacking the bundle", e))?;
-        let size = match unpacked {
-            Ok(size) => size,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
-        let tag = if image.contains(':') { image.to_owned() } else { format!("{image}:latest") };
-        let built = image::build_function_image(&self.docker, &dir, &tag, &self.watchdog, &|step| {
-            tracing::info!(image = %tag, "{step}");
-        })
-        .await;
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(BundleInfo { image: tag, digest: built?, size: size as u64 })
+        image::push_bundle(&self.docker, &self.watchdog, image, archive).await
     }
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {
-        let mut filters = HashMap::new();
-        filters.insert("label".to_owned(), vec![format!("{}=true", image::LABEL_BUNDLE)]);
-        let options = ListImagesOptionsBuilder::default().filters(&filters).build();
-        let images = self.docker.list_images(Some(options)).await.map_err(docker_err("listing images"))?;
-        Ok(images
-            .into_iter()
-            .flat_map(|i| {
-                let (id, size) = (i.id.clone(), i.size.max(0) as u64);
-                i.repo_tags.into_iter().map(move |t| BundleInfo { image: t, digest: id.clone(), size })
-            })
-            .collect())
+        image::list_bundles(&self.docker).await
     }
 
     async fn clean(&self) {
@@ -325,6 +263,67 @@ impl Backend for DockerBackend {
             Err(e) => tracing::warn!(error = %e, "could not list old replicas"),
         }
     }
+}
+
+/// The image a deployment names, as this engine has it.
+pub(crate) struct FunctionImage {
+    /// Its id, so that every replica of a version runs exactly it.
+    pub id: String,
+    /// The replicas' environment: the provider's defaults, then `fprocess`
+    /// from `envProcess`, then `envVars`.
+    pub env: Vec<String>,
+    /// Does it run `faas-watchdog` (so that `faas-watchdog --ready` is its
+    /// health check)?
+    pub runs_watchdog: bool,
+}
+
+pub(crate) async fn function_image(
+    docker: &Docker,
+    spec: &FunctionDeployment,
+    defaults: &[(&str, &str)],
+) -> Result<FunctionImage> {
+    let inspect = docker.inspect_image(&spec.image).await.map_err(|_| {
+        ProviderError::invalid(
+            "image",
+            format!(
+                "no Docker image {} on this engine: build it (faas build --docker), or deploy its bundle \
+                 (faas deploy pushes it and the gateway builds the image)",
+                spec.image
+            ),
+        )
+    })?;
+    let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
+    let config = inspect.config.unwrap_or_default();
+    let runs_watchdog = config
+        .entrypoint
+        .iter()
+        .chain(config.cmd.iter())
+        .flatten()
+        .next()
+        .is_some_and(|exe| exe.ends_with("/faas-watchdog"));
+    let image_env = config.env.unwrap_or_default();
+    let has_fprocess =
+        image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
+    let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !spec.env_process.is_empty() {
+        env.push(format!("fprocess={}", spec.env_process));
+    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
+        return Err(ProviderError::invalid(
+            "envProcess",
+            format!("image {} sets no fprocess: give envProcess", spec.image),
+        ));
+    }
+    env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
+    Ok(FunctionImage { id, env, runs_watchdog })
+}
+
+/// A deployment's `limits` as the Engine API takes them: memory in bytes,
+/// CPU in billionths of a core.
+pub(crate) fn limits(limits: Option<&ferrofaas_types::FunctionResources>) -> (Option<i64>, Option<i64>) {
+    let Some(limits) = limits else { return (None, None) };
+    let memory = parse_memory(&limits.memory).map(|b| b as i64);
+    let nano_cpus = parse_cpu(&limits.cpu).map(|m| m as i64 * 1_000_000);
+    (memory, nano_cpus)
 }
 
 async fn remove(docker: &Docker, id: &str) {

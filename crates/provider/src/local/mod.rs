@@ -235,23 +235,10 @@ impl<B: Backend> LocalProvider<B> {
         let spec = &entry.stored.spec;
         let counts = entry.handle.as_ref().map(|h| h.counts()).unwrap_or_default();
         FunctionStatus {
-            name: spec.service.clone(),
-            image: spec.image.clone(),
-            namespace: spec.namespace.clone(),
-            env_process: spec.env_process.clone(),
-            env_vars: spec.env_vars.clone(),
-            constraints: spec.constraints.clone(),
-            secrets: spec.secrets.clone(),
-            labels: spec.labels.clone(),
-            annotations: spec.annotations.clone(),
-            limits: spec.limits.clone(),
-            requests: spec.requests.clone(),
-            read_only_root_filesystem: spec.read_only_root_filesystem,
-            invocation_count: 0.0,
             replicas: entry.stored.replicas,
             available_replicas: counts.ready,
             created_at: entry.stored.created_at.clone(),
-            usage: None,
+            ..FunctionStatus::of(spec)
         }
     }
 
@@ -280,7 +267,7 @@ impl<B: Backend> LocalProvider<B> {
     }
 }
 
-fn initial_replicas(spec: &FunctionDeployment) -> Result<u64> {
+pub(crate) fn initial_replicas(spec: &FunctionDeployment) -> Result<u64> {
     match spec.labels.get(LABEL_SCALE_MIN) {
         None => Ok(1),
         Some(v) => match v.trim().parse::<u64>() {
@@ -296,7 +283,7 @@ fn initial_replicas(spec: &FunctionDeployment) -> Result<u64> {
     }
 }
 
-fn not_found(f: &FunctionRef) -> ProviderError {
+pub(crate) fn not_found(f: &FunctionRef) -> ProviderError {
     ProviderError::NotFound(format!("function {} not found in namespace {}", f.name, f.namespace))
 }
 
@@ -502,7 +489,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
     }
 }
 
-fn validate_secret(secret: &Secret) -> Result<(String, String)> {
+pub(crate) fn validate_secret(secret: &Secret) -> Result<(String, String)> {
     names::validate_secret_name(&secret.name).map_err(|e| ProviderError::invalid("name", e.to_string()))?;
     let ns = if secret.namespace.is_empty() { DEFAULT_NAMESPACE } else { &secret.namespace };
     names::validate_namespace(ns).map_err(|e| ProviderError::invalid("namespace", e.to_string()))?;

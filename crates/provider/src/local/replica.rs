@@ -233,6 +233,11 @@ async fn watch(replica: &mut Box<dyn Instance>, interval: Duration) -> String {
 
 /// `GET path` on a replica: its status code, if it answers within a second.
 async fn probe(addr: SocketAddr, path: &'static str) -> Option<u16> {
+    probe_within(addr, path, Duration::from_secs(1)).await
+}
+
+/// `GET path` on a replica: its status code, if it answers within `timeout`.
+pub(crate) async fn probe_within(addr: SocketAddr, path: &'static str, timeout: Duration) -> Option<u16> {
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n").as_bytes())
@@ -243,5 +248,5 @@ async fn probe(addr: SocketAddr, path: &'static str) -> Option<u16> {
         s.read_exact(&mut buf).await.ok()?;
         std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(1), work).await.ok()?
+    tokio::time::timeout(timeout, work).await.ok()?
 }

@@ -1,0 +1,425 @@
+//! `faas swarm up` and `faas swarm down`: the platform on a Docker Swarm.
+//!
+//! `up` builds the base images and a gateway image (this `faas` and the
+//! static watchdog on the minimal base), makes the overlay network, stores
+//! the admin credentials as a Docker secret, and runs the gateway as a Swarm
+//! service (`faas serve --provider swarm`) on the overlay network, with the
+//! engine's socket mounted and its port published in host mode (Swarm's
+//! routing mesh needs IPVS). Then it waits for the gateway to answer and
+//! prints its URL and credentials, which it also saves for `faas`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bollard::Docker;
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Mount,
+    MountType, NetworkAttachmentConfig, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use bollard::query_parameters::{
+    ListSecretsOptionsBuilder, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
+};
+use ferrofaas_gateway::Credentials;
+use ferrofaas_provider::docker::image;
+use ferrofaas_provider::swarm::{DEFAULT_NETWORK, LABEL_FUNCTION, LABEL_SECRET};
+use sha2::Digest;
+
+use crate::auth_config::AuthConfig;
+use crate::paths;
+
+/// Labels the gateway's service, image and credential secrets.
+const LABEL_GATEWAY: &str = "com.ferrofaas.gateway";
+const CREDENTIALS_TARGET: &str = "ferrofaas-credentials";
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Build the images and run the gateway as a Swarm service
+    Up(UpArgs),
+    /// Remove the gateway service (with --all: its functions, secrets and network)
+    Down(DownArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// The port the gateway is published on, on every Swarm node it runs on
+    #[arg(short, long, default_value_t = 8080)]
+    port: u16,
+    /// The overlay network of the gateway and functions
+    #[arg(long, default_value = DEFAULT_NETWORK)]
+    network: String,
+    /// The gateway's service name
+    #[arg(long, default_value = "ferrofaas-gateway")]
+    name: String,
+    /// Base images to build if absent (comma-separated; functions of other
+    /// runtimes cannot be built on this Swarm until their base exists)
+    #[arg(long, value_delimiter = ',', default_value = "minimal,python3,node,ruby,mono")]
+    bases: Vec<String>,
+    /// The static faas-watchdog that goes into images (default: the static
+    /// build next to faas, scripts/build-watchdog)
+    #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
+    image_watchdog: Option<PathBuf>,
+    /// Where the admin credentials are kept on this machine
+    #[arg(long, env = "FERROFAAS_STATE")]
+    state: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    /// The gateway's service name
+    #[arg(long, default_value = "ferrofaas-gateway")]
+    name: String,
+    /// Also remove the functions on its network, the secrets no other
+    /// service uses, and the network
+    #[arg(long)]
+    all: bool,
+    /// The overlay network (removed with --all)
+    #[arg(long, default_value = DEFAULT_NETWORK)]
+    network: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let docker = ferrofaas_provider::docker::connect().await?;
+    match args.command {
+        Command::Up(up) => self::up(&docker, up).await,
+        Command::Down(down) => self::down(&docker, down).await,
+    }
+}
+
+async fn require_manager(docker: &Docker) -> anyhow::Result<()> {
+    let info = docker.info().await.context("asking the Docker engine")?;
+    if info.swarm.and_then(|s| s.control_available) != Some(true) {
+        bail!(
+            "this Docker engine is not a Swarm manager: run `docker swarm init --advertise-addr <address>` \
+             first (or point DOCKER_HOST at a manager)"
+        );
+    }
+    Ok(())
+}
+
+async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
+    require_manager(docker).await?;
+    let say = |line: &str| println!("  {line}");
+    let known: Vec<&str> = image::BASES.iter().map(|(n, _)| *n).collect();
+    for base in &args.bases {
+        if !known.contains(&base.as_str()) {
+            bail!("--bases: no base image {base:?} (known: {})", known.join(", "));
+        }
+    }
+    let mut bases = args.bases.clone();
+    if !bases.iter().any(|b| b == "minimal") {
+        bases.insert(0, "minimal".to_owned());
+    }
+    for base in &bases {
+        image::ensure_base(docker, base, &say).await?;
+    }
+
+    let watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+    let gateway_image = build_gateway_image(docker, &watchdog).await?;
+    ferrofaas_provider::swarm::ensure_network(docker, &args.network).await?;
+
+    let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let creds_path = paths::credentials_file(&state);
+    let (creds, _) = Credentials::load_or_create(&creds_path)
+        .with_context(|| format!("credentials in {}", creds_path.display()))?;
+    let secret = credentials_secret(docker, &creds).await?;
+
+    let spec = gateway_service(&args, &gateway_image, &secret);
+    match docker.inspect_service(&args.name, None).await {
+        Ok(existing) => {
+            let version = existing.version.and_then(|v| v.index).unwrap_or(0);
+            let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
+            docker
+                .update_service(&args.name, spec, options, None)
+                .await
+                .context("updating the gateway service")?;
+            say(&format!("updated the {} service", args.name));
+        }
+        Err(_) => {
+            docker.create_service(spec, None).await.context("creating the gateway service")?;
+            say(&format!("created the {} service", args.name));
+        }
+    }
+
+    let url = format!("http://127.0.0.1:{}", args.port);
+    wait_for_gateway(docker, &args.name, &url, Duration::from_secs(90)).await?;
+    let mut config = AuthConfig::load()?;
+    config.set_basic(&url, &creds.username, &creds.password);
+    config.save()?;
+    println!("ferrofaas is running on the Swarm: {url}");
+    println!("  username: {}", creds.username);
+    println!("  password: {}", creds.password);
+    println!(
+        "  (saved for faas in {}; the UI and API need them for /system/*)",
+        crate::auth_config::path().display()
+    );
+    Ok(())
+}
+
+/// `ferrofaas-gateway:<version>`: this `faas` and the static watchdog on the
+/// minimal base. Returns the image id.
+async fn build_gateway_image(docker: &Docker, watchdog: &std::path::Path) -> anyhow::Result<String> {
+    let faas = std::env::current_exe()?;
+    let dockerfile = format!(
+        "FROM {}\nCOPY faas faas-watchdog /usr/local/bin/\nRUN [\"/usr/local/bin/faas\", \"--version\"]\n\
+         EXPOSE 8080\nENTRYPOINT [\"/usr/local/bin/faas\"]\n",
+        image::base_image("minimal")
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+    for (path, name) in [(faas.as_path(), "faas"), (watchdog, "faas-watchdog")] {
+        // As a plain file: a linker's output may be sparse, which Docker's
+        // tar reader refuses.
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes.as_slice())?;
+    }
+    let context = tar.into_inner()?;
+    let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
+    println!("  building the gateway image {tag}");
+    let labels = HashMap::from([(LABEL_GATEWAY.to_owned(), "true".to_owned())]);
+    image::build_image(docker, context, &tag, &labels)
+        .await
+        .context("building the gateway image (its faas must run on Debian bookworm's C library)")
+}
+
+/// The Docker secret holding `creds`, named after their hash (Docker
+/// secrets cannot change; new credentials make a new secret).
+async fn credentials_secret(docker: &Docker, creds: &Credentials) -> anyhow::Result<(String, String)> {
+    let json = serde_json::to_vec(creds)?;
+    let hash = sha2::Sha256::digest(&json);
+    let name = format!("ferrofaas-credentials-{}", hex8(&hash));
+    if let Ok(existing) = docker.inspect_secret(&name).await {
+        return Ok((existing.id.unwrap_or_default(), name));
+    }
+    let spec = SecretSpec {
+        name: Some(name.clone()),
+        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "credentials".to_owned())])),
+        data: Some(ferrofaas_types::base64::encode(&json)),
+        ..Default::default()
+    };
+    let created = docker.create_secret(spec).await.context("storing the credentials as a Docker secret")?;
+    Ok((created.id, name))
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+fn gateway_service(args: &UpArgs, image: &str, (secret_id, secret_name): &(String, String)) -> ServiceSpec {
+    let command: Vec<String> = [
+        "serve",
+        "--provider",
+        "swarm",
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--network",
+        &args.network,
+        "--credentials-file",
+        &format!("/run/secrets/{CREDENTIALS_TARGET}"),
+        "--image-watchdog",
+        "/usr/local/bin/faas-watchdog",
+        "--state",
+        "/var/lib/ferrofaas",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ServiceSpec {
+        name: Some(args.name.clone()),
+        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "service".to_owned())])),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_owned()),
+                args: Some(command),
+                mounts: Some(vec![Mount {
+                    target: Some("/var/run/docker.sock".into()),
+                    source: Some("/var/run/docker.sock".into()),
+                    typ: Some(MountType::BIND),
+                    ..Default::default()
+                }]),
+                secrets: Some(vec![TaskSpecContainerSpecSecrets {
+                    file: Some(TaskSpecContainerSpecFile {
+                        name: Some(CREDENTIALS_TARGET.into()),
+                        uid: Some("0".into()),
+                        gid: Some("0".into()),
+                        mode: Some(0o400),
+                    }),
+                    secret_id: Some(secret_id.clone()),
+                    secret_name: Some(secret_name.clone()),
+                }]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(Duration::from_secs(1).as_nanos() as i64),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(vec!["node.role == manager".into()]),
+                ..Default::default()
+            }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(args.network.clone()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        // A host-mode port cannot be held by two tasks on one node.
+        update_config: Some(ServiceSpecUpdateConfig {
+            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+            parallelism: Some(1),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(8080),
+                published_port: Some(i64::from(args.port)),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Waits until the service's update (if any) has finished and the gateway
+/// at `url` answers.
+async fn wait_for_gateway(docker: &Docker, name: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = crate::client::Client::with_auth(url, None)?;
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < timeout {
+        let service = docker.inspect_service(name, None).await.context("inspecting the gateway service")?;
+        let updating = service.update_status.and_then(|u| u.state).is_some_and(|state| {
+            !matches!(
+                state,
+                bollard::models::ServiceUpdateStatusStateEnum::COMPLETED
+                    | bollard::models::ServiceUpdateStatusStateEnum::EMPTY
+            )
+        });
+        if updating {
+            last = "the service is still updating".into();
+        } else {
+            match client.request(http::Method::GET, "/healthz", &[], Default::default()).await {
+                Ok(reply) if reply.status.is_success() => return Ok(()),
+                Ok(reply) => last = format!("status {}", reply.status),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "the gateway did not answer at {url} within {timeout:?} ({last}); see `docker service ps --no-trunc \
+         {name}` and `docker service logs {name}`"
+    )
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
+    require_manager(docker).await?;
+    match docker.delete_service(&args.name).await {
+        Ok(()) => println!("  removed the {} service", args.name),
+        Err(e) if is_not_found(&e) => println!("  no {} service", args.name),
+        Err(e) => return Err(e).context("removing the gateway service"),
+    }
+    if !args.all {
+        return Ok(());
+    }
+    // The functions on this platform's network.
+    let network_id = match docker.inspect_network(&args.network, None).await {
+        Ok(n) => n.id.unwrap_or_default(),
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(e).context("inspecting the network"),
+    };
+    let mut filters = HashMap::new();
+    filters.insert("label", vec![LABEL_FUNCTION]);
+    let options = ListServicesOptionsBuilder::default().filters(&filters).build();
+    for service in docker.list_services(Some(options)).await? {
+        let spec = service.spec.unwrap_or_default();
+        let on_network = spec
+            .task_template
+            .and_then(|t| t.networks)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.target.as_deref().is_some_and(|t| t == network_id || t == args.network));
+        let name = spec.name.unwrap_or_default();
+        if let (true, Some(id)) = (on_network, service.id) {
+            docker.delete_service(&id).await.with_context(|| format!("removing function {name}"))?;
+            println!("  removed function {name}");
+        }
+    }
+    // Function and credential secrets that no remaining service uses; they
+    // stay in use until the removed services' tasks are gone.
+    let in_use: Vec<String> = docker
+        .list_services(None::<bollard::query_parameters::ListServicesOptions>)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.spec?.task_template?.container_spec?.secrets)
+        .flatten()
+        .filter_map(|r| r.secret_id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for label in [LABEL_SECRET, LABEL_GATEWAY] {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![label]);
+        let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
+        for secret in docker.list_secrets(Some(options)).await? {
+            let (Some(id), name) = (secret.id, secret.spec.and_then(|s| s.name).unwrap_or_default()) else {
+                continue;
+            };
+            if in_use.contains(&id) {
+                continue;
+            }
+            loop {
+                match docker.delete_secret(&id).await {
+                    Ok(()) => break,
+                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(e) => return Err(e).with_context(|| format!("removing secret {name}")),
+                }
+            }
+            println!("  removed secret {name}");
+        }
+    }
+    loop {
+        match docker.remove_network(&args.network).await {
+            Ok(()) => {
+                println!("  removed network {}", args.network);
+                break;
+            }
+            Err(e) if is_not_found(&e) => break,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e).with_context(|| format!("removing network {}", args.network)),
+        }
+    }
+    Ok(())
+}

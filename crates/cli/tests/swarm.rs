@@ -1,0 +1,232 @@
+//! The Swarm provider, against a real one-node Swarm: `faas swarm up` runs
+//! the gateway as a Swarm service, and functions deployed through it are
+//! Swarm services with Docker secrets, scaled, rolled and healed by Swarm.
+//!
+//! Without a Swarm manager these tests say so and pass, except where
+//! `FERROFAAS_REQUIRE_SWARM=1` (CI), where that fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+
+fn swarm_available() -> bool {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.ControlAvailable}}"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true");
+    if !ok {
+        assert!(
+            std::env::var("FERROFAAS_REQUIRE_SWARM").is_err(),
+            "no Swarm manager, and this run requires one"
+        );
+        eprintln!("SKIPPED: no Docker Swarm manager here (.ci/run runs `docker swarm init`)");
+    }
+    ok
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Running containers of a service on this node.
+fn containers(service: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    let out = docker(&["ps", "-q", "--filter", &filter]);
+    out.lines().map(str::to_owned).collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `faas` in `dir` against the gateway at `url` (its credentials saved in
+/// the faas-cli config of `dir` by `faas swarm up`).
+fn faas_at(dir: &Path, url: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    if !matches!(args.first(), Some(&"new") | Some(&"up") | Some(&"swarm")) {
+        all.extend(["--gateway", url]);
+    }
+    faas_ok(dir, None, &all, stdin)
+}
+
+/// Takes the test's platform down even when the test fails.
+struct Teardown<'a> {
+    dir: &'a Path,
+    name: String,
+    network: String,
+}
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        let _ = faas(
+            self.dir,
+            None,
+            &["swarm", "down", "--all", "--name", &self.name, "--network", &self.network],
+            None,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_run_as_swarm_services() {
+    if !swarm_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let id = format!("{:x}", std::process::id());
+    let (gateway, network) = (format!("ff-gw-{id}"), format!("ff-net-{id}"));
+    let (py, sh) = (format!("swpy{id}"), format!("swsh{id}"));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _teardown = Teardown { dir, name: gateway.clone(), network: network.clone() };
+
+    // The platform on the Swarm: URL and credentials printed, and saved.
+    let out = faas_at(
+        dir,
+        &url,
+        &[
+            "swarm",
+            "up",
+            "--port",
+            &port.to_string(),
+            "--name",
+            &gateway,
+            "--network",
+            &network,
+            "--bases",
+            "minimal,python3",
+            "--state",
+            &dir.join("state").display().to_string(),
+        ],
+        None,
+    );
+    assert!(out.contains(&format!("ferrofaas is running on the Swarm: {url}")), "{out}");
+    assert!(out.contains("password: "), "{out}");
+    assert_eq!(docker(&["service", "inspect", &gateway, "--format", "{{.Spec.EndpointSpec.Mode}}"]), "dnsrr");
+    let info = call(addr, Method::GET, "/system/info", &[], "").await;
+    assert_eq!(info.status, StatusCode::UNAUTHORIZED, "/system/* needs the credentials");
+
+    // A Python and a shell function, one with a secret and a read-only root.
+    faas_at(dir, &url, &["secret", "create", "token", "--from-literal", "one"], None);
+    faas_at(dir, &url, &["new", &py, "--lang", "python3-http", "--gateway", &url], None);
+    faas_at(dir, &url, &["new", &sh, "--lang", "bash", "--append", "stack.yml"], None);
+    std::fs::write(
+        dir.join(&py).join("handler.py"),
+        r#"import os, socket
+def handle(event, context):
+    secret = open("/var/openfaas/secrets/token").read()
+    try:
+        open("/home/app/x", "w").write("x"); root = "writable"
+    except OSError:
+        root = "read-only"
+    return f"host={socket.gethostname()} uid={os.getuid()} secret={secret} root={root} v=1"
+"#,
+    )
+    .unwrap();
+    let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap();
+    let stack = stack.replace(
+        &format!("    image: {py}:latest\n"),
+        &format!("    image: {py}:latest\n    secrets: [token]\n    readonly_root_filesystem: true\n"),
+    );
+    std::fs::write(dir.join("stack.yml"), &stack).unwrap();
+    faas_at(dir, &url, &["up"], None);
+    let body = faas_at(dir, &url, &["invoke", &py], Some(""));
+    assert!(body.starts_with("host=") && body.ends_with("uid=1000 secret=one root=read-only v=1"), "{body}");
+    assert_eq!(faas_at(dir, &url, &["invoke", &sh], Some("swarm")), "Hello, swarm, from bash! (POST /)\n");
+    let list = faas_at(dir, &url, &["list"], None);
+    assert!(list.lines().any(|l| l.starts_with(&py)) && list.lines().any(|l| l.starts_with(&sh)), "{list}");
+    let mode =
+        docker(&["service", "inspect", &py, "--format", "{{.Spec.EndpointSpec.Mode}} {{.Spec.Labels}}"]);
+    assert!(mode.starts_with("dnsrr") && mode.contains("com.ferrofaas.spec"), "{mode}");
+
+    // Scaled to 3 by Swarm: three distinct replicas answer.
+    faas_at(dir, &url, &["scale", &py, "--replicas", "3"], None);
+    let fn_path: &'static str = Box::leak(format!("/function/{py}").into_boxed_str());
+    let hosts = |n: usize| async move {
+        let mut hosts = HashSet::new();
+        for _ in 0..n {
+            let r = call(addr, Method::POST, fn_path, &[], "").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            hosts.insert(r.body.split(' ').next().unwrap().to_owned());
+        }
+        hosts
+    };
+    assert!(eventually(Duration::from_secs(60), async || hosts(12).await.len() == 3).await, "3 replicas");
+
+    // An update under a light load fails no request; so does a secret update.
+    std::fs::write(
+        dir.join(&py).join("handler.py"),
+        std::fs::read_to_string(dir.join(&py).join("handler.py")).unwrap().replace("v=1", "v=2"),
+    )
+    .unwrap();
+    let codes = under_load(addr, fn_path, async {
+        faas_at(dir, &url, &["up", "--filter", &py], None);
+        faas_at(dir, &url, &["secret", "update", "token", "--from-literal", "two"], None);
+        let rolled = eventually(Duration::from_secs(120), async || {
+            let mut all = HashSet::new();
+            for _ in 0..9 {
+                all.insert(call(addr, Method::POST, fn_path, &[], "").await.body);
+            }
+            all.iter().all(|b| b.ends_with("secret=two root=read-only v=2")) && containers(&py).len() == 3
+        })
+        .await;
+        assert!(rolled, "the update never finished");
+    })
+    .await;
+    assert!(!codes.is_empty());
+    assert!(codes.iter().all(|&c| c == 200), "failed requests during the updates: {codes:?}");
+    assert!(eventually(Duration::from_secs(60), async || hosts(12).await.len() == 3).await);
+
+    // Logs of the services reach the API.
+    let creds = std::fs::read_to_string(dir.join("state/credentials.json")).unwrap();
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
+    let auth = format!(
+        "Basic {}",
+        ferrofaas_types::base64::encode(
+            format!("{}:{}", creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap())
+                .as_bytes()
+        )
+    );
+    let logs =
+        call(addr, Method::GET, &format!("/system/logs?name={py}&tail=-1"), &[("authorization", &auth)], "")
+            .await;
+    assert_eq!(logs.status, StatusCode::OK);
+    let line: serde_json::Value = serde_json::from_str(logs.body.lines().next().unwrap()).unwrap();
+    assert_eq!(line["name"], py.as_str());
+    assert!(line["instance"].as_str().unwrap().starts_with(&format!("{py}.")), "{line}");
+    assert!(logs.body.contains("listening"), "{}", logs.body);
+    let cli_logs = faas_at(dir, &url, &["logs", &py, "--tail", "5"], None);
+    assert!(!cli_logs.is_empty());
+
+    // A killed replica: the gateway stops sending to it, Swarm replaces it.
+    let before = containers(&py);
+    docker(&["kill", &before[0]]);
+    let healed = eventually(Duration::from_secs(60), async || {
+        let now = containers(&py);
+        now.len() == 3 && !now.contains(&before[0]) && hosts(12).await.len() == 3
+    })
+    .await;
+    assert!(healed, "the killed replica was not replaced");
+
+    // The secret is in use; removing the function frees it.
+    let err = faas(dir, None, &["secret", "remove", "token", "--gateway", &url], None);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("used by"), "{err:?}");
+    faas_at(dir, &url, &["remove", &py], None);
+    faas_at(dir, &url, &["remove", &sh], None);
+    assert!(eventually(Duration::from_secs(30), async || containers(&py).is_empty()).await);
+    let r = call(addr, Method::POST, fn_path, &[], "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    faas_at(dir, &url, &["secret", "remove", "token"], None);
+}

@@ -1,0 +1,219 @@
+//! Keeps [`Routes`] current from the Swarm: every function service becomes
+//! a route, every task Swarm wants running an endpoint once its watchdog
+//! answers `/_/ready` at the task's address on the overlay network.
+//!
+//! The gateway balances over task addresses itself (least-loaded), rather
+//! than through Swarm's virtual IPs, which need IPVS. A refresh runs every
+//! second, and at once when a function's container on this node starts,
+//! stops or changes health, or when this gateway changed a service.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptionsBuilder, ListServicesOptionsBuilder};
+use ferrofaas_types::FunctionRef;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use super::{LABEL_FUNCTION, LABEL_NAMESPACE, REPLICA_PORT, engine};
+use crate::local::replica::probe_within;
+use crate::{Endpoint, Routes};
+
+/// Longest time between two refreshes.
+const POLL: Duration = Duration::from_secs(1);
+/// Task states in which a replica may be (or soon be) listening.
+const LIVE_STATES: &[&str] = &["assigned", "accepted", "preparing", "ready", "starting", "running"];
+
+pub(super) struct Router {
+    pub docker: Docker,
+    pub engine: engine::Endpoint,
+    pub network: String,
+    pub routes: Routes,
+    /// Wakes the refresh loop.
+    pub wake: Notify,
+    tracked: Mutex<Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
+    /// Addresses of tasks Swarm wants running, with their instance names.
+    live: HashMap<SocketAddr, String>,
+    /// Addresses being probed for readiness.
+    probing: HashSet<SocketAddr>,
+    /// Task id to instance name (`<service>.<slot>.<task id>`), for logs.
+    instances: HashMap<String, String>,
+}
+
+impl Router {
+    pub fn new(docker: Docker, network: String) -> Router {
+        Router {
+            docker,
+            engine: engine::Endpoint::from_env(),
+            network,
+            routes: Routes::default(),
+            wake: Notify::new(),
+            tracked: Mutex::default(),
+        }
+    }
+
+    fn tracked(&self) -> std::sync::MutexGuard<'_, Tracked> {
+        self.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The instance name of a task, if it is or was live here.
+    pub fn instance_of(&self, task_id: &str) -> Option<String> {
+        self.tracked().instances.get(task_id).cloned()
+    }
+
+    /// Reads services and tasks once and brings the routes in line.
+    pub async fn refresh(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![LABEL_FUNCTION]);
+        let options = ListServicesOptionsBuilder::default().filters(&filters).build();
+        let services = self.docker.list_services(Some(options)).await.map_err(std::io::Error::other)?;
+        let tasks = self.engine.running_tasks().await?;
+
+        let mut functions = HashSet::new();
+        let mut live = HashMap::new();
+        let mut instances = HashMap::new();
+        let mut per_route = Vec::new();
+        for service in services {
+            let (Some(id), Some(spec)) = (service.id, service.spec) else { continue };
+            let labels = spec.labels.unwrap_or_default();
+            let (Some(name), Some(namespace)) = (labels.get(LABEL_FUNCTION), labels.get(LABEL_NAMESPACE))
+            else {
+                continue;
+            };
+            let function = FunctionRef { name: name.clone(), namespace: namespace.clone() };
+            let replicas = spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas).unwrap_or(0);
+            let route = self.routes.ensure(&function);
+            route.set_desired(replicas.max(0) as u64);
+
+            let mut candidates = HashMap::new();
+            for task in tasks.iter().filter(|t| t.service_id == id) {
+                let instance = format!("{name}.{}.{}", task.slot, task.id);
+                instances.insert(task.id.clone(), instance.clone());
+                if task.desired_state != "running" || !LIVE_STATES.contains(&task.status.state.as_str()) {
+                    continue;
+                }
+                if let Some(ip) = task.address_on(&self.network) {
+                    candidates.insert(SocketAddr::new(ip, REPLICA_PORT), instance);
+                }
+            }
+            live.extend(candidates.iter().map(|(a, i)| (*a, i.clone())));
+            per_route.push((route, candidates));
+            functions.insert(function);
+        }
+        for route in self.routes.all() {
+            if !functions.contains(&route.function) {
+                self.routes.remove(&route.function);
+            }
+        }
+        let mut start = Vec::new();
+        {
+            // Under the lock: an admission cannot interleave with the edits.
+            let mut tracked = self.tracked();
+            for (route, candidates) in per_route {
+                let current = route.endpoints();
+                let kept: Vec<Arc<Endpoint>> =
+                    current.iter().filter(|e| candidates.contains_key(&e.addr)).cloned().collect();
+                if kept.len() != current.len() {
+                    for e in current.iter().filter(|e| !candidates.contains_key(&e.addr)) {
+                        tracing::info!(function = %route.function, instance = %e.instance, "replica no longer routed");
+                    }
+                    route.set_endpoints(kept);
+                }
+                for (addr, instance) in candidates {
+                    if !current.iter().any(|e| e.addr == addr) {
+                        start.push((route.function.clone(), instance, addr));
+                    }
+                }
+            }
+            tracked.live = live;
+            tracked.instances.extend(instances);
+            if tracked.instances.len() > 4096 {
+                let keep: HashSet<String> = tracked.live.values().cloned().collect();
+                tracked.instances.retain(|_, v| keep.contains(v));
+            }
+            start.retain(|(_, _, addr)| tracked.probing.insert(*addr));
+        }
+        for (function, instance, addr) in start {
+            tokio::spawn(Arc::clone(self).admit(function, instance, addr));
+        }
+        Ok(())
+    }
+
+    /// Probes a new task until its watchdog is ready, then routes to it;
+    /// gives up when Swarm no longer wants the task.
+    async fn admit(self: Arc<Self>, function: FunctionRef, instance: String, addr: SocketAddr) {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            if !self.tracked().live.contains_key(&addr) {
+                break;
+            }
+            if probe_within(addr, "/_/ready", Duration::from_millis(500)).await == Some(200) {
+                // Under the lock: a refresh that drops the task cannot
+                // interleave between the check and the insertion.
+                let tracked = self.tracked();
+                if tracked.live.contains_key(&addr)
+                    && let Some(route) = self.routes.get(&function.name, &function.namespace)
+                {
+                    let mut endpoints = route.endpoints();
+                    if !endpoints.iter().any(|e| e.addr == addr) {
+                        endpoints.push(Arc::new(Endpoint::new(instance.clone(), addr)));
+                        route.set_endpoints(endpoints);
+                        tracing::info!(%function, %instance, %addr, "replica ready");
+                    }
+                }
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(1));
+        }
+        self.tracked().probing.remove(&addr);
+    }
+
+    /// Refreshes every [`POLL`], and whenever woken.
+    pub async fn run(self: Arc<Self>) {
+        let mut failing = false;
+        loop {
+            match self.refresh().await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "could not read the Swarm's services and tasks");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Wakes the refresh loop on every event of a function's container on
+    /// this node (start, health, kill, die).
+    pub async fn watch_events(self: Arc<Self>) {
+        loop {
+            let mut filters = HashMap::new();
+            filters.insert("type", vec!["container".to_owned()]);
+            filters.insert("label", vec![LABEL_FUNCTION.to_owned()]);
+            let options = EventsOptionsBuilder::default().filters(&filters).build();
+            let mut events = self.docker.events(Some(options));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(_) => self.wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the engine's event stream broke");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
