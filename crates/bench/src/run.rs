@@ -36,10 +36,23 @@ struct Setup {
     url: String,
     /// The process whose memory is reported (the watchdog), if any.
     subject: Option<u32>,
+    /// The gateway's `Authorization` for /system/*, if it asks for one.
+    auth: Option<String>,
+    /// A command that takes the setup down (the Swarm platform).
+    down: Option<Command>,
+}
+
+impl Setup {
+    fn of(procs: Vec<Child>, url: String, subject: Option<u32>) -> Setup {
+        Setup { procs, url, subject, auth: None, down: None }
+    }
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        if let Some(down) = &mut self.down {
+            let _ = down.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
         for p in self.procs.iter_mut().rev() {
             // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child.
             unsafe {
@@ -124,13 +137,97 @@ const SCENARIOS: &[Scenario] = &[
         post: true,
         start: start_j,
     },
+    Scenario {
+        id: 'k',
+        title: "gateway (Swarm service) -> Swarm task watchdog streaming -> cat",
+        post: true,
+        start: start_k,
+    },
 ];
+
+/// Names of the bench's platform on the Swarm.
+const SWARM_GATEWAY: &str = "ferrofaas-bench-gateway";
+const SWARM_NETWORK: &str = "ferrofaas-bench";
+
+/// `faas swarm up` (the gateway as a Swarm service), then `faas up` of the
+/// bench function through it; taken down (`faas swarm down --all`) on drop.
+fn start_k(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let dir = std::path::absolute(ctx.opts.out_dir.join("gateway-swarm"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("fn"))?;
+    std::fs::write(dir.join("fn/bundle.json"), r#"{"env": {"mode": "streaming", "fprocess": "cat"}}"#)?;
+    let port = free_port()?;
+    std::fs::write(
+        dir.join("stack.yml"),
+        format!(
+            "provider:\n  name: openfaas\n  gateway: http://127.0.0.1:{port}\nfunctions:\n  bench:\n    \
+             handler: ./fn\n    image: bench:latest\n"
+        ),
+    )?;
+    let faas = |args: &[&str]| {
+        let mut cmd = Command::new(&ctx.opts.faas);
+        cmd.args(args)
+            .current_dir(&dir)
+            .env("OPENFAAS_CONFIG", dir.join("openfaas-config.yml"))
+            .env("FAAS_IMAGE_WATCHDOG", &ctx.opts.watchdog)
+            .env("FERROFAAS_STATE", dir.join("state"));
+        cmd
+    };
+    let mut down = faas(&["swarm", "down", "--all", "--name", SWARM_GATEWAY, "--network", SWARM_NETWORK]);
+    let _ = down.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let port_arg = port.to_string();
+    for args in [
+        &[
+            "swarm",
+            "up",
+            "--port",
+            &port_arg,
+            "--name",
+            SWARM_GATEWAY,
+            "--network",
+            SWARM_NETWORK,
+            "--bases",
+            "minimal",
+        ][..],
+        &["up"][..],
+    ] {
+        let out = faas(args).output()?;
+        if !out.status.success() {
+            bail!(
+                "faas {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    wait_status_for(port, "/function/bench", 200, Duration::from_secs(120))?;
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/credentials.json"))?)?;
+    let user_pass =
+        format!("{}:{}", creds["username"].as_str().unwrap_or(""), creds["password"].as_str().unwrap_or(""));
+    let mut setup = Setup::of(Vec::new(), format!("http://127.0.0.1:{port}/function/bench"), None);
+    setup.auth = Some(format!("Basic {}", base64(user_pass.as_bytes())));
+    setup.down = Some(down);
+    Ok(setup)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
 
 fn start_a(ctx: &Ctx) -> anyhow::Result<Setup> {
     let port = free_port()?;
     let procs = vec![ctx.hello(port)?];
     wait_status(port, "/", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), None))
 }
 
 fn start_b(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -144,7 +241,7 @@ fn start_b(ctx: &Ctx) -> anyhow::Result<Setup> {
     )?;
     let procs = vec![hello, proxy];
     wait_status(port, "/", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), None))
 }
 
 fn start_c(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -166,7 +263,7 @@ fn start_c(ctx: &Ctx) -> anyhow::Result<Setup> {
     };
     let procs = vec![hello, proxy("proxy-2", mid, up)?, proxy("proxy-1", port, mid)?];
     wait_status(port, "/", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), None))
 }
 
 /// `faas serve` with one function whose bundle.json has `env`; waits until
@@ -204,7 +301,7 @@ fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String]) -> anyho
     let procs = vec![gw];
     // A first Docker run builds a base image from Debian packages: minutes.
     wait_status_for(port, "/function/bench", 200, Duration::from_secs(600))?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/function/bench"), subject })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/function/bench"), subject))
 }
 
 fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -247,7 +344,7 @@ fn start_d(ctx: &Ctx) -> anyhow::Result<Setup> {
     let subject = Some(wd.id());
     let procs = vec![wd];
     wait_status(port, "/_/ready", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), subject))
 }
 
 fn start_f(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -259,7 +356,7 @@ fn start_f(ctx: &Ctx) -> anyhow::Result<Setup> {
         &[],
     )?];
     wait_status(port, "/", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject: None })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), None))
 }
 
 fn start_g(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -272,7 +369,7 @@ fn start_g(ctx: &Ctx) -> anyhow::Result<Setup> {
     let subject = Some(wd.id());
     let procs = vec![wd];
     wait_status(port, "/_/ready", 200)?;
-    Ok(Setup { procs, url: format!("http://127.0.0.1:{port}/"), subject })
+    Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/"), subject))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -311,12 +408,18 @@ fn wait_status_for(port: u16, path: &str, want: u16, timeout: Duration) -> anyho
 
 /// `method path` with a JSON body on 127.0.0.1:port; the status.
 fn http_send(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
+    http_send_as(port, method, path, body, None)
+}
+
+/// `http_send` with an `Authorization` header.
+fn http_send_as(port: u16, method: &str, path: &str, body: &str, auth: Option<&str>) -> Option<u16> {
+    let auth = auth.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
     let mut s =
         TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -340,7 +443,8 @@ fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
         let name = format!("deploy-{i}-{:x}", std::process::id());
         let spec = format!("{{\"service\":\"{name}\",\"image\":\"bench:latest\"}}");
         let started = Instant::now();
-        let code = http_send(port, "POST", "/system/functions", &spec);
+        let auth = setup.auth.as_deref();
+        let code = http_send_as(port, "POST", "/system/functions", &spec, auth);
         if code != Some(202) {
             bail!("deploying {name}: {code:?}");
         }
@@ -353,17 +457,47 @@ fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
             }
         }
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        http_send(port, "DELETE", "/system/functions", &format!("{{\"functionName\":\"{name}\"}}"));
+        http_send_as(port, "DELETE", "/system/functions", &format!("{{\"functionName\":\"{name}\"}}"), auth);
     }
     Ok(times)
 }
 
-/// The floor of a deploy: the same replica started by hand until it answers.
-fn floor_times(ctx: &Ctx, docker: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
+/// The floor of a deploy: the same replica started by hand until it answers
+/// (a process; a container, `docker run`; a Swarm service with its port
+/// published on this host, `docker service create -d`).
+fn floor_times(ctx: &Ctx, provider: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::new();
+    let image_id = if provider == "swarm" {
+        let out =
+            Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", "bench:latest"]).output()?;
+        String::from_utf8(out.stdout)?.trim().to_owned()
+    } else {
+        String::new()
+    };
     for i in 0..rounds {
         let started = Instant::now();
-        if docker {
+        if provider == "swarm" {
+            let name = format!("ferrofaas-bench-floor-{i}-{:x}", std::process::id());
+            let port = free_port()?;
+            let out = Command::new("docker")
+                .args(["service", "create", "-d", "--name", &name, "--endpoint-mode", "dnsrr", "--publish"])
+                .arg(format!("mode=host,target=8080,published={port}"))
+                .arg(&image_id)
+                .output()?;
+            if !out.status.success() {
+                bail!("docker service create: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            while http_status(port, "/_/ready") != Some(200) {
+                if started.elapsed() > Duration::from_secs(60) {
+                    bail!("the floor service never answered");
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let _ = Command::new("docker").args(["service", "rm", &name]).output();
+            // Its port is free again once its task is gone.
+            std::thread::sleep(Duration::from_secs(2));
+        } else if provider == "docker" {
             let name = format!("ferrofaas-bench-floor-{i}-{:x}", std::process::id());
             let out = Command::new("docker")
                 .args(["run", "-d", "--rm", "--network", "ferrofaas", "--name", &name, "bench:latest"])
@@ -394,7 +528,7 @@ fn floor_times(ctx: &Ctx, docker: bool, rounds: usize) -> anyhow::Result<Vec<f64
             let port = free_port()?;
             let setup =
                 ctx.watchdog("floor", port, &[("mode", "streaming".into()), ("fprocess", "cat".into())])?;
-            let setup = Setup { procs: vec![setup], url: String::new(), subject: None };
+            let setup = Setup::of(vec![setup], String::new(), None);
             while http_status(port, "/_/ready") != Some(200) {
                 if started.elapsed() > Duration::from_secs(10) {
                     bail!("the floor watchdog never answered");
@@ -414,6 +548,14 @@ pub fn docker_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Is the local engine a Swarm manager?
+fn swarm_manager() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.ControlAvailable}}"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
 }
 
 fn rss_kib(pid: u32, field: &str) -> Option<u64> {
@@ -445,13 +587,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !docker {
         println!("# no Docker engine: the container scenarios are left out");
     }
+    let swarm = docker && swarm_manager();
+    if docker && !swarm {
+        println!("# no Swarm manager (docker swarm init): the Swarm scenarios are left out");
+    }
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| opts.only.as_deref().is_none_or(|only| only.contains(s.id)))
         .filter(|s| docker || s.id != 'j')
+        .filter(|s| swarm || s.id != 'k')
         .collect();
     if scenarios.is_empty() {
-        bail!("--only matched no scenario (letters: a to h, j)");
+        bail!("--only matched no scenario (letters: a to h, j, k)");
     }
 
     println!(
@@ -518,12 +665,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 7] = [
+    let ratios: [(char, char, &str); 8] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
         ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
         ('h', 'g', "gateway + streaming watchdog vs watchdog alone"),
         ('j', 'h', "docker provider vs process provider, per request"),
+        ('k', 'h', "swarm provider vs process provider, per request"),
         ('b', 'a', "bare proxy vs direct"),
         ('c', 'a', "two bare proxies vs direct"),
     ];
@@ -547,21 +695,25 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "| deploy to first response (median of {DEPLOYS}) | provider | floor: the replica started by hand | added |"
     );
     println!("| --- | ---: | ---: | ---: |");
-    let mut providers = vec![("process", false)];
+    let mut providers = vec!["process"];
     if docker {
-        providers.push(("docker", true));
+        providers.push("docker");
     }
-    for (name, is_docker) in providers {
-        let extra = if is_docker { docker_args(&ctx) } else { Vec::new() };
-        let setup = start_gateway_on(
-            &ctx,
-            &format!("deploy-{name}"),
-            r#"{"mode": "streaming", "fprocess": "cat"}"#,
-            &extra,
-        )?;
+    if swarm {
+        providers.push("swarm");
+    }
+    for name in providers {
+        let setup = match name {
+            "swarm" => start_k(&ctx)?,
+            _ => {
+                let extra = if name == "docker" { docker_args(&ctx) } else { Vec::new() };
+                let env = r#"{"mode": "streaming", "fprocess": "cat"}"#;
+                start_gateway_on(&ctx, &format!("deploy-{name}"), env, &extra)?
+            }
+        };
         let ours = median(deploy_times(&setup, DEPLOYS)?);
         drop(setup);
-        let floor = median(floor_times(&ctx, is_docker, DEPLOYS)?);
+        let floor = median(floor_times(&ctx, name, DEPLOYS)?);
         println!(
             "| {name} | {} | {} | {} |",
             fmt_us(ours * 1000.0),
@@ -595,7 +747,8 @@ fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
     let port = free_port()?;
     let wd =
         ctx.watchdog("watchdog-idle", port, &[("mode", "streaming".into()), ("fprocess", "cat".into())])?;
-    let setup = Setup { subject: Some(wd.id()), procs: vec![wd], url: String::new() };
+    let id = wd.id();
+    let setup = Setup::of(vec![wd], String::new(), Some(id));
     wait_status(port, "/_/health", 200)?;
     std::thread::sleep(Duration::from_millis(500));
     let pid = setup.subject.unwrap_or_default();

@@ -403,7 +403,9 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
             loop {
                 match docker.delete_secret(&id).await {
                     Ok(()) => break,
-                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
                     Err(e) => return Err(e).with_context(|| format!("removing secret {name}")),
                 }
             }

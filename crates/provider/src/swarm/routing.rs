@@ -149,12 +149,16 @@ impl Router {
     /// Probes a new task until its watchdog is ready, then routes to it;
     /// gives up when Swarm no longer wants the task.
     async fn admit(self: Arc<Self>, function: FunctionRef, instance: String, addr: SocketAddr) {
-        let mut delay = Duration::from_millis(10);
+        // A task's address answers (or refuses) within a millisecond once its
+        // container is up; before that, packets to it may be dropped, so
+        // each probe is short, and they come often while a task is new.
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(5);
         loop {
             if !self.tracked().live.contains_key(&addr) {
                 break;
             }
-            if probe_within(addr, "/_/ready", Duration::from_millis(500)).await == Some(200) {
+            if probe_within(addr, "/_/ready", Duration::from_millis(100)).await == Some(200) {
                 // Under the lock: a refresh that drops the task cannot
                 // interleave between the check and the insertion.
                 let tracked = self.tracked();
@@ -171,7 +175,8 @@ impl Router {
                 break;
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 3 / 2).min(Duration::from_secs(1));
+            let cap = if started.elapsed() < Duration::from_secs(10) { 25 } else { 1000 };
+            delay = (delay * 3 / 2).min(Duration::from_millis(cap));
         }
         self.tracked().probing.remove(&addr);
     }
@@ -195,13 +200,18 @@ impl Router {
         }
     }
 
-    /// Wakes the refresh loop on every event of a function's container on
-    /// this node (start, health, kill, die).
+    /// Wakes the refresh loop on every start, stop and health change of a
+    /// function's container on this node.
     pub async fn watch_events(self: Arc<Self>) {
         loop {
             let mut filters = HashMap::new();
             filters.insert("type", vec!["container".to_owned()]);
             filters.insert("label", vec![LABEL_FUNCTION.to_owned()]);
+            // Not exec_*: health checks exec every few seconds.
+            filters.insert(
+                "event",
+                ["start", "die", "kill", "stop", "destroy", "health_status"].map(str::to_owned).to_vec(),
+            );
             let options = EventsOptionsBuilder::default().filters(&filters).build();
             let mut events = self.docker.events(Some(options));
             while let Some(event) = events.next().await {

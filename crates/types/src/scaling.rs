@@ -1,0 +1,220 @@
+//! Autoscaling, as a function's labels ask for it (OpenFaaS's label names).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::function::{InvalidDeployment, MAX_REPLICAS};
+
+pub const LABEL_MIN: &str = "com.openfaas.scale.min";
+pub const LABEL_MAX: &str = "com.openfaas.scale.max";
+pub const LABEL_TYPE: &str = "com.openfaas.scale.type";
+pub const LABEL_TARGET: &str = "com.openfaas.scale.target";
+pub const LABEL_TARGET_PROPORTION: &str = "com.openfaas.scale.target-proportion";
+pub const LABEL_ZERO: &str = "com.openfaas.scale.zero";
+pub const LABEL_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
+pub const LABEL_DOWN_WINDOW: &str = "com.openfaas.scale.down.window";
+
+/// What load is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalingType {
+    /// Requests per second, per replica.
+    Rps,
+    /// Requests in flight, per replica.
+    Capacity,
+    /// CPU use in millicores, per replica.
+    Cpu,
+}
+
+impl ScalingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalingType::Rps => "rps",
+            ScalingType::Capacity => "capacity",
+            ScalingType::Cpu => "cpu",
+        }
+    }
+}
+
+/// A function's scaling policy. Defaults: 1 to 20 replicas, 50 requests per
+/// second per replica, aiming at 90% of that, never to zero; scale-downs
+/// wait for the load to stay low for 5 minutes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingPolicy {
+    pub min: u64,
+    pub max: u64,
+    pub kind: ScalingType,
+    /// Load per replica.
+    pub target: f64,
+    /// Replicas are added when the load per replica passes
+    /// `target * target_proportion`.
+    pub target_proportion: f64,
+    /// Scale to zero after `zero_duration` without requests.
+    pub zero: bool,
+    pub zero_duration: Duration,
+    /// A scale-down takes the highest recommendation of this long a window.
+    pub down_window: Duration,
+}
+
+impl Default for ScalingPolicy {
+    fn default() -> ScalingPolicy {
+        ScalingPolicy {
+            min: 1,
+            max: 20,
+            kind: ScalingType::Rps,
+            target: 50.0,
+            target_proportion: 0.90,
+            zero: false,
+            zero_duration: Duration::from_secs(15 * 60),
+            down_window: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+fn invalid(label: &str, message: String) -> InvalidDeployment {
+    InvalidDeployment { field: format!("labels.{label}"), message }
+}
+
+impl ScalingPolicy {
+    /// The policy the labels give; a label that cannot be read is an error
+    /// naming it.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Result<ScalingPolicy, InvalidDeployment> {
+        let mut p = ScalingPolicy::default();
+        let get = |label: &str| labels.get(label).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let whole = |label: &str, v: &str| -> Result<u64, InvalidDeployment> {
+            match v.parse::<u64>() {
+                Ok(n) if n <= MAX_REPLICAS => Ok(n),
+                _ => Err(invalid(
+                    label,
+                    format!("{v:?} is not a whole number of replicas up to {MAX_REPLICAS}"),
+                )),
+            }
+        };
+        let duration = |label: &str, v: &str| -> Result<Duration, InvalidDeployment> {
+            crate::duration::parse(v)
+                .ok_or_else(|| invalid(label, format!("{v:?} is not a duration such as 30s or 15m")))
+        };
+        if let Some(v) = get(LABEL_MIN) {
+            p.min = whole(LABEL_MIN, v)?;
+        }
+        if let Some(v) = get(LABEL_MAX) {
+            p.max = whole(LABEL_MAX, v)?;
+            if p.max == 0 {
+                return Err(invalid(LABEL_MAX, "must be at least 1".into()));
+            }
+        }
+        if p.min > p.max {
+            return Err(invalid(LABEL_MIN, format!("{} is above {LABEL_MAX} ({})", p.min, p.max)));
+        }
+        if let Some(v) = get(LABEL_TYPE) {
+            p.kind = match v {
+                "rps" => ScalingType::Rps,
+                "capacity" => ScalingType::Capacity,
+                "cpu" => ScalingType::Cpu,
+                _ => return Err(invalid(LABEL_TYPE, format!("{v:?} is not one of rps, capacity, cpu"))),
+            };
+        }
+        if let Some(v) = get(LABEL_TARGET) {
+            p.target = match v.parse::<f64>() {
+                Ok(t) if t.is_finite() && t > 0.0 => t,
+                _ => return Err(invalid(LABEL_TARGET, format!("{v:?} is not a number above 0"))),
+            };
+        }
+        if let Some(v) = get(LABEL_TARGET_PROPORTION) {
+            p.target_proportion = match v.parse::<f64>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => t,
+                _ => {
+                    return Err(invalid(LABEL_TARGET_PROPORTION, format!("{v:?} is not a number in (0, 1]")));
+                }
+            };
+        }
+        if let Some(v) = get(LABEL_ZERO) {
+            p.zero = match v {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(invalid(LABEL_ZERO, format!("{v:?} is not true or false"))),
+            };
+        }
+        if let Some(v) = get(LABEL_ZERO_DURATION) {
+            p.zero_duration = duration(LABEL_ZERO_DURATION, v)?;
+        }
+        if let Some(v) = get(LABEL_DOWN_WINDOW) {
+            p.down_window = duration(LABEL_DOWN_WINDOW, v)?;
+        }
+        Ok(p)
+    }
+
+    /// Does the autoscaler manage this function? Not when min = max (then
+    /// its replicas are what it was deployed or scaled to).
+    pub fn autoscaled(&self) -> bool {
+        self.min != self.max || self.zero
+    }
+
+    /// Replicas per unit of load at which one more replica is wanted.
+    pub fn threshold(&self) -> f64 {
+        self.target * self.target_proportion
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let p = ScalingPolicy::from_labels(&BTreeMap::new()).unwrap();
+        assert_eq!(p, ScalingPolicy::default());
+        assert!(p.autoscaled());
+        assert_eq!(p.threshold(), 45.0);
+    }
+
+    #[test]
+    fn every_label_read() {
+        let p = ScalingPolicy::from_labels(&labels(&[
+            (LABEL_MIN, "2"),
+            (LABEL_MAX, "5"),
+            (LABEL_TYPE, "capacity"),
+            (LABEL_TARGET, "10"),
+            (LABEL_TARGET_PROPORTION, "0.5"),
+            (LABEL_ZERO, "true"),
+            (LABEL_ZERO_DURATION, "30s"),
+            (LABEL_DOWN_WINDOW, "1m"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (p.min, p.max, p.kind, p.target, p.target_proportion),
+            (2, 5, ScalingType::Capacity, 10.0, 0.5)
+        );
+        assert!(p.zero);
+        assert_eq!((p.zero_duration, p.down_window), (Duration::from_secs(30), Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn min_equal_to_max_turns_it_off() {
+        let p = ScalingPolicy::from_labels(&labels(&[(LABEL_MIN, "3"), (LABEL_MAX, "3")])).unwrap();
+        assert!(!p.autoscaled());
+    }
+
+    #[test]
+    fn bad_labels_are_named() {
+        for (label, value, says) in [
+            (LABEL_MIN, "-1", "whole number"),
+            (LABEL_MAX, "0", "at least 1"),
+            (LABEL_TYPE, "memory", "rps, capacity, cpu"),
+            (LABEL_TARGET, "0", "above 0"),
+            (LABEL_TARGET_PROPORTION, "1.5", "(0, 1]"),
+            (LABEL_ZERO, "yes", "true or false"),
+            (LABEL_ZERO_DURATION, "soon", "duration"),
+            (LABEL_DOWN_WINDOW, "five", "duration"),
+        ] {
+            let e = ScalingPolicy::from_labels(&labels(&[(label, value)])).unwrap_err();
+            assert_eq!(e.field, format!("labels.{label}"));
+            assert!(e.message.contains(says), "{label}: {}", e.message);
+        }
+        let e = ScalingPolicy::from_labels(&labels(&[(LABEL_MIN, "5"), (LABEL_MAX, "2")])).unwrap_err();
+        assert_eq!(e.field, format!("labels.{LABEL_MIN}"));
+    }
+}
