@@ -462,6 +462,41 @@ fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
     Ok(times)
 }
 
+/// Request at zero replicas to its answer, `rounds` times: a function
+/// deployed at zero (`com.openfaas.scale.min: 0`), called once.
+fn cold_start_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let port: u16 = setup
+        .url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let auth = setup.auth.as_deref();
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let name = format!("cold-{i}-{:x}", std::process::id());
+        let spec = format!(
+            "{{\"service\":\"{name}\",\"image\":\"bench:latest\",\"labels\":{{\"com.openfaas.scale.min\":\"0\"}}}}"
+        );
+        let code = http_send_as(port, "POST", "/system/functions", &spec, auth);
+        if code != Some(202) {
+            bail!("deploying {name}: {code:?}");
+        }
+        // Let the gateway see it (the Swarm's routes refresh every second).
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        let code = http_send(port, "POST", &format!("/function/{name}"), "x");
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        if code != Some(200) {
+            bail!("{name} at zero answered {code:?}");
+        }
+        times.push(elapsed);
+        http_send_as(port, "DELETE", "/system/functions", &format!("{{\"functionName\":\"{name}\"}}"), auth);
+    }
+    Ok(times)
+}
+
 /// The floor of a deploy: the same replica started by hand until it answers
 /// (a process; a container, `docker run`; a Swarm service with its port
 /// published on this host, `docker service create -d`).
@@ -692,9 +727,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| deploy to first response (median of {DEPLOYS}) | provider | floor: the replica started by hand | added |"
+        "| provider (medians of {DEPLOYS}) | deploy to first response | cold start: request at zero replicas to its answer | floor: the replica started by hand | deploy added | cold start added |"
     );
-    println!("| --- | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let mut providers = vec!["process"];
     if docker {
         providers.push("docker");
@@ -711,14 +746,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 start_gateway_on(&ctx, &format!("deploy-{name}"), env, &extra)?
             }
         };
-        let ours = median(deploy_times(&setup, DEPLOYS)?);
+        let deploy = median(deploy_times(&setup, DEPLOYS)?);
+        let cold = median(cold_start_times(&setup, DEPLOYS)?);
         drop(setup);
         let floor = median(floor_times(&ctx, name, DEPLOYS)?);
         println!(
-            "| {name} | {} | {} | {} |",
-            fmt_us(ours * 1000.0),
+            "| {name} | {} | {} | {} | {} | {} |",
+            fmt_us(deploy * 1000.0),
+            fmt_us(cold * 1000.0),
             fmt_us(floor * 1000.0),
-            fmt_us((ours - floor) * 1000.0)
+            fmt_us((deploy - floor) * 1000.0),
+            fmt_us((cold - floor) * 1000.0)
         );
     }
 

@@ -134,6 +134,18 @@ def handle(event, context):
     p.wait_ready("probe", 2).await;
     assert_eq!(p.invoke("/function/probe", "again").await.status, StatusCode::OK);
 
+    // At zero, a request starts a container and is answered (a cold start).
+    faas_ok(dir, Some(&p), &["scale", "probe", "--replicas", "0"], None);
+    assert!(eventually(Duration::from_secs(30), async || containers(state.path(), "probe").is_empty()).await);
+    assert_eq!(p.invoke("/function/probe", "").await.status, StatusCode::OK);
+    let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
+    assert!(
+        metrics.contains("gateway_function_cold_starts_total{function_name=\"probe.openfaas-fn\"} 1"),
+        "{metrics}"
+    );
+    faas_ok(dir, Some(&p), &["scale", "probe", "--replicas", "2"], None);
+    p.wait_ready("probe", 2).await;
+
     // Logs come from the containers.
     let logs = p.api(Method::GET, "/system/logs?name=probe&tail=-1", "").await;
     assert!(logs.body.contains("function is ready"), "{}", logs.body);

@@ -196,14 +196,15 @@ async fn timeouts_and_missing_replicas_are_clear_errors() {
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(r.message().contains("did not answer within"), "{}", r.body);
     assert!(started.elapsed() < Duration::from_secs(3));
-    // No replica at all: 503.
+    // No replica at all: the request starts one (and its watchdog answers).
     let r =
         p.api(Method::POST, "/system/scale-function/slow", r#"{"serviceName":"slow","replicas":0}"#).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     p.wait_ready("slow", 0).await;
     let r = p.invoke("/function/slow", "").await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.message().contains("no ready replica"), "{}", r.body);
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.message().contains("exec_timeout"), "answered by a new replica: {}", r.body);
+    p.wait_ready("slow", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

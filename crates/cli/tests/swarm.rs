@@ -220,6 +220,18 @@ def handle(event, context):
     .await;
     assert!(healed, "the killed replica was not replaced");
 
+    // At zero, a request starts a task and is answered (a cold start).
+    faas_at(dir, &url, &["scale", &sh, "--replicas", "0"], None);
+    assert!(eventually(Duration::from_secs(30), async || containers(&sh).is_empty()).await);
+    let sh_path = format!("/function/{sh}");
+    let r = call(addr, Method::POST, &sh_path, &[], "cold").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "Hello, cold, from bash! (POST /)\n"));
+    let metrics = call(addr, Method::GET, "/metrics", &[], "").await.body;
+    assert!(
+        metrics
+            .contains(&format!("gateway_function_cold_starts_total{{function_name=\"{sh}.openfaas-fn\"}} 1"))
+    );
+
     // The secret is in use; removing the function frees it.
     let err = faas(dir, None, &["secret", "remove", "token", "--gateway", &url], None);
     assert!(String::from_utf8_lossy(&err.stderr).contains("used by"), "{err:?}");

@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     pub read_timeout: Duration,
     /// On shutdown, how long open requests get to finish.
     pub drain_timeout: Duration,
+    /// Run the autoscaler (`com.openfaas.scale.*` labels).
+    pub autoscale: bool,
+    /// How often the autoscaler samples load.
+    pub autoscale_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -33,6 +37,8 @@ impl Default for GatewayConfig {
             max_bundle_body: 512 << 20,
             read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(15),
+            autoscale: true,
+            autoscale_interval: Duration::from_secs(1),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod autoscale;
 pub mod body;
 pub mod config;
 pub mod error;

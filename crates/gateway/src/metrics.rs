@@ -1,11 +1,15 @@
-//! `/metrics`: OpenFaaS's gateway metric names, from the routes' statistics.
+//! `/metrics`: OpenFaaS's gateway metric names, from the routes' statistics,
+//! and the autoscaler's: replicas wanted and ready, the target load, time
+//! spent waiting for a replica and starts from zero.
 
 use std::fmt::Write as _;
 
 use ferrofaas_provider::Provider;
 use ferrofaas_types::prom;
 
-pub fn render(provider: &dyn Provider) -> String {
+use crate::autoscale::Autoscaler;
+
+pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
     let routes = provider.routes().all();
     let mut out = String::with_capacity(1024 + routes.len() * 2048);
 
@@ -57,9 +61,78 @@ pub fn render(provider: &dyn Provider) -> String {
         );
     }
 
+    prom::header(
+        &mut out,
+        "gateway_function_invocation_inflight",
+        "gauge",
+        "Invocations in flight, per function.",
+    );
+    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+        let _ = writeln!(
+            out,
+            "gateway_function_invocation_inflight{{function_name=\"{name}\"}} {}",
+            route.stats.in_flight()
+        );
+    }
+
     prom::header(&mut out, "gateway_service_count", "gauge", "Replicas of each function (desired).");
     for (route, (name, _)) in routes.iter().zip(&snapshots) {
         let _ = writeln!(out, "gateway_service_count{{function_name=\"{name}\"}} {}", route.desired());
+    }
+
+    prom::header(
+        &mut out,
+        "gateway_service_ready_count",
+        "gauge",
+        "Replicas of each function ready for requests.",
+    );
+    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+        let _ =
+            writeln!(out, "gateway_service_ready_count{{function_name=\"{name}\"}} {}", route.ready_count());
+    }
+
+    prom::header(
+        &mut out,
+        "gateway_service_target_load",
+        "gauge",
+        "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type.",
+    );
+    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+        let policy = autoscaler.policy(&route.function);
+        let _ = writeln!(
+            out,
+            "gateway_service_target_load{{function_name=\"{name}\",scaling_type=\"{}\"}} {}",
+            policy.kind.as_str(),
+            policy.target
+        );
+    }
+
+    prom::header(
+        &mut out,
+        "gateway_function_cold_start_seconds",
+        "histogram",
+        "Time invocations waited for a ready replica (starting, or started from zero).",
+    );
+    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+        route.stats.waits().write(
+            &mut out,
+            "gateway_function_cold_start_seconds",
+            &format!("function_name=\"{name}\""),
+        );
+    }
+
+    prom::header(
+        &mut out,
+        "gateway_function_cold_starts_total",
+        "counter",
+        "Starts of each function from zero replicas.",
+    );
+    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+        let _ = writeln!(
+            out,
+            "gateway_function_cold_starts_total{{function_name=\"{name}\"}} {}",
+            route.stats.cold_starts()
+        );
     }
     out
 }

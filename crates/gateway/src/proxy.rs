@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::error::json_error;
 
@@ -61,7 +62,8 @@ impl Invoker {
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
     pub async fn invoke(
         &self,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
+        autoscaler: &Arc<Autoscaler>,
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<Body> {
@@ -84,7 +86,7 @@ impl Invoker {
         route.stats.started();
         let mut guard = InvocationGuard { route, lease: None, start: Instant::now(), code: 499 };
         let mut resp = match upstream_pq {
-            Ok(pq) => self.forward(&mut guard, req, pq, forwarded_for).await,
+            Ok(pq) => self.forward(provider, autoscaler, &mut guard, req, pq, forwarded_for).await,
             Err(_) => json_error(StatusCode::BAD_REQUEST, "invalid path"),
         };
         guard.code = resp.status().as_u16();
@@ -94,6 +96,8 @@ impl Invoker {
 
     async fn forward(
         &self,
+        provider: &Arc<dyn Provider>,
+        autoscaler: &Arc<Autoscaler>,
         guard: &mut InvocationGuard,
         req: Request<Incoming>,
         pq: PathAndQuery,
@@ -102,25 +106,12 @@ impl Invoker {
         let lease = match guard.route.pick() {
             Some(lease) => lease,
             // Replicas are on their way (just deployed, restarting, scaling
-            // up): hold the request rather than fail it.
-            None if guard.route.desired() > 0 => match guard.route.wait_pick(self.replica_wait).await {
-                Some(lease) => lease,
-                None => {
-                    return json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!(
-                            "function {} has no ready replica (none became ready within {:?})",
-                            guard.route.function.name, self.replica_wait
-                        ),
-                    );
-                }
+            // up), or the function is at zero and this request starts it:
+            // hold the request rather than fail it.
+            None => match self.wait_for_replica(provider, autoscaler, &guard.route).await {
+                Ok(lease) => lease,
+                Err(resp) => return resp,
             },
-            None => {
-                return json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("function {} has no ready replica (scaled to zero)", guard.route.function.name),
-                );
-            }
         };
         let (mut parts, body) = req.into_parts();
         let mut uri = http::uri::Parts::default();
@@ -184,6 +175,57 @@ impl Invoker {
         };
         resp.headers_mut().insert(X_CALL_ID, call_id);
         resp
+    }
+}
+
+impl Invoker {
+    /// Waits for a ready replica of `route`'s function, starting it if it
+    /// is at zero; a clear error if none comes (504 if the wait ran out,
+    /// 503 if the function could not be started or went away).
+    async fn wait_for_replica(
+        &self,
+        provider: &Arc<dyn Provider>,
+        autoscaler: &Arc<Autoscaler>,
+        route: &Arc<FunctionRoute>,
+    ) -> Result<Lease, Response<Body>> {
+        let started = Instant::now();
+        let name = &route.function.name;
+        let mut wake = (route.desired() == 0).then(|| autoscaler.wake(provider, route));
+        let failed = async {
+            match &mut wake {
+                Some(outcome) => loop {
+                    if let Some(Err(e)) = &*outcome.borrow_and_update() {
+                        return e.clone();
+                    }
+                    if outcome.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            lease = route.wait_pick(self.replica_wait) => lease.ok_or(None),
+            e = failed => Err(Some(e)),
+        };
+        route.stats.waited(started.elapsed());
+        match result {
+            Ok(lease) => Ok(lease),
+            Err(Some(e)) => Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("function {name} could not be started from zero replicas: {e}"),
+            )),
+            Err(None) if route.is_removed() => {
+                Err(json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("function {name} was removed")))
+            }
+            Err(None) => Err(json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "function {name} has no ready replica: none became ready within {:?}",
+                    self.replica_wait
+                ),
+            )),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Query};
+use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, json_error};
@@ -25,6 +26,7 @@ use crate::proxy::Invoker;
 pub struct Gateway {
     pub provider: Arc<dyn Provider>,
     pub config: GatewayConfig,
+    pub autoscaler: Arc<Autoscaler>,
     invoker: Invoker,
     /// Cancelled when the gateway stops: ends endless responses (log follows).
     pub shutdown: CancellationToken,
@@ -34,6 +36,7 @@ impl Gateway {
     pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
         Gateway {
             invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
+            autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
             provider,
             config,
             shutdown: CancellationToken::new(),
@@ -45,7 +48,7 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<Body> {
         let path = req.uri().path();
         if path.starts_with("/function/") {
-            return self.invoker.invoke(&*self.provider, req, forwarded_for).await;
+            return self.invoker.invoke(&self.provider, &self.autoscaler, req, forwarded_for).await;
         }
         if path == "/system" || path.starts_with("/system/") {
             if let Some(creds) = &self.config.auth
@@ -67,7 +70,8 @@ impl Gateway {
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/metrics") => {
-                let mut resp = Response::new(Body::full(crate::metrics::render(&*self.provider)));
+                let mut resp =
+                    Response::new(Body::full(crate::metrics::render(&*self.provider, &self.autoscaler)));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
                 resp
@@ -107,6 +111,10 @@ impl Gateway {
             "/system/logs" => match method {
                 Method::GET => api::logs::get(self, &query).await,
                 _ => Ok(method_not_allowed("GET")),
+            },
+            "/system/alert" => match method {
+                Method::POST => api::alert::post(self, req).await,
+                _ => Ok(method_not_allowed("POST")),
             },
             "/system/bundles" => match method {
                 Method::GET => api::bundles::list(self).await,
@@ -156,6 +164,9 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(gateway.config.read_timeout).keep_alive(true);
+    tokio::spawn(
+        Arc::clone(&gateway.autoscaler).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

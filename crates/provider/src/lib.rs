@@ -29,7 +29,7 @@ pub mod process;
 pub mod routes;
 pub mod swarm;
 
-pub use routes::{Endpoint, FunctionRoute, Lease, Routes};
+pub use routes::{CpuMeter, Endpoint, FunctionRoute, Lease, Routes};
 
 /// What a provider can fail with; the gateway turns each kind into a status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -72,8 +72,13 @@ impl Routes {
     }
 }
 
+/// Reads the CPU time a replica has used (for the `cpu` scaling type).
+pub trait CpuMeter: Send + Sync {
+    /// Seconds of CPU used since the replica started, if it can be read.
+    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>>;
+}
+
 /// One replica that accepts invocations.
-#[derive(Debug)]
 pub struct Endpoint {
     /// The replica's instance name (as in logs).
     pub instance: String,
@@ -81,13 +86,26 @@ pub struct Endpoint {
     /// `addr` as a URI authority, made once rather than per request.
     pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
+    /// Its CPU use, where the provider can read it.
+    pub meter: Option<Arc<dyn CpuMeter>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("instance", &self.instance).field("addr", &self.addr).finish()
+    }
 }
 
 impl Endpoint {
     pub fn new(instance: String, addr: SocketAddr) -> Endpoint {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
-        Endpoint { instance, addr, authority, in_flight: AtomicUsize::new(0) }
+        Endpoint { instance, addr, authority, in_flight: AtomicUsize::new(0), meter: None }
+    }
+
+    pub fn with_meter(mut self, meter: Option<Arc<dyn CpuMeter>>) -> Endpoint {
+        self.meter = meter;
+        self
     }
 
     pub fn in_flight(&self) -> usize {
@@ -215,12 +233,16 @@ impl FunctionRoute {
     }
 }
 
-/// Invocation counts and durations of one function, by status code.
+/// Invocation counts and durations of one function, by status code; how
+/// long invocations waited for a replica, and how often the function was
+/// started from zero replicas.
 #[derive(Default)]
 pub struct InvocationStats {
     started: AtomicU64,
     in_flight: AtomicI64,
     by_code: Mutex<Vec<(u16, Histogram)>>,
+    waits: Mutex<Histogram>,
+    cold_starts: AtomicU64,
 }
 
 impl InvocationStats {
@@ -240,6 +262,24 @@ impl InvocationStats {
                 by_code.push((code, h));
             }
         }
+    }
+
+    /// An invocation waited `waited` for a replica to become ready.
+    pub fn waited(&self, waited: Duration) {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner()).observe(waited);
+    }
+
+    /// The function was started from zero replicas.
+    pub fn cold_start(&self) {
+        self.cold_starts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn waits(&self) -> Histogram {
+        *self.waits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cold_starts(&self) -> u64 {
+        self.cold_starts.load(Ordering::Relaxed)
     }
 
     pub fn started_total(&self) -> u64 {

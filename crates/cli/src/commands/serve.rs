@@ -55,6 +55,14 @@ pub struct Args {
     /// default: the static build next to faas, scripts/build-watchdog)
     #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
     image_watchdog: Option<PathBuf>,
+    /// Leave every function's replicas as deployed or scaled (no
+    /// autoscaler; functions at zero are still started by a request)
+    #[arg(long)]
+    no_autoscale: bool,
+    /// Longest a request waits for a replica to start (from zero, or while
+    /// replicas start); then 504
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    start_timeout: Duration,
     /// Longest wait for a function's response (e.g. 60s, 2m)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
@@ -129,7 +137,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let gateway = Arc::new(Gateway::new(
         Arc::clone(&provider),
-        GatewayConfig { auth, upstream_timeout: args.upstream_timeout, ..GatewayConfig::default() },
+        GatewayConfig {
+            auth,
+            upstream_timeout: args.upstream_timeout,
+            autoscale: !args.no_autoscale,
+            replica_wait: args.start_timeout,
+            ..GatewayConfig::default()
+        },
     ));
 
     println!("ferrofaas gateway listening on http://{addr}");

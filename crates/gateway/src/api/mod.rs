@@ -1,6 +1,7 @@
 //! The OpenFaaS REST API under `/system/*`, one file per resource, and the
 //! helpers they share: JSON in and out, query strings.
 
+pub mod alert;
 pub mod bundles;
 pub mod functions;
 pub mod logs;

@@ -369,4 +369,29 @@ impl Instance for Container {
     async fn kill(self: Box<Self>) {
         remove(&self.docker, &self.id).await;
     }
+
+    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+        Some(Arc::new(ContainerMeter { docker: self.docker.clone(), id: self.id.clone() }))
+    }
+}
+
+/// CPU time of a container, from the engine's stats (one sample each).
+pub(crate) struct ContainerMeter {
+    pub docker: Docker,
+    pub id: String,
+}
+
+impl crate::routes::CpuMeter for ContainerMeter {
+    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
+        Box::pin(async move {
+            let options = bollard::query_parameters::StatsOptionsBuilder::default()
+                .stream(false)
+                .one_shot(true)
+                .build();
+            let mut stats = self.docker.stats(&self.id, Some(options));
+            let sample = stats.next().await?.ok()?;
+            let nanos = sample.cpu_stats?.cpu_usage?.total_usage?;
+            Some(nanos as f64 / 1e9)
+        })
+    }
 }

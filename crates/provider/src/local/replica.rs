@@ -35,6 +35,10 @@ pub trait Instance: Send {
     async fn stop(self: Box<Self>, timeout: Duration);
     /// Stops it at once.
     async fn kill(self: Box<Self>);
+    /// Reads its CPU use, if the backend can.
+    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+        None
+    }
 }
 
 /// One version of a function: what every replica of it runs.
@@ -125,7 +129,9 @@ async fn supervise<B: Backend>(
                 let reason = match ready {
                     Err(reason) => reason,
                     Ok(()) => {
-                        let endpoint = Arc::new(Endpoint::new(instance.clone(), replica.addr()));
+                        let endpoint = Arc::new(
+                            Endpoint::new(instance.clone(), replica.addr()).with_meter(replica.meter()),
+                        );
                         let _ = events.send((id, Event::Ready(endpoint)));
                         tracing::debug!(%instance, addr = %replica.addr(), "replica ready");
                         let reason = tokio::select! {

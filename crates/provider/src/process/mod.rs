@@ -235,4 +235,45 @@ impl Instance for ProcessInstance {
     async fn kill(mut self: Box<Self>) {
         let _ = self.child.kill().await;
     }
+
+    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+        let pid = self.child.id()?;
+        Some(Arc::new(ProcMeter { pid }))
+    }
+}
+
+/// CPU time of a replica's process tree, from `/proc`: the watchdog with
+/// the children it has reaped (the forked function processes), and its live
+/// descendants.
+struct ProcMeter {
+    pid: u32,
+}
+
+impl crate::routes::CpuMeter for ProcMeter {
+    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
+        Box::pin(async move { tree_cpu_seconds(self.pid, true) })
+    }
+}
+
+fn tree_cpu_seconds(pid: u32, with_reaped: bool) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which may hold spaces: state is
+    // field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut total = field(14) + field(15);
+    if with_reaped {
+        total += field(16) + field(17);
+    }
+    let mut seconds = total / ticks;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            seconds += tree_cpu_seconds(child, false).unwrap_or(0.0);
+        }
+    }
+    Some(seconds)
 }

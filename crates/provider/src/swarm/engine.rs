@@ -31,6 +31,15 @@ pub struct Task {
 pub struct TaskStatus {
     #[serde(default)]
     pub state: String,
+    #[serde(default)]
+    pub container_status: Option<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerStatus {
+    /// Empty until the container is made.
+    #[serde(rename = "ContainerID", default)]
+    pub container_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,7 +159,7 @@ mod tests {
     #[test]
     fn reads_addresses_from_the_engines_json() {
         let json = r#"[{"ID":"t1","ServiceID":"s1","Slot":2,"DesiredState":"running",
-            "Status":{"State":"running","Timestamp":"x"},"Spec":{},
+            "Status":{"State":"running","Timestamp":"x","ContainerStatus":{"ContainerID":"c1","PID":7}},"Spec":{},
             "NetworksAttachments":[
               {"Network":{"ID":"n0","Spec":{"Name":"ingress"}},"Addresses":["10.0.0.4/24"]},
               {"Network":{"ID":"n1","Spec":{"Name":"ferrofaas"}},"Addresses":["10.0.1.7/24"]}]},
@@ -160,6 +169,7 @@ mod tests {
         assert_eq!(tasks[0].slot, 2);
         assert_eq!(tasks[1].address_on("ferrofaas"), None);
         assert_eq!(tasks[1].status.state, "pending");
+        assert_eq!(tasks[0].status.container_status.as_ref().unwrap().container_id, "c1");
     }
 
     #[test]

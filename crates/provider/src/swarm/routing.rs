@@ -41,6 +41,8 @@ pub(super) struct Router {
 struct Tracked {
     /// Addresses of tasks Swarm wants running, with their instance names.
     live: HashMap<SocketAddr, String>,
+    /// Their containers, where known (on this node, their CPU can be read).
+    containers: HashMap<SocketAddr, String>,
     /// Addresses being probed for readiness.
     probing: HashSet<SocketAddr>,
     /// Task id to instance name (`<service>.<slot>.<task id>`), for logs.
@@ -79,6 +81,7 @@ impl Router {
         let mut functions = HashSet::new();
         let mut live = HashMap::new();
         let mut instances = HashMap::new();
+        let mut containers = HashMap::new();
         let mut per_route = Vec::new();
         for service in services {
             let (Some(id), Some(spec)) = (service.id, service.spec) else { continue };
@@ -100,7 +103,13 @@ impl Router {
                     continue;
                 }
                 if let Some(ip) = task.address_on(&self.network) {
-                    candidates.insert(SocketAddr::new(ip, REPLICA_PORT), instance);
+                    let addr = SocketAddr::new(ip, REPLICA_PORT);
+                    if let Some(c) =
+                        task.status.container_status.as_ref().filter(|c| !c.container_id.is_empty())
+                    {
+                        containers.insert(addr, c.container_id.clone());
+                    }
+                    candidates.insert(addr, instance);
                 }
             }
             live.extend(candidates.iter().map(|(a, i)| (*a, i.clone())));
@@ -133,6 +142,7 @@ impl Router {
                 }
             }
             tracked.live = live;
+            tracked.containers = containers;
             tracked.instances.extend(instances);
             if tracked.instances.len() > 4096 {
                 let keep: HashSet<String> = tracked.live.values().cloned().collect();
@@ -167,7 +177,13 @@ impl Router {
                 {
                     let mut endpoints = route.endpoints();
                     if !endpoints.iter().any(|e| e.addr == addr) {
-                        endpoints.push(Arc::new(Endpoint::new(instance.clone(), addr)));
+                        let meter = tracked.containers.get(&addr).map(|id| {
+                            Arc::new(crate::docker::ContainerMeter {
+                                docker: self.docker.clone(),
+                                id: id.clone(),
+                            }) as Arc<dyn crate::routes::CpuMeter>
+                        });
+                        endpoints.push(Arc::new(Endpoint::new(instance.clone(), addr).with_meter(meter)));
                         route.set_endpoints(endpoints);
                         tracing::info!(%function, %instance, %addr, "replica ready");
                     }
