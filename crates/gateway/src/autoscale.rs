@@ -13,7 +13,7 @@
 //! function with `zero=true` that had no request for `zero-duration` goes to
 //! zero replicas.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,6 +129,8 @@ pub struct Autoscaler {
     enabled: bool,
     interval: Duration,
     policies: Mutex<HashMap<FunctionRef, ScalingPolicy>>,
+    /// Every function's annotations (the asynchronous calls' retry policy).
+    annotations: Mutex<HashMap<FunctionRef, BTreeMap<String, String>>>,
     recommenders: Mutex<HashMap<FunctionRef, Recommender>>,
     /// The last CPU reading of each replica (by instance) of functions
     /// scaled on CPU.
@@ -142,6 +144,7 @@ impl Autoscaler {
             enabled,
             interval,
             policies: Mutex::default(),
+            annotations: Mutex::default(),
             recommenders: Mutex::default(),
             cpu_readings: Mutex::default(),
             wakes: Mutex::default(),
@@ -157,10 +160,21 @@ impl Autoscaler {
         Self::lock(&self.policies).get(function).cloned().unwrap_or_default()
     }
 
-    /// Records a function's labels (on deploy and update).
-    pub fn set_labels(&self, function: FunctionRef, labels: &std::collections::BTreeMap<String, String>) {
+    /// A function's annotations, as last read.
+    pub fn annotations(&self, function: &FunctionRef) -> BTreeMap<String, String> {
+        Self::lock(&self.annotations).get(function).cloned().unwrap_or_default()
+    }
+
+    /// Records a function's labels and annotations (on deploy and update).
+    pub fn set_labels(
+        &self,
+        function: FunctionRef,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) {
         let policy = ScalingPolicy::from_labels(labels).unwrap_or_default();
-        Self::lock(&self.policies).insert(function, policy);
+        Self::lock(&self.policies).insert(function.clone(), policy);
+        Self::lock(&self.annotations).insert(function, annotations.clone());
     }
 
     /// Starts `route`'s function from zero replicas: the first caller asks
@@ -194,14 +208,18 @@ impl Autoscaler {
     async fn refresh_policies(&self, provider: &dyn Provider) {
         let Ok(namespaces) = provider.namespaces().await else { return };
         let mut policies = HashMap::new();
+        let mut annotations = HashMap::new();
         for ns in namespaces {
             let Ok(functions) = provider.list(&ns).await else { return };
             for f in functions {
                 let policy = ScalingPolicy::from_labels(&f.labels).unwrap_or_default();
-                policies.insert(FunctionRef { name: f.name, namespace: ns.clone() }, policy);
+                let function = FunctionRef { name: f.name, namespace: ns.clone() };
+                policies.insert(function.clone(), policy);
+                annotations.insert(function, f.annotations);
             }
         }
         *Self::lock(&self.policies) = policies;
+        *Self::lock(&self.annotations) = annotations;
     }
 
     /// One round: every function sampled, and scaled where its load says so.

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod autoscale;
 pub mod body;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod metrics;
 pub mod proxy;

@@ -136,3 +136,28 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
     }
     out
 }
+
+/// The asynchronous queue's metrics, per function.
+pub fn render_queue(out: &mut String, stats: &ferrofaas_queue::QueueStats) {
+    for (name, kind, help, values) in [
+        ("gateway_async_pending", "gauge", "Asynchronous calls waiting or running.", &stats.pending),
+        ("gateway_async_processed_total", "counter", "Asynchronous calls finished.", &stats.processed),
+        (
+            "gateway_async_retried_total",
+            "counter",
+            "Asynchronous call attempts to be retried.",
+            &stats.retried,
+        ),
+        (
+            "gateway_async_dead_lettered_total",
+            "counter",
+            "Asynchronous calls out of attempts.",
+            &stats.dead_lettered,
+        ),
+    ] {
+        prom::header(out, name, kind, help);
+        for (function, n) in values {
+            let _ = writeln!(out, "{name}{{function_name=\"{}\"}} {n}", prom::escape(function));
+        }
+    }
+}

@@ -17,6 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use bytes::Bytes;
+use http_body_util::Full;
+
 use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::error::json_error;
@@ -44,6 +47,8 @@ impl Drop for InvocationGuard {
 
 pub struct Invoker {
     client: Client<HttpConnector, Incoming>,
+    /// For calls whose body is already in memory (asynchronous ones).
+    buffered: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     replica_wait: Duration,
 }
@@ -55,8 +60,12 @@ impl Invoker {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
+            .build(connector.clone());
+        let buffered = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
             .build(connector);
-        Invoker { client, timeout, replica_wait }
+        Invoker { client, buffered, timeout, replica_wait }
     }
 
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
@@ -179,6 +188,98 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// A stored (asynchronous) call, through the same path as an invocation:
+    /// its function's least-loaded replica, started if at zero, counted in
+    /// the metrics. Failures to reach the function are answers too (502,
+    /// 503, 504), so that the caller can retry them.
+    pub async fn invoke_call(
+        &self,
+        provider: &Arc<dyn Provider>,
+        autoscaler: &Arc<Autoscaler>,
+        call: &ferrofaas_queue::Call,
+    ) -> ferrofaas_queue::Outcome {
+        let started = Instant::now();
+        let outcome = |status: StatusCode, message: String| ferrofaas_queue::Outcome {
+            status: status.as_u16(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::json!({ "message": message }).to_string().into_bytes(),
+            duration_secs: started.elapsed().as_secs_f64(),
+        };
+        let Some(route) = provider.routes().get(&call.function, &call.namespace) else {
+            return outcome(StatusCode::NOT_FOUND, format!("function {} no longer exists", call.function));
+        };
+        route.stats.started();
+        let mut guard = InvocationGuard { route: Arc::clone(&route), lease: None, start: started, code: 499 };
+        let lease = match route.pick() {
+            Some(lease) => lease,
+            None => match self.wait_for_replica(provider, autoscaler, &route).await {
+                Ok(lease) => lease,
+                Err(resp) => {
+                    guard.code = resp.status().as_u16();
+                    return outcome(
+                        resp.status(),
+                        format!("function {} has no ready replica", call.function),
+                    );
+                }
+            },
+        };
+        let mut req = Request::builder().method(call.method.as_str()).uri(format!(
+            "http://{}{}",
+            lease.endpoint().authority,
+            call.path
+        ));
+        for (k, v) in &call.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let req = req
+            .header(X_CALL_ID, call.id.as_str())
+            .header(X_START_TIME, nanos.to_string())
+            .body(Full::new(Bytes::from(call.body.clone())));
+        let req = match req {
+            Ok(req) => req,
+            Err(e) => {
+                guard.code = 400;
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    format!("the stored call is not a valid request: {e}"),
+                );
+            }
+        };
+        guard.lease = Some(lease);
+        let result = tokio::time::timeout(self.timeout, self.buffered.request(req)).await;
+        let (status, headers, body) = match result {
+            Ok(Ok(resp)) => {
+                let (parts, body) = resp.into_parts();
+                let body = crate::dispatch::read_result(body).await;
+                let headers = parts
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                (parts.status, headers, body.to_vec())
+            }
+            Ok(Err(e)) => {
+                let o = outcome(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the replica did not answer ({})", short_reason(&e)),
+                );
+                (StatusCode::BAD_GATEWAY, o.headers, o.body)
+            }
+            Err(_) => {
+                let o = outcome(StatusCode::GATEWAY_TIMEOUT, format!("no answer within {:?}", self.timeout));
+                (StatusCode::GATEWAY_TIMEOUT, o.headers, o.body)
+            }
+        };
+        guard.code = status.as_u16();
+        ferrofaas_queue::Outcome {
+            status: status.as_u16(),
+            headers,
+            body,
+            duration_secs: started.elapsed().as_secs_f64(),
+        }
+    }
+
     /// Waits for a ready replica of `route`'s function, starting it if it
     /// is at zero; a clear error if none comes (504 if the wait ran out,
     /// 503 if the function could not be started or went away).
@@ -231,7 +332,7 @@ impl Invoker {
 
 /// A random version-4 UUID, from a fast (non-cryptographic) generator: call
 /// ids must be unique, not secret.
-fn new_call_id() -> HeaderValue {
+pub fn new_call_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = fastrand::u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;

@@ -22,12 +22,15 @@ use crate::body::Body;
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, json_error};
 use crate::proxy::Invoker;
+use ferrofaas_queue::Queue;
 
 pub struct Gateway {
     pub provider: Arc<dyn Provider>,
     pub config: GatewayConfig,
     pub autoscaler: Arc<Autoscaler>,
-    invoker: Invoker,
+    /// Where asynchronous calls are stored; `None`: `/async-function/` is off.
+    pub queue: Option<Arc<dyn Queue>>,
+    pub(crate) invoker: Invoker,
     /// Cancelled when the gateway stops: ends endless responses (log follows).
     pub shutdown: CancellationToken,
 }
@@ -37,10 +40,18 @@ impl Gateway {
         Gateway {
             invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
             autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
+            queue: None,
             provider,
             config,
             shutdown: CancellationToken::new(),
         }
+    }
+
+    /// With asynchronous invocations stored in `queue` (and run by the
+    /// dispatcher that [`run`] starts).
+    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Gateway {
+        self.queue = Some(queue);
+        self
     }
 
     /// `forwarded_for` is the peer's address as a header value, made once
@@ -49,6 +60,15 @@ impl Gateway {
         let path = req.uri().path();
         if path.starts_with("/function/") {
             return self.invoker.invoke(&self.provider, &self.autoscaler, req, forwarded_for).await;
+        }
+        if path.starts_with("/async-function/") {
+            return match &self.queue {
+                Some(queue) => crate::dispatch::accept(self, queue, req).await,
+                None => json_error(
+                    StatusCode::NOT_FOUND,
+                    "asynchronous invocations are not enabled on this gateway",
+                ),
+            };
         }
         if path == "/system" || path.starts_with("/system/") {
             if let Some(creds) = &self.config.auth
@@ -70,8 +90,11 @@ impl Gateway {
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/metrics") => {
-                let mut resp =
-                    Response::new(Body::full(crate::metrics::render(&*self.provider, &self.autoscaler)));
+                let mut text = crate::metrics::render(&*self.provider, &self.autoscaler);
+                if let Some(queue) = &self.queue {
+                    crate::metrics::render_queue(&mut text, &queue.stats());
+                }
+                let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
                 resp
@@ -112,6 +135,10 @@ impl Gateway {
                 Method::GET => api::logs::get(self, &query).await,
                 _ => Ok(method_not_allowed("GET")),
             },
+            "/system/async/dead-letters" => match method {
+                Method::GET => api::asynchronous::dead_letters(self),
+                _ => Ok(method_not_allowed("GET")),
+            },
             "/system/alert" => match method {
                 Method::POST => api::alert::post(self, req).await,
                 _ => Ok(method_not_allowed("POST")),
@@ -127,6 +154,9 @@ impl Gateway {
                         Method::GET => api::functions::get(self, name, &query).await,
                         _ => Ok(method_not_allowed("GET")),
                     };
+                }
+                if let Some(rest) = p.strip_prefix("/system/async/") {
+                    return api::asynchronous::route(self, &method, rest).await;
                 }
                 if let Some(name) = p.strip_prefix("/system/scale-function/").filter(|n| !n.contains('/')) {
                     return match method {
@@ -167,6 +197,10 @@ pub async fn run(
     tokio::spawn(
         Arc::clone(&gateway.autoscaler).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()),
     );
+    if let Some(queue) = &gateway.queue {
+        let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
+        tokio::spawn(dispatcher.run(gateway.shutdown.clone()));
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

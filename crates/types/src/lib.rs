@@ -14,6 +14,7 @@ pub mod info;
 pub mod logs;
 pub mod names;
 pub mod prom;
+pub mod retry;
 pub mod scaling;
 pub mod secret;
 pub mod time;

@@ -59,6 +59,10 @@ pub struct Args {
     /// autoscaler; functions at zero are still started by a request)
     #[arg(long)]
     no_autoscale: bool,
+    /// Most asynchronous calls stored at once; past it /async-function/
+    /// answers 429
+    #[arg(long, default_value_t = 100_000)]
+    queue_max: usize,
     /// Longest a request waits for a replica to start (from zero, or while
     /// replicas start); then 504
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -135,16 +139,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the process provider in {}", state.display()))?
         }
     };
-    let gateway = Arc::new(Gateway::new(
-        Arc::clone(&provider),
-        GatewayConfig {
-            auth,
-            upstream_timeout: args.upstream_timeout,
-            autoscale: !args.no_autoscale,
-            replica_wait: args.start_timeout,
-            ..GatewayConfig::default()
-        },
-    ));
+    let queue = ferrofaas_queue::embedded::open(&state.join("queue.redb"), args.queue_max)
+        .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?;
+    let gateway = Arc::new(
+        Gateway::new(
+            Arc::clone(&provider),
+            GatewayConfig {
+                auth,
+                upstream_timeout: args.upstream_timeout,
+                autoscale: !args.no_autoscale,
+                replica_wait: args.start_timeout,
+                ..GatewayConfig::default()
+            },
+        )
+        .with_queue(queue),
+    );
 
     println!("ferrofaas gateway listening on http://{addr}");
     println!("  provider: {}; state: {}", provider.info().orchestration, state.display());

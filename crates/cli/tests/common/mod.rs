@@ -108,6 +108,12 @@ impl Platform {
         format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
     }
 
+    /// SIGKILL: the platform dies at once, with no chance to tidy up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM and wait: the platform stops its replicas.
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) has no memory-safety preconditions.

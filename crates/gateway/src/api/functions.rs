@@ -54,14 +54,17 @@ pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Bod
 pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Result<Response<Body>, ApiError> {
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
     spec.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (function, labels) =
-        (FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() }, spec.labels.clone());
+    let (function, labels, annotations) = (
+        FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() },
+        spec.labels.clone(),
+        spec.annotations.clone(),
+    );
     if create {
         gw.provider.deploy(spec).await?;
     } else {
         gw.provider.update(spec).await?;
     }
-    gw.autoscaler.set_labels(function, &labels);
+    gw.autoscaler.set_labels(function, &labels, &annotations);
     Ok(status(StatusCode::ACCEPTED))
 }
 

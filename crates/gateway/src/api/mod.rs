@@ -2,6 +2,7 @@
 //! helpers they share: JSON in and out, query strings.
 
 pub mod alert;
+pub mod asynchronous;
 pub mod bundles;
 pub mod functions;
 pub mod logs;

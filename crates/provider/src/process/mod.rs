@@ -277,3 +277,24 @@ fn tree_cpu_seconds(pid: u32, with_reaped: bool) -> Option<f64> {
     }
     Some(seconds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_of_a_process_tree() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 5"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let own = tree_cpu_seconds(std::process::id(), true).unwrap();
+        let child_cpu = tree_cpu_seconds(child.id(), true).unwrap();
+        assert!(child_cpu > 0.0, "the busy loop used CPU");
+        assert!(own >= child_cpu, "a parent counts its live children");
+        assert!(tree_cpu_seconds(u32::MAX, true).is_none());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

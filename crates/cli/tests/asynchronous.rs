@@ -1,0 +1,264 @@
+//! Asynchronous invocations: accepted durably (202 and a call id), run by
+//! the dispatcher, retried, called back, dead-lettered and replayed; a full
+//! queue answers 429; and no accepted call is lost when the gateway is
+//! killed with SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+/// One callback as received.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: http::HeaderMap,
+    body: String,
+}
+
+/// A callback receiver on loopback that fails its first `failures` calls.
+async fn receiver(failures: usize) -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (log, seen) = (Arc::clone(&log), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (log, seen) = (Arc::clone(&log), Arc::clone(&seen));
+                    async move {
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let status =
+                            if n < failures { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+                        if status == StatusCode::OK {
+                            log.lock()
+                                .unwrap()
+                                .push(Received { headers, body: String::from_utf8_lossy(&body).into() });
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = status;
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_retry_call_back_and_dead_letter() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
+
+    // A missing function is refused at once, not queued.
+    let r = p.invoke("/async-function/ghost", "x").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.message().contains("ghost"), "{}", r.body);
+
+    // Accepted, run, called back (the first callback fails and is retried).
+    let (cb, received) = receiver(1).await;
+    let callback = format!("http://{cb}/done");
+    let r = call(
+        p.addr,
+        Method::POST,
+        "/async-function/echo/some/path?q=1",
+        &[("x-callback-url", &callback)],
+        "hi",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.header("x-call-id").unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(20), async || !received.lock().unwrap().is_empty()).await,
+        "no callback"
+    );
+    let got = received.lock().unwrap()[0].clone();
+    assert_eq!(got.body, "hi");
+    assert_eq!(got.headers["x-call-id"], id.as_str());
+    assert_eq!(got.headers["x-function-status"], "200");
+    assert_eq!(got.headers["x-function-name"], "echo");
+    assert!(got.headers["x-duration-seconds"].to_str().unwrap().parse::<f64>().unwrap() > 0.0);
+    let status = p.api(Method::GET, &format!("/system/async/{id}"), "").await.json();
+    assert_eq!((status["state"].as_str(), status["status"].as_u64()), (Some("done"), Some(200)), "{status}");
+
+    // A flaky function succeeds on its third attempt.
+    let counter = state.path().join("flaky-count");
+    let flaky = format!(
+        "sh -c 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && echo ok-$n || exit 1'",
+        c = counter.display()
+    );
+    let annotations = json!({"com.openfaas.retry.attempts": "4", "com.openfaas.retry.min_wait": "50ms",
+        "com.openfaas.retry.max_wait": "200ms"});
+    p.deploy(json!({"service": "flaky", "image": image, "envProcess": flaky, "annotations": annotations}), 1)
+        .await;
+    let r = call(p.addr, Method::POST, "/async-function/flaky", &[("x-callback-url", &callback)], "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let flaky_id = r.header("x-call-id").unwrap().to_owned();
+    let done = eventually(Duration::from_secs(20), async || {
+        p.api(Method::GET, &format!("/system/async/{flaky_id}"), "").await.json()["state"] == "done"
+    })
+    .await;
+    assert!(done, "{}", p.api(Method::GET, &format!("/system/async/{flaky_id}"), "").await.body);
+    let status = p.api(Method::GET, &format!("/system/async/{flaky_id}"), "").await.json();
+    assert_eq!(status["attempts"], 3);
+    assert!(received.lock().unwrap().iter().any(|r| r.body == "ok-3\n"));
+
+    // Out of attempts: a dead letter, with the last status and body; replayed; deleted.
+    let annotations = json!({"com.openfaas.retry.attempts": "2", "com.openfaas.retry.min_wait": "20ms"});
+    p.deploy(
+        json!({"service": "broken", "image": image, "envProcess": "sh -c 'echo failing >&2; exit 1'",
+            "envVars": {"combine_output": "true", "mode": "serializing"}, "annotations": annotations}),
+        1,
+    )
+    .await;
+    let r = p.invoke("/async-function/broken", "payload").await;
+    let dead_id = r.header("x-call-id").unwrap().to_owned();
+    let dead = eventually(Duration::from_secs(20), async || {
+        p.api(Method::GET, "/system/async/dead-letters", "").await.body.contains(&dead_id)
+    })
+    .await;
+    assert!(dead, "never dead-lettered");
+    let letters = p.api(Method::GET, "/system/async/dead-letters", "").await.json();
+    let letter =
+        letters.as_array().unwrap().iter().find(|l| l["callId"] == dead_id.as_str()).unwrap().clone();
+    assert_eq!(
+        (letter["attempts"].as_u64(), letter["lastStatus"].as_u64()),
+        (Some(2), Some(500)),
+        "{letter}"
+    );
+    assert!(letter["lastBody"].as_str().unwrap().contains("failing"), "{letter}");
+    assert_eq!(
+        p.api(Method::GET, &format!("/system/async/{dead_id}"), "").await.json()["state"],
+        "dead-lettered"
+    );
+    let r = p.api(Method::POST, &format!("/system/async/dead-letters/{dead_id}/replay"), "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let again = eventually(Duration::from_secs(20), async || {
+        p.api(Method::GET, &format!("/system/async/{dead_id}"), "").await.json()["state"] == "dead-lettered"
+    })
+    .await;
+    assert!(again, "the replay ran and failed again");
+    let r = p.api(Method::DELETE, &format!("/system/async/dead-letters/{dead_id}"), "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(!p.api(Method::GET, "/system/async/dead-letters", "").await.body.contains(&dead_id));
+    assert_eq!(
+        p.api(Method::DELETE, &format!("/system/async/dead-letters/{dead_id}"), "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(p.addr, Method::GET, "/system/async/dead-letters", &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "behind the API's auth");
+
+    let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
+    for line in [
+        "gateway_async_processed_total{function_name=\"echo.openfaas-fn\"} 1",
+        "gateway_async_retried_total{function_name=\"flaky.openfaas-fn\"} 2",
+        "gateway_async_dead_lettered_total{function_name=\"broken.openfaas-fn\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+
+    // faas invoke --async.
+    let dir = tempfile::tempdir().unwrap();
+    let out = faas(dir.path(), Some(&p), &["invoke", "echo", "--async"], Some("from the cli"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("call id"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--queue-max", "2"]);
+    let image = format!("{}/wc", examples().display());
+    let annotations = json!({"com.openfaas.queue.max_inflight": "1"});
+    p.deploy(
+        json!({"service": "slow", "image": image, "envProcess": "sleep 3", "annotations": annotations}),
+        1,
+    )
+    .await;
+    assert_eq!(p.invoke("/async-function/slow", "").await.status, StatusCode::ACCEPTED);
+    assert_eq!(p.invoke("/async-function/slow", "").await.status, StatusCode::ACCEPTED);
+    let r = p.invoke("/async-function/slow", "").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.message().contains("queue is full"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
+    const CALLS: usize = 10_000;
+    let state = tempfile::tempdir().unwrap();
+    let seen = state.path().join("seen.txt");
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    let spec = json!({"service": "recorder", "image": image,
+        "envProcess": format!("sh -c 'echo \"$Http_X_Call_Id\" >> {}'", seen.display()),
+        "annotations": {"com.openfaas.queue.max_inflight": "8"}});
+    p.deploy(spec, 1).await;
+
+    // 10,000 calls, 32 at a time; every 202 is a promise.
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..32 {
+        let (accepted, next, addr) = (Arc::clone(&accepted), Arc::clone(&next), p.addr);
+        senders.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CALLS {
+                let r = call(addr, Method::POST, "/async-function/recorder", &[], "x").await;
+                assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+                accepted.lock().unwrap().insert(r.header("x-call-id").unwrap().to_owned());
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), CALLS);
+    let lines = || std::fs::read_to_string(&seen).map_or(0, |t| t.lines().count());
+
+    // SIGKILL while calls run.
+    assert!(eventually(Duration::from_secs(60), async || lines() >= CALLS / 4).await, "dispatch is too slow");
+    p.kill9();
+    let at_kill = lines();
+    assert!(at_kill < CALLS, "everything ran before the kill ({at_kill}): kill earlier");
+
+    let p = Platform::start(state.path(), &[]);
+    let all = eventually(Duration::from_secs(180), async || {
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        let delivered: HashSet<&str> = text.lines().collect();
+        accepted.iter().all(|id| delivered.contains(id.as_str()))
+    })
+    .await;
+    let text = std::fs::read_to_string(&seen).unwrap_or_default();
+    let delivered: Vec<&str> = text.lines().collect();
+    let unique: HashSet<&str> = delivered.iter().copied().collect();
+    let lost = accepted.iter().filter(|id| !unique.contains(id.as_str())).count();
+    eprintln!(
+        "crash test: {CALLS} accepted, killed after {at_kill} deliveries; {} deliveries in all, {} duplicates, {lost} lost",
+        delivered.len(),
+        delivered.len() - unique.len()
+    );
+    assert!(all, "{lost} accepted calls were never delivered");
+    drop(p);
+}

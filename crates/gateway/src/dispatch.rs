@@ -1,0 +1,318 @@
+//! Asynchronous invocations: `/async-function/<name>[.<namespace>][/path]`
+//! stores the request in the [`Queue`] and answers 202 with its call id;
+//! the dispatcher runs stored calls through the same invocation path as
+//! `/function/` (replica choice, start from zero, metrics), retries them as
+//! the function's annotations say, posts results to `X-Callback-Url`, and
+//! moves calls out of attempts to the dead letters.
+//!
+//! Each function runs at most `com.openfaas.queue.max_inflight` calls at
+//! once, and functions take turns, so one busy function does not hold up
+//! the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrofaas_queue::{Call, DeadLetter, Entry, Outcome, Queue, QueueError, now_ms};
+use ferrofaas_types::names::split_qualified;
+use ferrofaas_types::retry::RetryPolicy;
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::Body;
+use crate::error::json_error;
+use crate::proxy::X_CALL_ID;
+use crate::server::Gateway;
+
+/// Largest request body an asynchronous call may carry.
+pub const MAX_ASYNC_BODY: usize = 16 << 20;
+/// Largest function answer kept for a callback or a dead letter.
+const MAX_RESULT_BODY: usize = 16 << 20;
+/// Calls running at once, all functions together.
+const MAX_RUNNING: usize = 256;
+/// How long a callback may take.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `/async-function/...`: 404 for a function that does not exist, 429 when
+/// the queue is full, else 202 once the call is on disk.
+pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>) -> Response<Body> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let rest = pq.strip_prefix("/async-function/").unwrap_or("");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (name, namespace) = split_qualified(&rest[..end]);
+    if gw.provider.routes().get(name, namespace).is_none() {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!("function {name:?} not found in namespace {namespace:?}"),
+        );
+    }
+    let path = match &rest[end..] {
+        "" => "/".to_owned(),
+        tail if tail.starts_with('?') => format!("/{tail}"),
+        tail => tail.to_owned(),
+    };
+    let headers = req.headers();
+    let id = match headers.get(&X_CALL_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            id.to_owned()
+        }
+        Some(_) => {
+            return json_error(StatusCode::BAD_REQUEST, "X-Call-Id: at most 128 visible ASCII characters");
+        }
+        None => crate::proxy::new_call_id().to_str().unwrap_or_default().to_owned(),
+    };
+    let callback = match headers.get("x-callback-url").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(url)) if url.starts_with("http://") && url.parse::<http::Uri>().is_ok() => {
+            Some(url.to_owned())
+        }
+        Some(_) => {
+            return json_error(StatusCode::BAD_REQUEST, "X-Callback-Url: an http:// URL is required");
+        }
+    };
+    let mut kept = Vec::new();
+    for (k, v) in headers {
+        let skip = matches!(
+            k.as_str(),
+            "host" | "content-length" | "x-callback-url" | "x-call-id" | "authorization"
+        ) || ferrofaas_types::hop::is_hop_by_hop(k);
+        if let (false, Ok(v)) = (skip, v.to_str()) {
+            kept.push((k.as_str().to_owned(), v.to_owned()));
+        }
+    }
+    let method = req.method().as_str().to_owned();
+    let body = match Limited::new(req.into_body(), MAX_ASYNC_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("an asynchronous call carries at most {MAX_ASYNC_BODY} bytes"),
+            );
+        }
+        Err(e) => {
+            return json_error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+        }
+    };
+    let call = Call {
+        id: id.clone(),
+        function: name.to_owned(),
+        namespace: namespace.to_owned(),
+        method,
+        path,
+        headers: kept,
+        body: body.to_vec(),
+        callback,
+        accepted_at: now_ms(),
+    };
+    match queue.enqueue(call).await {
+        Ok(()) => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(X_CALL_ID, v);
+            }
+            resp
+        }
+        Err(e @ QueueError::Full(_)) => {
+            let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store an asynchronous call");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "the call could not be stored")
+        }
+    }
+}
+
+/// Runs stored calls until `stop`.
+pub struct Dispatcher {
+    gateway: Arc<Gateway>,
+    queue: Arc<dyn Queue>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    running: Mutex<HashMap<String, usize>>,
+    freed: Notify,
+}
+
+impl Dispatcher {
+    pub fn new(gateway: Arc<Gateway>, queue: Arc<dyn Queue>) -> Arc<Dispatcher> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Arc::new(Dispatcher { gateway, queue, client, running: Mutex::default(), freed: Notify::new() })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut turn = 0usize;
+        loop {
+            let mut functions = self.queue.ready_functions();
+            if !functions.is_empty() {
+                // Take turns: start from a different function each round.
+                let n = functions.len();
+                functions.rotate_left(turn % n);
+                turn = turn.wrapping_add(1);
+            }
+            let mut started = true;
+            while started {
+                started = false;
+                for f in &functions {
+                    let total: usize = self.running().values().sum();
+                    if total >= MAX_RUNNING {
+                        break;
+                    }
+                    let limit = self.retry_policy(f).max_inflight;
+                    if self.running().get(f).copied().unwrap_or(0) >= limit {
+                        continue;
+                    }
+                    let Some(entry) = self.queue.take(f) else { continue };
+                    *self.running().entry(f.clone()).or_default() += 1;
+                    started = true;
+                    let (me, key) = (Arc::clone(&self), f.clone());
+                    tokio::spawn(async move {
+                        me.attempt(entry).await;
+                        if let Some(n) = me.running().get_mut(&key) {
+                            *n = n.saturating_sub(1);
+                        }
+                        me.freed.notify_one();
+                    });
+                }
+            }
+            let wait = match self.queue.next_due() {
+                Some(due) => Duration::from_millis(due.saturating_sub(now_ms()).clamp(1, 1000)),
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.queue.changed() => {}
+                () = self.freed.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn retry_policy(&self, function: &str) -> RetryPolicy {
+        let (name, ns) = split_qualified(function);
+        let f = ferrofaas_types::FunctionRef { name: name.to_owned(), namespace: ns.to_owned() };
+        RetryPolicy::from_annotations(&self.gateway.autoscaler.annotations(&f)).unwrap_or_default()
+    }
+
+    /// One try of a call: the invocation (unless done before), then the
+    /// callback; settled, retried later, or dead-lettered.
+    async fn attempt(&self, entry: Entry) {
+        let Entry { call, mut progress } = entry;
+        let key = format!("{}.{}", call.function, call.namespace);
+        let policy = self.retry_policy(&key);
+        if progress.result.is_none() {
+            progress.attempts += 1;
+            let outcome = self
+                .gateway
+                .invoker
+                .invoke_call(&self.gateway.provider, &self.gateway.autoscaler, &call)
+                .await;
+            if policy.retries_on(outcome.status) {
+                let error = format!("the function answered {}", outcome.status);
+                if progress.attempts >= policy.attempts {
+                    self.dead_letter(call, progress.attempts, Some(outcome), Some(error)).await;
+                    return;
+                }
+                let mut wait = policy.backoff(progress.attempts, fastrand::f64());
+                if let Some(after) = retry_after(&outcome) {
+                    wait = wait.max(after);
+                }
+                progress.not_before = now_ms() + wait.as_millis() as u64;
+                progress.last_error = Some(error);
+                self.settle(self.queue.retry(&call.id, progress).await, &call.id);
+                return;
+            }
+            progress.result = Some(outcome);
+        }
+        let Some(result) = progress.result.clone() else { return };
+        let Some(url) = call.callback.clone() else {
+            self.settle(
+                self.queue.done(&call.id, progress.attempts, Some(result.status), None).await,
+                &call.id,
+            );
+            return;
+        };
+        progress.callback_attempts += 1;
+        match self.callback(&url, &call, &result).await {
+            Ok(()) => {
+                let done = self.queue.done(&call.id, progress.attempts, Some(result.status), None).await;
+                self.settle(done, &call.id);
+            }
+            Err(e) => {
+                let error = format!("callback to {url} failed: {e}");
+                tracing::warn!(call = %call.id, "{error}");
+                if progress.callback_attempts >= policy.attempts {
+                    let attempts = progress.attempts;
+                    self.dead_letter(call, attempts, Some(result), Some(error)).await;
+                    return;
+                }
+                let wait = policy.backoff(progress.callback_attempts, fastrand::f64());
+                progress.not_before = now_ms() + wait.as_millis() as u64;
+                progress.last_error = Some(error);
+                self.settle(self.queue.retry(&call.id, progress).await, &call.id);
+            }
+        }
+    }
+
+    async fn dead_letter(&self, call: Call, attempts: u32, last: Option<Outcome>, error: Option<String>) {
+        tracing::warn!(call = %call.id, function = %call.function, attempts, error = ?error, "dead-lettered");
+        let id = call.id.clone();
+        let letter = DeadLetter { call, attempts, last, error, failed_at: now_ms() };
+        self.settle(self.queue.dead_letter(&id, letter).await, &id);
+    }
+
+    fn settle(&self, result: ferrofaas_queue::Result<()>, id: &str) {
+        if let Err(e) = result {
+            // The call stays pending on disk, to be run again after a restart.
+            tracing::error!(call = %id, error = %e, "could not record an asynchronous call's progress");
+        }
+    }
+
+    async fn callback(&self, url: &str, call: &Call, result: &Outcome) -> Result<(), String> {
+        let mut req = Request::post(url)
+            .header("x-call-id", &call.id)
+            .header("x-function-status", result.status.to_string())
+            .header("x-function-name", &call.function)
+            .header("x-duration-seconds", format!("{:.6}", result.duration_secs));
+        if let Some((_, ct)) = result.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(Full::new(Bytes::from(result.body.clone()))).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(CALLBACK_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+            Ok(Ok(resp)) => Err(format!("it answered {}", resp.status())),
+            Ok(Err(e)) => Err(ferrofaas_types::error_chain(&e)),
+            Err(_) => Err(format!("no answer within {CALLBACK_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// `Retry-After` in seconds, at most an hour.
+fn retry_after(outcome: &Outcome) -> Option<Duration> {
+    let (_, v) = outcome.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
+    let secs = v.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// Reads a function's answer for keeping (up to [`MAX_RESULT_BODY`]).
+pub async fn read_result(body: Incoming) -> Bytes {
+    match Limited::new(body, MAX_RESULT_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::from_static(b"(the answer was too large or broke off)"),
+    }
+}

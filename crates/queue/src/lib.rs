@@ -1,0 +1,190 @@
+//! # ferrofaas-queue
+//!
+//! Asynchronous invocations, stored durably until they are done: the
+//! [`Queue`] trait and its embedded backend ([`embedded`], a redb file
+//! written with group commit: every accepted call is on disk, fsync'd,
+//! before it is acknowledged).
+//!
+//! The queue holds [`Call`]s. A call is *pending* (waiting for its turn or
+//! for a retry's time), *running* (handed out, not yet settled), then
+//! settled: *done* (the function answered, and a callback, if any, was
+//! delivered) or *dead-lettered* (out of attempts). Settling is what removes
+//! it from the pending set, so a call handed out when the process dies is
+//! handed out again after a restart: delivery is at least once.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ferrofaas_types::FunctionRef;
+use serde::{Deserialize, Serialize};
+
+/// One asynchronous invocation, as accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    pub function: String,
+    pub namespace: String,
+    pub method: String,
+    /// What the function sees: its path and query (`/` at least).
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    /// `X-Callback-Url`: where the result goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub accepted_at: u64,
+}
+
+impl Call {
+    pub fn function_ref(&self) -> FunctionRef {
+        FunctionRef { name: self.function.clone(), namespace: self.namespace.clone() }
+    }
+}
+
+/// The function's answer, kept while its callback is being delivered, and
+/// the last failure of a dead-lettered call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "b64")]
+    pub body: Vec<u8>,
+    pub duration_secs: f64,
+}
+
+/// Where a pending call is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Invocation attempts made.
+    pub attempts: u32,
+    /// Not before this time (ms since the epoch): a retry's wait.
+    pub not_before: u64,
+    /// The function answered this; what is left is the callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+    /// Callback delivery attempts made.
+    #[serde(default)]
+    pub callback_attempts: u32,
+    /// The last attempt's failure, for status queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A pending call with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub call: Call,
+    pub progress: Progress,
+}
+
+/// A dead-lettered call: its last failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub call: Call,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds since the epoch.
+    pub failed_at: u64,
+}
+
+/// What became of a call, for `GET /system/async/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallStatus {
+    pub call_id: String,
+    pub function: String,
+    /// `queued`, `running`, `retrying`, `callback`, `done`, `dead-lettered`.
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds since the epoch.
+    pub updated_at: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds as many calls as it may (backpressure: 429).
+    #[error("the queue is full ({0} calls pending); try again later")]
+    Full(usize),
+    #[error("no such call: {0}")]
+    NotFound(String),
+    #[error("queue storage: {0}")]
+    Storage(String),
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
+
+/// Pending calls per function, and what has happened since start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    pub pending: BTreeMap<String, u64>,
+    pub processed: BTreeMap<String, u64>,
+    pub retried: BTreeMap<String, u64>,
+    pub dead_lettered: BTreeMap<String, u64>,
+}
+
+/// A durable queue of calls. Handing out respects order within a function
+/// (oldest first, retries when due) and leaves the choice of function to
+/// the caller (the dispatcher's fairness).
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores a call durably; `Full` past the bound.
+    async fn enqueue(&self, call: Call) -> Result<()>;
+
+    /// Functions (`name.namespace`) with a call due now that is not running.
+    fn ready_functions(&self) -> Vec<String>;
+
+    /// The oldest due call of a function, marked running.
+    fn take(&self, function: &str) -> Option<Entry>;
+
+    /// When the next waiting retry falls due (ms since the epoch).
+    fn next_due(&self) -> Option<u64>;
+
+    /// Waits until something is enqueued or settled.
+    async fn changed(&self);
+
+    /// The call is finished after `attempts` invocation attempts: removed,
+    /// with a status kept for queries.
+    async fn done(&self, id: &str, attempts: u32, status: Option<u16>, error: Option<String>) -> Result<()>;
+
+    /// The call goes back to waiting, with its new progress.
+    async fn retry(&self, id: &str, progress: Progress) -> Result<()>;
+
+    /// The call is out of attempts: kept as a dead letter.
+    async fn dead_letter(&self, id: &str, letter: DeadLetter) -> Result<()>;
+
+    fn status(&self, id: &str) -> Option<CallStatus>;
+    fn dead_letters(&self) -> Vec<DeadLetter>;
+    /// A dead letter queued again, with fresh attempts.
+    async fn replay(&self, id: &str) -> Result<()>;
+    async fn delete_dead_letter(&self, id: &str) -> Result<()>;
+    fn stats(&self) -> QueueStats;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+mod b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&ferrofaas_types::base64::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        ferrofaas_types::base64::decode(&text).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+    }
+}
