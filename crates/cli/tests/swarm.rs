@@ -210,6 +210,19 @@ def handle(event, context):
     let cli_logs = faas_at(dir, &url, &["logs", &py, "--tail", "5"], None);
     assert!(!cli_logs.is_empty());
 
+    // Asynchronous calls through the gateway on the Swarm (its queue on a volume).
+    let r = call(addr, Method::POST, &format!("/async-function/{sh}"), &[], "later").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let status_path = format!("/system/async/{}", r.header("x-call-id").unwrap());
+    let done = eventually(Duration::from_secs(30), async || {
+        call(addr, Method::GET, &status_path, &[("authorization", &auth)], "")
+            .await
+            .body
+            .contains(r#""state":"done""#)
+    })
+    .await;
+    assert!(done, "the asynchronous call did not run");
+
     // A killed replica: the gateway stops sending to it, Swarm replaces it.
     let before = containers(&py);
     docker(&["kill", &before[0]]);

@@ -67,7 +67,10 @@ impl RetryPolicy {
                 match code.parse::<u16>() {
                     Ok(c) if (100..=599).contains(&c) => codes.push(c),
                     _ => {
-                        return Err(invalid(ANNOTATION_CODES, format!("{code:?} is not an HTTP status code")));
+                        return Err(invalid(
+                            ANNOTATION_CODES,
+                            format!("{code:?} is not an HTTP status code"),
+                        ));
                     }
                 }
             }

@@ -80,7 +80,7 @@ struct DownArgs {
     #[arg(long, default_value = "ferrofaas-gateway")]
     name: String,
     /// Also remove the functions on its network, the secrets no other
-    /// service uses, and the network
+    /// service uses, the network and the gateway's state volume
     #[arg(long)]
     all: bool,
     /// The overlay network (removed with --all)
@@ -252,12 +252,21 @@ fn gateway_service(args: &UpArgs, image: &str, (secret_id, secret_name): &(Strin
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_owned()),
                 args: Some(command),
-                mounts: Some(vec![Mount {
-                    target: Some("/var/run/docker.sock".into()),
-                    source: Some("/var/run/docker.sock".into()),
-                    typ: Some(MountType::BIND),
-                    ..Default::default()
-                }]),
+                mounts: Some(vec![
+                    Mount {
+                        target: Some("/var/run/docker.sock".into()),
+                        source: Some("/var/run/docker.sock".into()),
+                        typ: Some(MountType::BIND),
+                        ..Default::default()
+                    },
+                    // The asynchronous queue outlives the gateway's container.
+                    Mount {
+                        target: Some("/var/lib/ferrofaas".into()),
+                        source: Some(format!("{}-state", args.name)),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    },
+                ]),
                 secrets: Some(vec![TaskSpecContainerSpecSecrets {
                     file: Some(TaskSpecContainerSpecFile {
                         name: Some(CREDENTIALS_TARGET.into()),
@@ -421,6 +430,19 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
             Err(e) if is_not_found(&e) => break,
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
             Err(e) => return Err(e).with_context(|| format!("removing network {}", args.network)),
+        }
+    }
+    // The gateway's state (its queue of asynchronous calls).
+    let volume = format!("{}-state", args.name);
+    loop {
+        match docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+            Ok(()) => {
+                println!("  removed volume {volume}");
+                break;
+            }
+            Err(e) if is_not_found(&e) => break,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e).with_context(|| format!("removing volume {volume}")),
         }
     }
     Ok(())
