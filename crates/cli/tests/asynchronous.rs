@@ -1,7 +1,9 @@
 //! Asynchronous invocations: accepted durably (202 and a call id), run by
 //! the dispatcher, retried, called back, dead-lettered and replayed; a full
 //! queue answers 429; and no accepted call is lost when the gateway is
-//! killed with SIGKILL.
+//! killed with SIGKILL. Each test runs on the embedded queue and on NATS
+//! JetStream (Debian's `nats-server`; without it the NATS tests say so and
+//! pass, except where `FERROFAAS_REQUIRE_NATS=1`, as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -64,10 +66,58 @@ async fn receiver(failures: usize) -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
     (addr, got)
 }
 
+/// A NATS server with JetStream on a free port, stopped when dropped.
+struct Nats {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats() -> Option<Nats> {
+    if std::process::Command::new("nats-server").arg("--version").output().is_err() {
+        assert!(std::env::var("FERROFAAS_REQUIRE_NATS").is_err(), "no nats-server, and this run requires it");
+        eprintln!("SKIPPED: no nats-server here (apt-get install nats-server; .ci/run does)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_run_retry_call_back_and_dead_letter() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    lifecycle(state.path(), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_retry_call_back_and_dead_letter_on_nats() {
+    let Some(nats) = nats() else { return };
+    let state = tempfile::tempdir().unwrap();
+    lifecycle(state.path(), &["--queue", &nats.url]).await;
+}
+
+async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
+    let p = Platform::start(state, extra);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
 
@@ -103,7 +153,7 @@ async fn calls_run_retry_call_back_and_dead_letter() {
     assert_eq!((status["state"].as_str(), status["status"].as_u64()), (Some("done"), Some(200)), "{status}");
 
     // A flaky function succeeds on its third attempt.
-    let counter = state.path().join("flaky-count");
+    let counter = state.join("flaky-count");
     let flaky = format!(
         "sh -c 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && echo ok-$n || exit 1'",
         c = counter.display()
@@ -187,8 +237,20 @@ async fn calls_run_retry_call_back_and_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429() {
+    full_queue(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_on_nats() {
+    let Some(nats) = nats() else { return };
+    full_queue(&["--queue", &nats.url]).await;
+}
+
+async fn full_queue(extra: &[&str]) {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--queue-max", "2"]);
+    let mut args = vec!["--queue-max", "2"];
+    args.extend_from_slice(extra);
+    let p = Platform::start(state.path(), &args);
     let image = format!("{}/wc", examples().display());
     let annotations = json!({"com.openfaas.queue.max_inflight": "1"});
     p.deploy(
@@ -206,15 +268,37 @@ async fn a_full_queue_answers_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
+    crash(None).await;
+}
+
+/// On NATS, a second gateway shares the queue: it runs the calls the first
+/// accepted, and those the first held when it was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accepted_call_is_lost_when_a_gateway_sharing_nats_is_killed() {
+    let Some(nats) = nats() else { return };
+    crash(Some(&nats.url)).await;
+}
+
+async fn crash(nats: Option<&str>) {
     const CALLS: usize = 10_000;
     let state = tempfile::tempdir().unwrap();
     let seen = state.path().join("seen.txt");
-    let p = Platform::start(state.path(), &[]);
+    let queue_args: Vec<&str> = match nats {
+        Some(url) => vec!["--queue", url, "--queue-ack-wait", "3s"],
+        None => vec![],
+    };
+    let p = Platform::start(state.path(), &queue_args);
     let image = format!("{}/wc", examples().display());
     let spec = json!({"service": "recorder", "image": image,
         "envProcess": format!("sh -c 'echo \"$Http_X_Call_Id\" >> {}'", seen.display()),
         "annotations": {"com.openfaas.queue.max_inflight": "8"}});
-    p.deploy(spec, 1).await;
+    p.deploy(spec.clone(), 1).await;
+    // The second gateway (NATS only), with the same function.
+    let state_b = tempfile::tempdir().unwrap();
+    let b = nats.map(|_| Platform::start(state_b.path(), &queue_args));
+    if let Some(b) = &b {
+        b.deploy(spec, 1).await;
+    }
 
     // 10,000 calls, 32 at a time; every 202 is a promise.
     let accepted = Arc::new(Mutex::new(HashSet::new()));
@@ -243,7 +327,12 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
     let at_kill = lines();
     assert!(at_kill < CALLS, "everything ran before the kill ({at_kill}): kill earlier");
 
-    let p = Platform::start(state.path(), &[]);
+    // The embedded queue: the same gateway restarted; NATS: the other one
+    // carries on alone.
+    let p = match b {
+        Some(b) => b,
+        None => Platform::start(state.path(), &queue_args),
+    };
     let all = eventually(Duration::from_secs(180), async || {
         let text = std::fs::read_to_string(&seen).unwrap_or_default();
         let delivered: HashSet<&str> = text.lines().collect();

@@ -92,7 +92,7 @@ impl Gateway {
             (&Method::GET, "/metrics") => {
                 let mut text = crate::metrics::render(&*self.provider, &self.autoscaler);
                 if let Some(queue) = &self.queue {
-                    crate::metrics::render_queue(&mut text, &queue.stats());
+                    crate::metrics::render_queue(&mut text, &queue.stats().await);
                 }
                 let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
@@ -136,7 +136,7 @@ impl Gateway {
                 _ => Ok(method_not_allowed("GET")),
             },
             "/system/async/dead-letters" => match method {
-                Method::GET => api::asynchronous::dead_letters(self),
+                Method::GET => api::asynchronous::dead_letters(self).await,
                 _ => Ok(method_not_allowed("GET")),
             },
             "/system/alert" => match method {

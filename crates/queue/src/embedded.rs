@@ -230,6 +230,34 @@ impl EmbeddedQueue {
     }
 }
 
+impl EmbeddedQueue {
+    fn status_now(&self, id: &str) -> Option<CallStatus> {
+        let state = self.lock();
+        if let Some((_, entry)) = state.entries.get(id) {
+            let p = &entry.progress;
+            let phase = if state.running.contains(id) {
+                "running"
+            } else if p.result.is_some() {
+                "callback"
+            } else if p.attempts > 0 {
+                "retrying"
+            } else {
+                "queued"
+            };
+            return Some(CallStatus {
+                call_id: id.to_owned(),
+                function: key_of(entry),
+                state: phase.to_owned(),
+                attempts: p.attempts,
+                status: p.result.as_ref().map(|r| r.status),
+                error: p.last_error.clone(),
+                updated_at: now_ms(),
+            });
+        }
+        state.finished.get(id).cloned()
+    }
+}
+
 impl Drop for EmbeddedQueue {
     fn drop(&mut self) {
         // A closed channel ends the writer; it closes the file.
@@ -399,37 +427,15 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    fn status(&self, id: &str) -> Option<CallStatus> {
-        let state = self.lock();
-        if let Some((_, entry)) = state.entries.get(id) {
-            let p = &entry.progress;
-            let phase = if state.running.contains(id) {
-                "running"
-            } else if p.result.is_some() {
-                "callback"
-            } else if p.attempts > 0 {
-                "retrying"
-            } else {
-                "queued"
-            };
-            return Some(CallStatus {
-                call_id: id.to_owned(),
-                function: key_of(entry),
-                state: phase.to_owned(),
-                attempts: p.attempts,
-                status: p.result.as_ref().map(|r| r.status),
-                error: p.last_error.clone(),
-                updated_at: now_ms(),
-            });
-        }
-        state.finished.get(id).cloned()
+    async fn status(&self, id: &str) -> Result<Option<CallStatus>> {
+        Ok(self.status_now(id))
     }
 
-    fn dead_letters(&self) -> Vec<DeadLetter> {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         let state = self.lock();
         let mut all: Vec<(u64, DeadLetter)> = state.dead.values().cloned().collect();
         all.sort_by_key(|(seq, _)| *seq);
-        all.into_iter().map(|(_, l)| l).collect()
+        Ok(all.into_iter().map(|(_, l)| l).collect())
     }
 
     async fn replay(&self, id: &str) -> Result<()> {
@@ -475,7 +481,7 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    fn stats(&self) -> QueueStats {
+    async fn stats(&self) -> QueueStats {
         let state = self.lock();
         let mut pending = BTreeMap::new();
         for (_, entry) in state.entries.values() {
@@ -530,15 +536,15 @@ mod tests {
             q.done("c0", 1, Some(200), None).await.unwrap();
             let second = q.take("f.openfaas-fn").unwrap();
             assert_eq!(second.call.id, "c1");
-            assert_eq!(q.status("c1").unwrap().state, "running");
+            assert_eq!(q.status_now("c1").unwrap().state, "running");
             // c1 running when the process "dies".
         }
         let q = EmbeddedQueue::open(&path, 100).unwrap();
         let ids: Vec<String> = std::iter::from_fn(|| q.take("f.openfaas-fn")).map(|e| e.call.id).collect();
         assert_eq!(ids, vec!["c1", "c2", "c3", "c4"]);
         assert_eq!(q.take("g.openfaas-fn").unwrap().call.body, b"hello");
-        assert_eq!(q.status("c0").unwrap().state, "done");
-        assert_eq!(q.status("c0").unwrap().status, Some(200));
+        assert_eq!(q.status_now("c0").unwrap().state, "done");
+        assert_eq!(q.status_now("c0").unwrap().status, Some(200));
     }
 
     #[tokio::test]
@@ -551,7 +557,7 @@ mod tests {
         q.retry("a", Progress { attempts: 1, not_before: later, ..e.progress.clone() }).await.unwrap();
         assert!(q.ready_functions().is_empty(), "not due yet");
         assert_eq!(q.next_due(), Some(later));
-        assert_eq!(q.status("a").unwrap().state, "retrying");
+        assert_eq!(q.status_now("a").unwrap().state, "retrying");
         q.retry("a", Progress { attempts: 1, not_before: 0, ..e.progress.clone() }).await.unwrap();
         assert_eq!(q.ready_functions(), vec!["f.openfaas-fn"]);
         let e = q.take("f.openfaas-fn").unwrap();
@@ -563,11 +569,11 @@ mod tests {
             failed_at: now_ms(),
         };
         q.dead_letter("a", letter).await.unwrap();
-        assert_eq!(q.dead_letters().len(), 1);
-        assert_eq!(q.status("a").unwrap().state, "dead-lettered");
-        assert_eq!(q.stats().dead_lettered.get("f.openfaas-fn"), Some(&1));
+        assert_eq!(q.dead_letters().await.unwrap().len(), 1);
+        assert_eq!(q.status_now("a").unwrap().state, "dead-lettered");
+        assert_eq!(q.stats().await.dead_lettered.get("f.openfaas-fn"), Some(&1));
         q.replay("a").await.unwrap();
-        assert!(q.dead_letters().is_empty());
+        assert!(q.dead_letters().await.unwrap().is_empty());
         assert_eq!(q.take("f.openfaas-fn").unwrap().progress.attempts, 0);
         assert!(matches!(q.replay("zz").await, Err(QueueError::NotFound(_))));
     }
@@ -579,6 +585,6 @@ mod tests {
         q.enqueue(call("a", "f")).await.unwrap();
         q.enqueue(call("b", "f")).await.unwrap();
         assert!(matches!(q.enqueue(call("c", "f")).await, Err(QueueError::Full(2))));
-        assert_eq!(q.stats().pending.get("f.openfaas-fn"), Some(&2));
+        assert_eq!(q.stats().await.pending.get("f.openfaas-fn"), Some(&2));
     }
 }

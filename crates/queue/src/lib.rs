@@ -1,9 +1,10 @@
 //! # ferrofaas-queue
 //!
 //! Asynchronous invocations, stored durably until they are done: the
-//! [`Queue`] trait and its embedded backend ([`embedded`], a redb file
-//! written with group commit: every accepted call is on disk, fsync'd,
-//! before it is acknowledged).
+//! [`Queue`] trait, its embedded backend ([`embedded`], a redb file written
+//! with group commit: every accepted call is on disk, fsync'd, before it is
+//! acknowledged) and NATS JetStream ([`jetstream`], one queue shared by
+//! several gateways).
 //!
 //! The queue holds [`Call`]s. A call is *pending* (waiting for its turn or
 //! for a retry's time), *running* (handed out, not yet settled), then
@@ -13,6 +14,7 @@
 //! handed out again after a restart: delivery is at least once.
 
 pub mod embedded;
+pub mod jetstream;
 
 use std::collections::BTreeMap;
 
@@ -163,12 +165,12 @@ pub trait Queue: Send + Sync + 'static {
     /// The call is out of attempts: kept as a dead letter.
     async fn dead_letter(&self, id: &str, letter: DeadLetter) -> Result<()>;
 
-    fn status(&self, id: &str) -> Option<CallStatus>;
-    fn dead_letters(&self) -> Vec<DeadLetter>;
+    async fn status(&self, id: &str) -> Result<Option<CallStatus>>;
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
     /// A dead letter queued again, with fresh attempts.
     async fn replay(&self, id: &str) -> Result<()>;
     async fn delete_dead_letter(&self, id: &str) -> Result<()>;
-    fn stats(&self) -> QueueStats;
+    async fn stats(&self) -> QueueStats;
 }
 
 /// Milliseconds since the Unix epoch, now.

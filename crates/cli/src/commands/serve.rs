@@ -59,6 +59,15 @@ pub struct Args {
     /// autoscaler; functions at zero are still started by a request)
     #[arg(long)]
     no_autoscale: bool,
+    /// Where asynchronous calls are stored: "embedded" (a file in the state
+    /// folder) or a NATS server with JetStream, nats://host:port, which
+    /// several gateways can share
+    #[arg(long, default_value = "embedded", env = "FERROFAAS_QUEUE")]
+    queue: String,
+    /// NATS queue: how long a gateway that stopped answering keeps the calls
+    /// it held before they go to another
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    queue_ack_wait: Duration,
     /// Most asynchronous calls stored at once; past it /async-function/
     /// answers 429
     #[arg(long, default_value_t = 100_000)]
@@ -139,8 +148,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the process provider in {}", state.display()))?
         }
     };
-    let queue = ferrofaas_queue::embedded::open(&state.join("queue.redb"), args.queue_max)
-        .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?;
+    let queue: Arc<dyn ferrofaas_queue::Queue> = match args.queue.as_str() {
+        "embedded" => ferrofaas_queue::embedded::open(&state.join("queue.redb"), args.queue_max)
+            .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?,
+        url if url.starts_with("nats://") => {
+            ferrofaas_queue::jetstream::connect(ferrofaas_queue::jetstream::JetStreamConfig {
+                url: url.to_owned(),
+                max_pending: args.queue_max,
+                ack_wait: args.queue_ack_wait,
+            })
+            .await
+            .with_context(|| format!("opening the asynchronous queue on {url}"))?
+        }
+        other => bail!("--queue {other:?}: use embedded or nats://host:port"),
+    };
     let gateway = Arc::new(
         Gateway::new(
             Arc::clone(&provider),

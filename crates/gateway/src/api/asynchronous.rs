@@ -59,8 +59,8 @@ fn letter(l: &DeadLetter) -> Letter<'_> {
     }
 }
 
-pub fn dead_letters(gw: &Gateway) -> Result<Response<Body>, ApiError> {
-    let all = queue(gw)?.dead_letters();
+pub async fn dead_letters(gw: &Gateway) -> Result<Response<Body>, ApiError> {
+    let all = queue(gw)?.dead_letters().await.map_err(queue_error)?;
     let letters: Vec<Letter<'_>> = all.iter().map(letter).collect();
     Ok(json(StatusCode::OK, &letters))
 }
@@ -91,7 +91,7 @@ pub async fn route(gw: &Gateway, method: &Method, rest: &str) -> Result<Response
         return Err(ApiError::not_found(format!("no route for /system/async/{rest}")));
     }
     match *method {
-        Method::GET => match q.status(rest) {
+        Method::GET => match q.status(rest).await.map_err(queue_error)? {
             Some(s) => Ok(json(StatusCode::OK, &s)),
             None => Err(ApiError::not_found(format!("no asynchronous call {rest:?}"))),
         },

@@ -1,0 +1,469 @@
+//! The NATS JetStream queue: several gateways share one queue on a NATS
+//! server (`nats-server -js`), so any of them accepts a call and any runs it.
+//!
+//! - Calls are messages of the work-queue stream `FERROFAAS_CALLS`, on the
+//!   subject `ferrofaas.calls.<namespace>.<function>`; the stream's message
+//!   limit (discarding new ones) is the queue's bound. A call is acknowledged
+//!   by the server (stored) before its 202.
+//! - Every gateway pulls from the one durable consumer `ferrofaas-dispatch`;
+//!   a message it holds is kept from the others (its acknowledgement
+//!   deadline extended while it waits or runs) and acknowledged when the
+//!   call is settled. A gateway that dies holding messages lets them go when
+//!   the deadline passes: they are delivered again, to any gateway (at least
+//!   once).
+//! - A retry is the call published again with its progress (attempts, the
+//!   time it is due), then the old message acknowledged; a message that is
+//!   not due yet is handed back with a delay (`Nak` with a delay).
+//! - Dead letters and the state of calls are streams keeping the last
+//!   message per call (`FERROFAAS_DEAD`, `FERROFAAS_STATUS`, subjects
+//!   `ferrofaas.dead.<id>` and `ferrofaas.status.<id>`, the id in hex).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::{CallStatus, DeadLetter, Entry, Progress, Queue, QueueError, QueueStats, Result, now_ms};
+
+const STREAM: &str = "FERROFAAS_CALLS";
+const SUBJECTS: &str = "ferrofaas.calls.>";
+const CONSUMER: &str = "ferrofaas-dispatch";
+const STATUS_STREAM: &str = "FERROFAAS_STATUS";
+const DEAD_STREAM: &str = "FERROFAAS_DEAD";
+/// Messages one gateway holds at once.
+const HELD: i64 = 1024;
+
+#[derive(Clone, Debug)]
+pub struct JetStreamConfig {
+    /// `nats://host:port`
+    pub url: String,
+    pub max_pending: usize,
+    /// How long a held message stays held without news from its holder.
+    pub ack_wait: Duration,
+}
+
+struct Held {
+    entry: Entry,
+    message: jetstream::Message,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Local {
+    held: HashMap<String, Held>,
+    ready: BTreeMap<String, VecDeque<(u64, String)>>,
+    processed: BTreeMap<String, u64>,
+    retried: BTreeMap<String, u64>,
+    dead_lettered: BTreeMap<String, u64>,
+}
+
+pub struct JetStreamQueue {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    status: stream::Stream,
+    dead: stream::Stream,
+    local: Mutex<Local>,
+    changed: Notify,
+    max_pending: usize,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for JetStreamQueue {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn err(context: &str) -> impl Fn(&dyn std::fmt::Display) -> QueueError + '_ {
+    move |e| QueueError::Storage(format!("{context}: {e}"))
+}
+
+fn subject(entry: &Entry) -> String {
+    format!("ferrofaas.calls.{}.{}", entry.call.namespace, entry.call.function)
+}
+
+/// A call id as one subject token.
+fn token(id: &str) -> String {
+    id.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_of(entry: &Entry) -> String {
+    format!("{}.{}", entry.call.function, entry.call.namespace)
+}
+
+/// Connects, makes the stream, consumer and buckets if they are missing,
+/// and starts pulling calls.
+pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
+    let client = async_nats::connect(&config.url)
+        .await
+        .map_err(|e| err("connecting to NATS")(&format!("{} ({e})", config.url)))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec![SUBJECTS.to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            max_messages: config.max_pending as i64,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err("creating the calls stream")(&e))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: HELD * 16,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err("creating the dispatch consumer")(&e))?;
+    let last_per_call = |name: &str, subjects: &str, max_age: Duration| stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let status = js
+        .get_or_create_stream(last_per_call(
+            STATUS_STREAM,
+            "ferrofaas.status.*",
+            Duration::from_secs(24 * 3600),
+        ))
+        .await
+        .map_err(|e| err("creating the status stream")(&e))?;
+    let dead = js
+        .get_or_create_stream(last_per_call(DEAD_STREAM, "ferrofaas.dead.*", Duration::ZERO))
+        .await
+        .map_err(|e| err("creating the dead-letter stream")(&e))?;
+    let queue = Arc::new_cyclic(|weak: &std::sync::Weak<JetStreamQueue>| {
+        let pull = tokio::spawn(pull_loop(weak.clone(), consumer));
+        let keep = tokio::spawn(keep_held(weak.clone(), config.ack_wait));
+        JetStreamQueue {
+            js,
+            stream,
+            status,
+            dead,
+            local: Mutex::default(),
+            changed: Notify::new(),
+            max_pending: config.max_pending,
+            tasks: vec![pull, keep],
+        }
+    });
+    Ok(queue)
+}
+
+/// Pulls calls into this gateway's hands: due ones into their function's
+/// line, the others handed back until they are due.
+async fn pull_loop(queue: std::sync::Weak<JetStreamQueue>, consumer: consumer::PullConsumer) {
+    loop {
+        let mut messages = match consumer.stream().max_messages_per_batch(HELD as usize).messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not pull calls from NATS; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let Some(queue) = queue.upgrade() else { return };
+            let message = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pulling calls");
+                    continue;
+                }
+            };
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let entry: Entry = match serde_json::from_slice(&message.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "a message of the calls stream is not a call; dropping it");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let now = now_ms();
+            if entry.progress.not_before > now {
+                let delay = Duration::from_millis(entry.progress.not_before - now);
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                continue;
+            }
+            // Wait for room: a gateway holds at most HELD calls.
+            while queue.lock().held.len() >= HELD as usize {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut local = queue.lock();
+            let id = entry.call.id.clone();
+            let key = key_of(&entry);
+            if let Some(old) = local.held.insert(id.clone(), Held { entry, message, seq }) {
+                // Delivered again while held here (a deadline passed): the
+                // new delivery is the live one.
+                local.ready.entry(key.clone()).or_default().retain(|(s, _)| *s != old.seq);
+            }
+            let line = local.ready.entry(key).or_default();
+            let at = line.partition_point(|(s, _)| *s < seq);
+            line.insert(at, (seq, id));
+            drop(local);
+            queue.changed.notify_one();
+        }
+    }
+}
+
+/// Keeps held messages held: "still working on it", every third of the
+/// deadline.
+async fn keep_held(queue: std::sync::Weak<JetStreamQueue>, ack_wait: Duration) {
+    let mut tick = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let Some(queue) = queue.upgrade() else { return };
+        let messages: Vec<jetstream::Message> =
+            queue.lock().held.values().map(|h| h.message.clone()).collect();
+        for m in messages {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+}
+
+impl JetStreamQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn publish(&self, entry: &Entry) -> Result<()> {
+        let payload = Bytes::from(serde_json::to_vec(entry).map_err(|e| err("encoding a call")(&e))?);
+        let ack = self.js.publish(subject(entry), payload).await.map_err(|e| err("publishing a call")(&e))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("maximum messages") => Err(QueueError::Full(self.max_pending)),
+            Err(e) => Err(err("storing a call")(&e)),
+        }
+    }
+
+    async fn put_status(&self, status: &CallStatus) -> Result<()> {
+        let bytes = serde_json::to_vec(status).map_err(|e| err("encoding a status")(&e))?;
+        self.put(format!("ferrofaas.status.{}", token(&status.call_id)), bytes).await
+    }
+
+    async fn put(&self, subject: String, bytes: Vec<u8>) -> Result<()> {
+        let ack = self.js.publish(subject, Bytes::from(bytes)).await.map_err(|e| err("publishing")(&e))?;
+        ack.await.map_err(|e| err("storing")(&e))?;
+        Ok(())
+    }
+
+    /// The last message on `subject` of `stream`, if any.
+    async fn last(stream: &stream::Stream, subject: String) -> Result<Option<Bytes>> {
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(Some(m.payload)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(err("reading")(&e)),
+        }
+    }
+
+    async fn dead_letter_of(&self, id: &str) -> Result<Option<DeadLetter>> {
+        let bytes = Self::last(&self.dead, format!("ferrofaas.dead.{}", token(id))).await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Takes a held call out of this gateway's hands.
+    fn release(&self, id: &str) -> Option<Held> {
+        let mut local = self.lock();
+        let held = local.held.remove(id)?;
+        if let Some(line) = local.ready.get_mut(&key_of(&held.entry)) {
+            line.retain(|(_, i)| i != id);
+        }
+        Some(held)
+    }
+
+    fn status_of(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
+        CallStatus {
+            call_id: entry.call.id.clone(),
+            function: key_of(entry),
+            state: state.to_owned(),
+            attempts: entry.progress.attempts,
+            status,
+            error,
+            updated_at: now_ms(),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for JetStreamQueue {
+    async fn enqueue(&self, call: crate::Call) -> Result<()> {
+        let entry = Entry {
+            call,
+            progress: Progress {
+                attempts: 0,
+                not_before: 0,
+                result: None,
+                callback_attempts: 0,
+                last_error: None,
+            },
+        };
+        self.publish(&entry).await?;
+        self.put_status(&Self::status_of(&entry, "queued", None, None)).await
+    }
+
+    fn ready_functions(&self) -> Vec<String> {
+        self.lock().ready.iter().filter(|(_, l)| !l.is_empty()).map(|(k, _)| k.clone()).collect()
+    }
+
+    fn take(&self, function: &str) -> Option<Entry> {
+        let mut local = self.lock();
+        let (_, id) = local.ready.get_mut(function)?.pop_front()?;
+        local.held.get(&id).map(|h| h.entry.clone())
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        None
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    async fn done(&self, id: &str, attempts: u32, status: Option<u16>, error: Option<String>) -> Result<()> {
+        let Some(mut held) = self.release(id) else { return Err(QueueError::NotFound(id.to_owned())) };
+        held.entry.progress.attempts = attempts;
+        self.put_status(&Self::status_of(&held.entry, "done", status, error)).await?;
+        held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
+        *self.lock().processed.entry(key_of(&held.entry)).or_default() += 1;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    async fn retry(&self, id: &str, progress: Progress) -> Result<()> {
+        let Some(held) = self.release(id) else { return Err(QueueError::NotFound(id.to_owned())) };
+        let entry = Entry { call: held.entry.call.clone(), progress };
+        self.publish(&entry).await?;
+        let state = if entry.progress.result.is_some() { "callback" } else { "retrying" };
+        self.put_status(&Self::status_of(&entry, state, None, entry.progress.last_error.clone())).await?;
+        held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
+        *self.lock().retried.entry(key_of(&entry)).or_default() += 1;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: &str, letter: DeadLetter) -> Result<()> {
+        let Some(mut held) = self.release(id) else { return Err(QueueError::NotFound(id.to_owned())) };
+        held.entry.progress.attempts = letter.attempts;
+        let bytes = serde_json::to_vec(&letter).map_err(|e| err("encoding a dead letter")(&e))?;
+        self.put(format!("ferrofaas.dead.{}", token(id)), bytes).await?;
+        let status = Self::status_of(
+            &held.entry,
+            "dead-lettered",
+            letter.last.as_ref().map(|o| o.status),
+            letter.error.clone(),
+        );
+        self.put_status(&status).await?;
+        held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
+        *self.lock().dead_lettered.entry(key_of(&held.entry)).or_default() += 1;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<CallStatus>> {
+        if let Some(h) = self.lock().held.get(id) {
+            let p = &h.entry.progress;
+            let state = if p.result.is_some() { "callback" } else { "running" };
+            return Ok(Some(Self::status_of(&h.entry, state, p.result.as_ref().map(|r| r.status), None)));
+        }
+        let bytes = Self::last(&self.status, format!("ferrofaas.status.{}", token(id))).await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let mut subjects = Vec::new();
+        let mut info = self
+            .dead
+            .info_with_subjects("ferrofaas.dead.*")
+            .await
+            .map_err(|e| err("listing dead letters")(&e))?;
+        while let Some(item) = info.next().await {
+            let (subject, _) = item.map_err(|e| err("listing dead letters")(&e))?;
+            subjects.push(subject);
+        }
+        let mut all = Vec::new();
+        for subject in subjects {
+            if let Some(bytes) = Self::last(&self.dead, subject).await?
+                && let Ok(letter) = serde_json::from_slice::<DeadLetter>(&bytes)
+            {
+                all.push(letter);
+            }
+        }
+        all.sort_by_key(|l| l.failed_at);
+        Ok(all)
+    }
+
+    async fn replay(&self, id: &str) -> Result<()> {
+        let Some(letter) = self.dead_letter_of(id).await? else {
+            return Err(QueueError::NotFound(id.to_owned()));
+        };
+        let entry = Entry {
+            call: letter.call,
+            progress: Progress {
+                attempts: 0,
+                not_before: 0,
+                result: None,
+                callback_attempts: 0,
+                last_error: None,
+            },
+        };
+        self.publish(&entry).await?;
+        self.put_status(&Self::status_of(&entry, "queued", None, None)).await?;
+        self.dead
+            .purge()
+            .filter(format!("ferrofaas.dead.{}", token(id)))
+            .await
+            .map_err(|e| err("removing a dead letter")(&e))?;
+        Ok(())
+    }
+
+    async fn delete_dead_letter(&self, id: &str) -> Result<()> {
+        if self.dead_letter_of(id).await?.is_none() {
+            return Err(QueueError::NotFound(id.to_owned()));
+        }
+        self.dead
+            .purge()
+            .filter(format!("ferrofaas.dead.{}", token(id)))
+            .await
+            .map_err(|e| err("removing a dead letter")(&e))?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> QueueStats {
+        let mut pending = BTreeMap::new();
+        if let Ok(mut subjects) = self.stream.info_with_subjects(SUBJECTS).await {
+            while let Some(Ok((subject, count))) = subjects.next().await {
+                // ferrofaas.calls.<namespace>.<function>
+                let mut parts = subject.rsplitn(3, '.');
+                if let (Some(function), Some(namespace)) = (parts.next(), parts.next()) {
+                    *pending.entry(format!("{function}.{namespace}")).or_default() += count as u64;
+                }
+            }
+        }
+        let local = self.lock();
+        QueueStats {
+            pending,
+            processed: local.processed.clone(),
+            retried: local.retried.clone(),
+            dead_lettered: local.dead_lettered.clone(),
+        }
+    }
+}
