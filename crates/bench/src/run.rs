@@ -43,6 +43,11 @@ struct Setup {
 }
 
 impl Setup {
+    /// The port of the setup's URL.
+    fn port(&self) -> u16 {
+        self.url.split(':').nth(2).and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
     fn of(procs: Vec<Child>, url: String, subject: Option<u32>) -> Setup {
         Setup { procs, url, subject, auth: None, down: None }
     }
@@ -431,13 +436,7 @@ fn http_send_as(port: u16, method: &str, path: &str, body: &str, auth: Option<&s
 /// Deploy to first successful response, `rounds` times: a new function of
 /// the image `bench:latest` each time (already on the gateway).
 fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let port: u16 = setup
-        .url
-        .split(':')
-        .nth(2)
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let port = setup.port();
     let mut times = Vec::new();
     for i in 0..rounds {
         let name = format!("deploy-{i}-{:x}", std::process::id());
@@ -465,13 +464,7 @@ fn deploy_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
 /// Request at zero replicas to its answer, `rounds` times: a function
 /// deployed at zero (`com.openfaas.scale.min: 0`), called once.
 fn cold_start_times(setup: &Setup, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let port: u16 = setup
-        .url
-        .split(':')
-        .nth(2)
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let port = setup.port();
     let auth = setup.auth.as_deref();
     let mut times = Vec::new();
     for i in 0..rounds {

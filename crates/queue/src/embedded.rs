@@ -320,16 +320,7 @@ impl Queue for EmbeddedQueue {
             state.next_seq += 1;
             state.next_seq
         };
-        let entry = Entry {
-            call,
-            progress: Progress {
-                attempts: 0,
-                not_before: 0,
-                result: None,
-                callback_attempts: 0,
-                last_error: None,
-            },
-        };
+        let entry = Entry::new(call);
         let id = entry.call.id.clone();
         let stored = encode(&Stored { seq, entry })?;
         self.write(vec![Write::Put(Table::Pending, id.clone(), stored.clone())]).await?;
@@ -447,16 +438,7 @@ impl Queue for EmbeddedQueue {
             state.next_seq += 1;
             state.next_seq
         };
-        let entry = Entry {
-            call: letter.call,
-            progress: Progress {
-                attempts: 0,
-                not_before: 0,
-                result: None,
-                callback_attempts: 0,
-                last_error: None,
-            },
-        };
+        let entry = Entry::new(letter.call);
         self.write(vec![
             Write::Delete(Table::Dead, id.to_owned()),
             Write::Delete(Table::Finished, id.to_owned()),

@@ -306,16 +306,7 @@ impl JetStreamQueue {
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, call: crate::Call) -> Result<()> {
-        let entry = Entry {
-            call,
-            progress: Progress {
-                attempts: 0,
-                not_before: 0,
-                result: None,
-                callback_attempts: 0,
-                last_error: None,
-            },
-        };
+        let entry = Entry::new(call);
         self.publish(&entry).await?;
         self.put_status(&Self::status_of(&entry, "queued", None, None)).await
     }
@@ -415,16 +406,7 @@ impl Queue for JetStreamQueue {
         let Some(letter) = self.dead_letter_of(id).await? else {
             return Err(QueueError::NotFound(id.to_owned()));
         };
-        let entry = Entry {
-            call: letter.call,
-            progress: Progress {
-                attempts: 0,
-                not_before: 0,
-                result: None,
-                callback_attempts: 0,
-                last_error: None,
-            },
-        };
+        let entry = Entry::new(letter.call);
         self.publish(&entry).await?;
         self.put_status(&Self::status_of(&entry, "queued", None, None)).await?;
         self.dead

@@ -83,6 +83,22 @@ pub struct Entry {
     pub progress: Progress,
 }
 
+impl Entry {
+    /// A call not tried yet.
+    pub fn new(call: Call) -> Entry {
+        Entry {
+            call,
+            progress: Progress {
+                attempts: 0,
+                not_before: 0,
+                result: None,
+                callback_attempts: 0,
+                last_error: None,
+            },
+        }
+    }
+}
+
 /// A dead-lettered call: its last failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
