@@ -316,3 +316,25 @@ pub async fn read_result(body: Incoming) -> Bytes {
         Err(_) => Bytes::from_static(b"(the answer was too large or broke off)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(headers: &[(&str, &str)]) -> Outcome {
+        Outcome {
+            status: 503,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: Vec::new(),
+            duration_secs: 0.0,
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_at_most_an_hour() {
+        assert_eq!(retry_after(&outcome(&[("Retry-After", "7")])), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&outcome(&[("retry-after", "999999")])), Some(Duration::from_secs(3600)));
+        assert_eq!(retry_after(&outcome(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&outcome(&[])), None);
+    }
+}
