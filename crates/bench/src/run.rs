@@ -150,6 +150,12 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// The request path is measured at one replica: the autoscaler would add
+/// replicas under the load (50 requests a second each, by default), which
+/// on two cores only adds processes competing for them.
+const PINNED: &str =
+    "    labels:\n      com.openfaas.scale.min: \"1\"\n      com.openfaas.scale.max: \"1\"\n";
+
 /// Names of the bench's platform on the Swarm.
 const SWARM_GATEWAY: &str = "ferrofaas-bench-gateway";
 const SWARM_NETWORK: &str = "ferrofaas-bench";
@@ -166,7 +172,7 @@ fn start_k(ctx: &Ctx) -> anyhow::Result<Setup> {
         dir.join("stack.yml"),
         format!(
             "provider:\n  name: openfaas\n  gateway: http://127.0.0.1:{port}\nfunctions:\n  bench:\n    \
-             handler: ./fn\n    image: bench:latest\n"
+             handler: ./fn\n    image: bench:latest\n{PINNED}"
         ),
     )?;
     let faas = |args: &[&str]| {
@@ -285,7 +291,9 @@ fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String]) -> anyho
     std::fs::write(dir.join("fn/bundle.json"), format!("{{\"env\": {env}}}"))?;
     std::fs::write(
         dir.join("stack.yml"),
-        "provider:\n  name: openfaas\nfunctions:\n  bench:\n    handler: ./fn\n    image: bench:latest\n",
+        format!(
+            "provider:\n  name: openfaas\nfunctions:\n  bench:\n    handler: ./fn\n    image: bench:latest\n{PINNED}"
+        ),
     )?;
     let port = free_port()?;
     let args: Vec<String> = vec![
