@@ -160,10 +160,7 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     println!("ferrofaas is running on the Swarm: {url}");
     println!("  username: {}", creds.username);
     println!("  password: {}", creds.password);
-    println!(
-        "  (saved for faas in {}; the UI and API need them for /system/*)",
-        crate::auth_config::path().display()
-    );
+    println!("  (saved for faas in {}; /system/* needs them)", crate::auth_config::path().display());
     Ok(())
 }
 
