@@ -670,7 +670,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut peak_rss: Vec<Option<u64>> = vec![None; scenarios.len()];
     for round in 1..=opts.rounds {
         for (si, s) in scenarios.iter().enumerate() {
-            let setup = (s.start)(&ctx).with_context(|| format!("starting scenario ({})", s.id))?;
+            // Once more on failure: a free port can be taken between choosing
+            // and binding it (wrk's own connections use the same range).
+            let setup = match (s.start)(&ctx) {
+                Ok(setup) => setup,
+                Err(e) => {
+                    eprintln!("scenario ({}) did not start ({e:#}); once more", s.id);
+                    std::thread::sleep(Duration::from_secs(1));
+                    (s.start)(&ctx).with_context(|| format!("starting scenario ({})", s.id))?
+                }
+            };
             let script = s.post.then_some(script.as_path());
             for (ci, &conns) in opts.conns.iter().enumerate() {
                 if !opts.warmup.is_zero() {

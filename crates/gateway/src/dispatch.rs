@@ -302,11 +302,19 @@ impl Dispatcher {
     }
 }
 
-/// `Retry-After` in seconds, at most an hour.
+/// `Retry-After`: seconds, or an HTTP date (the wait until then); at most
+/// an hour.
 fn retry_after(outcome: &Outcome) -> Option<Duration> {
     let (_, v) = outcome.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
-    let secs = v.trim().parse::<u64>().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = ferrofaas_types::time::parse_http_date(v)?;
+            at.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+        }
+    };
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 /// Reads a function's answer for keeping (up to [`MAX_RESULT_BODY`]).
@@ -335,6 +343,24 @@ mod tests {
         assert_eq!(retry_after(&outcome(&[("Retry-After", "7")])), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(&outcome(&[("retry-after", "999999")])), Some(Duration::from_secs(3600)));
         assert_eq!(retry_after(&outcome(&[("retry-after", "soon")])), None);
+        let past = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert_eq!(retry_after(&outcome(&[("retry-after", past)])), Some(Duration::ZERO));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(120);
+        let secs = soon.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Back to a calendar date through the RFC 3339 formatter.
+        let rfc =
+            ferrofaas_types::time::format(std::time::UNIX_EPOCH + Duration::from_secs(days * 86_400), false);
+        let (y, m, d) = (&rfc[0..4], &rfc[5..7], &rfc[8..10]);
+        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            [m.parse::<usize>().unwrap() - 1];
+        let date =
+            format!("Mon, {d} {month} {y} {:02}:{:02}:{:02} GMT", rem / 3600, rem % 3600 / 60, rem % 60);
+        let wait = retry_after(&outcome(&[("retry-after", &date)])).unwrap();
+        assert!(
+            (Duration::from_secs(110)..=Duration::from_secs(120)).contains(&wait),
+            "{wait:?} from {date}"
+        );
         assert_eq!(retry_after(&outcome(&[])), None);
     }
 }
