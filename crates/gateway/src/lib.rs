@@ -18,6 +18,7 @@ pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod ui;
 
 pub use auth::Credentials;
 pub use config::GatewayConfig;

@@ -89,6 +89,9 @@ impl Gateway {
         }
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "OK"),
+            (&Method::GET | &Method::HEAD, p) if p == "/" || p == "/ui" || p.starts_with("/ui/") => {
+                crate::ui::serve(p)
+            }
             (&Method::GET, "/metrics") => {
                 let mut text = crate::metrics::render(&*self.provider, &self.autoscaler);
                 if let Some(queue) = &self.queue {

@@ -1,0 +1,54 @@
+//! The web UI at `/ui/`, built into the gateway binary: plain HTML, CSS
+//! and JavaScript that call the gateway's own API (no other requests, no
+//! build step). `/` redirects here.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+use crate::error::json_error;
+
+const INDEX: &str = include_str!("index.html");
+const APP: &str = include_str!("app.js");
+const STYLE: &str = include_str!("style.css");
+
+/// `GET` of a path under `/ui/`, or of `/` and `/ui` (redirects).
+pub fn serve(path: &str) -> Response<Body> {
+    let (body, content_type) = match path {
+        "/" | "/ui" => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::FOUND;
+            resp.headers_mut().insert(LOCATION, HeaderValue::from_static("/ui/"));
+            return resp;
+        }
+        "/ui/" | "/ui/index.html" => (INDEX, "text/html; charset=utf-8"),
+        "/ui/app.js" => (APP, "text/javascript; charset=utf-8"),
+        "/ui/style.css" => (STYLE, "text/css; charset=utf-8"),
+        _ => return json_error(StatusCode::NOT_FOUND, &format!("no page {path}")),
+    };
+    let mut resp = Response::new(Body::full(body));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_redirects() {
+        assert_eq!(serve("/").status(), StatusCode::FOUND);
+        assert_eq!(serve("/").headers()[LOCATION], "/ui/");
+        assert_eq!(serve("/ui/").headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(serve("/ui/app.js").status(), StatusCode::OK);
+        assert_eq!(serve("/ui/nothing").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn no_request_leaves_the_gateway() {
+        for asset in [INDEX, APP, STYLE] {
+            assert!(!asset.contains("http://") && !asset.contains("https://") && !asset.contains("//cdn"));
+        }
+    }
+}
