@@ -45,20 +45,11 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// the queue is full, else 202 once the call is on disk.
 pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>) -> Response<Body> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let rest = pq.strip_prefix("/async-function/").unwrap_or("");
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (name, namespace) = split_qualified(&rest[..end]);
+    let (name, namespace, tail) = crate::proxy::target(pq.strip_prefix("/async-function/").unwrap_or(""));
     if gw.provider.routes().get(name, namespace).is_none() {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!("function {name:?} not found in namespace {namespace:?}"),
-        );
+        return crate::proxy::no_such_function(name, namespace);
     }
-    let path = match &rest[end..] {
-        "" => "/".to_owned(),
-        tail if tail.starts_with('?') => format!("/{tail}"),
-        tail => tail.to_owned(),
-    };
+    let path = crate::proxy::function_path(tail).into_owned();
     let headers = req.headers();
     let id = match headers.get(&X_CALL_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {

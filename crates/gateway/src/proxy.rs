@@ -3,6 +3,7 @@
 //! streamed to it over a pooled keep-alive connection and the response
 //! streamed back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,20 +78,14 @@ impl Invoker {
         forwarded_for: &HeaderValue,
     ) -> Response<Body> {
         let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-        let rest = pq.strip_prefix("/function/").unwrap_or("");
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (name, namespace) = split_qualified(&rest[..end]);
+        let (name, namespace, tail) = target(pq.strip_prefix("/function/").unwrap_or(""));
         let Some(route) = provider.routes().get(name, namespace) else {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                &format!("function {name:?} not found in namespace {namespace:?}"),
-            );
+            return no_such_function(name, namespace);
         };
-        // What the function sees: the path after its name, and the query.
-        let upstream_pq = match &rest[end..] {
-            "" => Ok(PathAndQuery::from_static("/")),
-            tail if tail.starts_with('?') => PathAndQuery::try_from(format!("/{tail}")),
-            tail => PathAndQuery::try_from(tail),
+        let upstream_pq = match function_path(tail) {
+            Cow::Borrowed("/") => Ok(PathAndQuery::from_static("/")),
+            Cow::Borrowed(path) => PathAndQuery::try_from(path),
+            Cow::Owned(path) => PathAndQuery::try_from(path),
         };
         route.stats.started();
         let mut guard = InvocationGuard { route, lease: None, start: Instant::now(), code: 499 };
@@ -330,6 +325,27 @@ impl Invoker {
     }
 }
 
+/// What follows `/function/` or `/async-function/`: the function's name and
+/// namespace (`<name>[.<namespace>]`), and the rest (`[/path][?query]`).
+pub(crate) fn target(rest: &str) -> (&str, &str, &str) {
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (name, namespace) = split_qualified(&rest[..end]);
+    (name, namespace, &rest[end..])
+}
+
+/// The path and query a function sees, from what followed its name.
+pub(crate) fn function_path(tail: &str) -> Cow<'_, str> {
+    match tail {
+        "" => Cow::Borrowed("/"),
+        tail if tail.starts_with('?') => Cow::Owned(format!("/{tail}")),
+        tail => Cow::Borrowed(tail),
+    }
+}
+
+pub(crate) fn no_such_function(name: &str, namespace: &str) -> Response<Body> {
+    json_error(StatusCode::NOT_FOUND, &format!("function {name:?} not found in namespace {namespace:?}"))
+}
+
 /// A random version-4 UUID, from a fast (non-cryptographic) generator: call
 /// ids must be unique, not secret.
 pub fn new_call_id() -> HeaderValue {
@@ -380,6 +396,15 @@ mod tests {
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert_ne!(new_call_id(), new_call_id());
+    }
+
+    #[test]
+    fn targets_and_the_paths_functions_see() {
+        assert_eq!(target("wc"), ("wc", "openfaas-fn", ""));
+        assert_eq!(target("wc.team/a/b?x=1"), ("wc", "team", "/a/b?x=1"));
+        assert_eq!(function_path(""), "/");
+        assert_eq!(function_path("?x=1"), "/?x=1");
+        assert_eq!(function_path("/a?x=1"), "/a?x=1");
     }
 
     #[test]
