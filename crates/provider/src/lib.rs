@@ -69,6 +69,28 @@ impl From<ferrofaas_types::InvalidDeployment> for ProviderError {
 
 pub type Result<T> = std::result::Result<T, ProviderError>;
 
+/// `Invalid` past the most replicas a function may have.
+pub fn check_replicas(replicas: u64) -> Result<()> {
+    let max = ferrofaas_types::function::MAX_REPLICAS;
+    if replicas > max {
+        return Err(ProviderError::invalid("replicas", format!("at most {max} replicas")));
+    }
+    Ok(())
+}
+
+/// What `/system/info` says of a provider of this build.
+pub fn provider_info(name: &str, orchestration: &str) -> ProviderInfo {
+    ProviderInfo {
+        name: name.into(),
+        orchestration: orchestration.into(),
+        version: ferrofaas_types::VersionInfo {
+            commit_message: String::new(),
+            sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
+            release: env!("CARGO_PKG_VERSION").into(),
+        },
+    }
+}
+
 /// A function bundle stored by the provider (what a process replica runs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleInfo {

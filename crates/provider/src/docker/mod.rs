@@ -29,7 +29,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use ferrofaas_types::function::{parse_cpu, parse_memory};
-use ferrofaas_types::{FunctionDeployment, ProviderInfo, VersionInfo};
+use ferrofaas_types::{FunctionDeployment, ProviderInfo};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
@@ -139,15 +139,7 @@ impl Backend for DockerBackend {
     type Spec = DockerSpec;
 
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "ferrofaas-docker".into(),
-            orchestration: "docker".into(),
-            version: VersionInfo {
-                commit_message: String::new(),
-                sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
-                release: env!("CARGO_PKG_VERSION").into(),
-            },
-        }
+        crate::provider_info("ferrofaas-docker", "docker")
     }
 
     async fn prepare(&self, spec: &FunctionDeployment) -> Result<(DockerSpec, String)> {

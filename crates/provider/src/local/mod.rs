@@ -50,9 +50,6 @@ use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 /// log lines itself.
 pub const DEFAULT_ENV: &[(&str, &str)] = &[("healthcheck_interval", "500ms"), ("prefix_logs", "false")];
 
-/// Label giving the number of replicas a function starts with.
-pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
-
 /// What a backend gets to start one replica.
 pub struct Launch<'a> {
     pub function: &'a FunctionRef,
@@ -267,20 +264,9 @@ impl<B: Backend> LocalProvider<B> {
     }
 }
 
+/// The replicas a function starts with: its `com.openfaas.scale.min`.
 pub(crate) fn initial_replicas(spec: &FunctionDeployment) -> Result<u64> {
-    match spec.labels.get(LABEL_SCALE_MIN) {
-        None => Ok(1),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n <= ferrofaas_types::function::MAX_REPLICAS => Ok(n),
-            _ => Err(ProviderError::invalid(
-                format!("labels.{LABEL_SCALE_MIN}"),
-                format!(
-                    "{v:?} is not a whole number of replicas up to {}",
-                    ferrofaas_types::function::MAX_REPLICAS
-                ),
-            )),
-        },
-    }
+    Ok(ferrofaas_types::scaling::ScalingPolicy::from_labels(&spec.labels)?.min)
 }
 
 pub(crate) fn not_found(f: &FunctionRef) -> ProviderError {
@@ -383,12 +369,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
     }
 
     async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<()> {
-        if replicas > ferrofaas_types::function::MAX_REPLICAS {
-            return Err(ProviderError::invalid(
-                "replicas",
-                format!("at most {} replicas", ferrofaas_types::function::MAX_REPLICAS),
-            ));
-        }
+        crate::check_replicas(replicas)?;
         let mut functions = self.functions.lock().await;
         let entry = functions.get_mut(function).ok_or_else(|| not_found(function))?;
         let stored = StoredFunction { replicas, ..entry.stored.clone() };

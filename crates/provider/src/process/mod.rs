@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferrofaas_types::{FunctionDeployment, ProviderInfo, VersionInfo};
+use ferrofaas_types::{FunctionDeployment, ProviderInfo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -79,15 +79,7 @@ impl Backend for ProcessBackend {
     type Spec = ProcessSpec;
 
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "ferrofaas-process".into(),
-            orchestration: "process".into(),
-            version: VersionInfo {
-                commit_message: String::new(),
-                sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
-                release: env!("CARGO_PKG_VERSION").into(),
-            },
-        }
+        crate::provider_info("ferrofaas-process", "process")
     }
 
     async fn prepare(&self, spec: &FunctionDeployment) -> Result<(ProcessSpec, String)> {

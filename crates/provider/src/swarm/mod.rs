@@ -44,7 +44,6 @@ use bytes::Bytes;
 use ferrofaas_types::names::DEFAULT_NAMESPACE;
 use ferrofaas_types::{
     FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, ProviderInfo, Secret,
-    VersionInfo,
 };
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, mpsc};
@@ -559,15 +558,7 @@ fn secret_file_name(r: &TaskSpecContainerSpecSecrets) -> Option<&str> {
 #[async_trait]
 impl Provider for SwarmProvider {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "ferrofaas-swarm".into(),
-            orchestration: "swarm".into(),
-            version: VersionInfo {
-                commit_message: String::new(),
-                sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
-                release: env!("CARGO_PKG_VERSION").into(),
-            },
-        }
+        crate::provider_info("ferrofaas-swarm", "swarm")
     }
 
     fn routes(&self) -> &Routes {
@@ -649,12 +640,7 @@ impl Provider for SwarmProvider {
     }
 
     async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<()> {
-        if replicas > ferrofaas_types::function::MAX_REPLICAS {
-            return Err(ProviderError::invalid(
-                "replicas",
-                format!("at most {} replicas", ferrofaas_types::function::MAX_REPLICAS),
-            ));
-        }
+        crate::check_replicas(replicas)?;
         self.update_service(function, |current| {
             if current.replicas == replicas {
                 return Ok(None);
