@@ -94,6 +94,14 @@ fn token(id: &str) -> String {
     id.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+fn status_subject(id: &str) -> String {
+    format!("ferrofaas.status.{}", token(id))
+}
+
+fn dead_subject(id: &str) -> String {
+    format!("ferrofaas.dead.{}", token(id))
+}
+
 fn key_of(entry: &Entry) -> String {
     format!("{}.{}", entry.call.function, entry.call.namespace)
 }
@@ -257,7 +265,7 @@ impl JetStreamQueue {
 
     async fn put_status(&self, status: &CallStatus) -> Result<()> {
         let bytes = serde_json::to_vec(status).map_err(|e| err("encoding a status")(&e))?;
-        self.put(format!("ferrofaas.status.{}", token(&status.call_id)), bytes).await
+        self.put(status_subject(&status.call_id), bytes).await
     }
 
     async fn put(&self, subject: String, bytes: Vec<u8>) -> Result<()> {
@@ -275,8 +283,13 @@ impl JetStreamQueue {
         }
     }
 
+    async fn remove_dead_letter(&self, id: &str) -> Result<()> {
+        self.dead.purge().filter(dead_subject(id)).await.map_err(|e| err("removing a dead letter")(&e))?;
+        Ok(())
+    }
+
     async fn dead_letter_of(&self, id: &str) -> Result<Option<DeadLetter>> {
-        let bytes = Self::last(&self.dead, format!("ferrofaas.dead.{}", token(id))).await?;
+        let bytes = Self::last(&self.dead, dead_subject(id)).await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
@@ -355,7 +368,7 @@ impl Queue for JetStreamQueue {
         let Some(mut held) = self.release(id) else { return Err(QueueError::NotFound(id.to_owned())) };
         held.entry.progress.attempts = letter.attempts;
         let bytes = serde_json::to_vec(&letter).map_err(|e| err("encoding a dead letter")(&e))?;
-        self.put(format!("ferrofaas.dead.{}", token(id)), bytes).await?;
+        self.put(dead_subject(id), bytes).await?;
         let status = Self::status_of(
             &held.entry,
             "dead-lettered",
@@ -375,7 +388,7 @@ impl Queue for JetStreamQueue {
             let state = if p.result.is_some() { "callback" } else { "running" };
             return Ok(Some(Self::status_of(&h.entry, state, p.result.as_ref().map(|r| r.status), None)));
         }
-        let bytes = Self::last(&self.status, format!("ferrofaas.status.{}", token(id))).await?;
+        let bytes = Self::last(&self.status, status_subject(id)).await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
@@ -409,24 +422,14 @@ impl Queue for JetStreamQueue {
         let entry = Entry::new(letter.call);
         self.publish(&entry).await?;
         self.put_status(&Self::status_of(&entry, "queued", None, None)).await?;
-        self.dead
-            .purge()
-            .filter(format!("ferrofaas.dead.{}", token(id)))
-            .await
-            .map_err(|e| err("removing a dead letter")(&e))?;
-        Ok(())
+        self.remove_dead_letter(id).await
     }
 
     async fn delete_dead_letter(&self, id: &str) -> Result<()> {
         if self.dead_letter_of(id).await?.is_none() {
             return Err(QueueError::NotFound(id.to_owned()));
         }
-        self.dead
-            .purge()
-            .filter(format!("ferrofaas.dead.{}", token(id)))
-            .await
-            .map_err(|e| err("removing a dead letter")(&e))?;
-        Ok(())
+        self.remove_dead_letter(id).await
     }
 
     async fn stats(&self) -> QueueStats {
