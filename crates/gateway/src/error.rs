@@ -1,5 +1,7 @@
 //! Errors become JSON responses here, once: `{"message": "..."}` with the
-//! status. Internal details go to the log, not to clients.
+//! status, and `"field"` when one field of the request was invalid (the UI
+//! shows the message beside it). Internal details go to the log, not to
+//! clients.
 
 use ferrofaas_provider::ProviderError;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -11,11 +13,23 @@ use crate::body::Body;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// The request's field at fault (`service`, `image`, `labels`, …).
+    pub field: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), field: None }
+    }
+
+    /// 400 for one invalid field; the message names it too (`field: ...`),
+    /// as clients that only read the message expect.
+    pub fn invalid(field: &str, message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("{field}: {message}"),
+            field: Some(field.to_owned()),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -27,7 +41,13 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        json_error(self.status, &self.message)
+        match self.field {
+            None => json_error(self.status, &self.message),
+            Some(field) => json_response(
+                self.status,
+                serde_json::json!({ "message": self.message, "field": field }).to_string(),
+            ),
+        }
     }
 }
 
@@ -36,9 +56,7 @@ impl From<ProviderError> for ApiError {
         match e {
             ProviderError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             ProviderError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-            ProviderError::Invalid { field, message } => {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("{field}: {message}"))
-            }
+            ProviderError::Invalid { field, message } => ApiError::invalid(&field, &message),
             ProviderError::Unsupported(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
             ProviderError::Internal(m) => {
                 tracing::error!(error = %m, "provider failed");
@@ -53,7 +71,10 @@ impl From<ProviderError> for ApiError {
 
 /// A JSON error response.
 pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "message": message }).to_string();
+    json_response(status, serde_json::json!({ "message": message }).to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

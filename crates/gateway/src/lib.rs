@@ -15,6 +15,7 @@ pub mod body;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod history;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -21,13 +21,20 @@ use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, json_error};
+use crate::history::History;
 use crate::proxy::Invoker;
 use ferrofaas_queue::Queue;
+
+/// The chart's resolution and span: a point every 2 s, 10 minutes of them.
+const HISTORY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const HISTORY_POINTS: usize = 300;
 
 pub struct Gateway {
     pub provider: Arc<dyn Provider>,
     pub config: GatewayConfig,
     pub autoscaler: Arc<Autoscaler>,
+    /// The last minutes of each function's traffic (the UI's chart).
+    pub history: Arc<History>,
     /// Where asynchronous calls are stored; `None`: `/async-function/` is off.
     pub queue: Option<Arc<dyn Queue>>,
     pub(crate) invoker: Invoker,
@@ -40,6 +47,7 @@ impl Gateway {
         Gateway {
             invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
             autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
+            history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
             queue: None,
             provider,
             config,
@@ -78,8 +86,13 @@ impl Gateway {
                     StatusCode::UNAUTHORIZED,
                     "authentication required: use the gateway's admin credentials (basic auth)",
                 );
-                resp.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ferrofaas\""));
+                // Browsers answer a Basic challenge with their own password
+                // prompt, even to a script's request: the UI's requests say
+                // they come from a script, and get no challenge.
+                if !req.headers().contains_key("x-requested-with") {
+                    resp.headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ferrofaas\""));
+                }
                 return resp;
             }
             return match self.system(req).await {
@@ -158,6 +171,12 @@ impl Gateway {
                         _ => Ok(method_not_allowed("GET")),
                     };
                 }
+                if let Some(name) = p.strip_prefix("/system/function-history/").filter(|n| !n.contains('/')) {
+                    return match method {
+                        Method::GET => api::functions::history(self, name, &query).await,
+                        _ => Ok(method_not_allowed("GET")),
+                    };
+                }
                 if let Some(rest) = p.strip_prefix("/system/async/") {
                     return api::asynchronous::route(self, &method, rest).await;
                 }
@@ -200,6 +219,7 @@ pub async fn run(
     tokio::spawn(
         Arc::clone(&gateway.autoscaler).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()),
     );
+    tokio::spawn(Arc::clone(&gateway.history).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()));
     if let Some(queue) = &gateway.queue {
         let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
         tokio::spawn(dispatcher.run(gateway.shutdown.clone()));

@@ -43,6 +43,14 @@ pub async fn list(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiErro
     Ok(json(StatusCode::OK, &functions))
 }
 
+/// `GET /system/function-history/{name}`: the points behind the UI's
+/// chart (see [`crate::history`]); none yet for a function just deployed.
+pub async fn history(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Body>, ApiError> {
+    let f = function_ref(name, query)?;
+    gw.provider.status(&f).await?;
+    Ok(json(StatusCode::OK, &gw.history.get(&f)))
+}
+
 pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Body>, ApiError> {
     let f = function_ref(name, query)?;
     let status = gw.provider.status(&f).await?;
@@ -53,7 +61,7 @@ pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Bod
 /// falls back to POST). Both answer 202: replicas start in the background.
 pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Result<Response<Body>, ApiError> {
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
-    spec.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    spec.validate().map_err(|e| ApiError::invalid(&e.field, &e.message))?;
     let (function, labels, annotations) = (
         FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() },
         spec.labels.clone(),

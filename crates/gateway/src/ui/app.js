@@ -1,106 +1,658 @@
-// The ferrofaas UI: the gateway's own API (/system/*, with the admin
-// credentials) and /function/*; no other requests.
+// The ferrofaas UI: one page, views chosen by the URL's hash
+// (#/functions, #/function/NAME, #/deploy[/NAME], #/secrets). It calls the
+// gateway's own API (/system/* with the admin credentials, /function/*
+// without them) and nothing else.
 "use strict";
-const $ = (id) => document.getElementById(id);
-let auth = sessionStorage.getItem("ferrofaas-auth");
-let selected = null;
-let timer = null;
 
-function show(view) {
-  for (const v of ["signin-view", "functions-view", "invoke-view"]) $(v).hidden = true;
-  for (const v of view) $(v).hidden = false;
-  $("signout").hidden = !auth;
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+const VIEWS = ["signin", "functions", "function", "deploy", "secrets"];
+const REFRESH_MS = 2000;
+const MAX_LOG_LINES = 2000;
+
+let auth = sessionStorage.getItem("ferrofaas-auth");
+let timers = [];
+let logs = null; // the AbortController of the open log stream
+let editing = null; // the function the deploy form updates, if any
+let secretEditing = null; // the secret the secret form updates, if any
+
+// ---- plumbing ----------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
 }
 
+/** A call to /system/*; signs out on 401. */
 async function api(path, options = {}) {
-  const headers = Object.assign({ Authorization: auth }, options.headers || {});
+  const headers = Object.assign({ Authorization: auth, "X-Requested-With": "ferrofaas-ui" }, options.headers || {});
   const resp = await fetch(path, Object.assign({}, options, { headers }));
-  if (resp.status === 401) { signOut(); throw new Error("signed out"); }
+  if (resp.status === 401) {
+    signOut("Your session ended: sign in again.");
+    throw new Error("signed out");
+  }
   return resp;
 }
 
-function signOut() {
-  auth = null;
-  sessionStorage.removeItem("ferrofaas-auth");
-  clearInterval(timer);
-  show(["signin-view"]);
+/** JSON in, and the answer's JSON (or its error) out. */
+async function apiJSON(method, path, body) {
+  const options = { method };
+  if (body !== undefined) {
+    options.body = JSON.stringify(body);
+    options.headers = { "Content-Type": "application/json" };
+  }
+  const resp = await api(path, options);
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  const error = resp.ok ? null : {
+    message: (data && data.message) || `the gateway answered ${resp.status}`,
+    field: data && data.field,
+  };
+  return { ok: resp.ok, status: resp.status, data, error };
 }
 
-async function refresh() {
-  try {
-    const resp = await api("/system/functions");
-    const functions = await resp.json();
-    $("list-error").textContent = "";
-    const body = $("functions");
-    body.replaceChildren();
-    for (const f of functions.sort((a, b) => a.name.localeCompare(b.name))) {
-      const row = document.createElement("tr");
-      const name = document.createElement("td");
-      const link = document.createElement("a");
-      link.href = "#" + encodeURIComponent(f.name);
-      link.textContent = f.name;
-      link.addEventListener("click", (e) => { e.preventDefault(); choose(f.name); });
-      name.append(link);
-      const cells = [f.image, `${f.availableReplicas}/${f.replicas}`, String(f.invocationCount)];
-      row.append(name, ...cells.map((text) => { const td = document.createElement("td"); td.textContent = text; return td; }));
-      body.append(row);
-    }
-    $("empty").hidden = functions.length > 0;
-  } catch (e) {
-    if (auth) $("list-error").textContent = "Could not list functions: " + e.message;
+function every(ms, fn) {
+  fn();
+  timers.push(setInterval(fn, ms));
+}
+
+function stopView() {
+  for (const t of timers) clearInterval(t);
+  timers = [];
+  if (logs) logs.abort();
+  logs = null;
+}
+
+function show(view) {
+  for (const v of VIEWS) $(v + "-view").hidden = v !== view;
+  $("nav").hidden = !auth;
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.view === view) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const heading = $(view + "-view").querySelector("h2");
+  if (heading) heading.focus({ preventScroll: true });
+}
+
+function signOut(message = "") {
+  auth = null;
+  sessionStorage.removeItem("ferrofaas-auth");
+  stopView();
+  $("signin-error").textContent = message;
+  show("signin");
+}
+
+function route() {
+  stopView();
+  if (!auth) return show("signin");
+  const [view, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  const arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
+  if (view === "function" && arg) return openFunction(arg);
+  if (view === "deploy") return openDeploy(arg);
+  if (view === "secrets") return openSecrets();
+  return openFunctions();
+}
+
+/** `key=value` lines into an object; the first bad line is an error. */
+function parsePairs(text, sep, what) {
+  const out = {};
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line || line.startsWith("#")) continue;
+    const at = line.indexOf(sep);
+    if (at <= 0) throw new Error(`line ${i + 1}: expected ${what}`);
+    out[line.slice(0, at).trim()] = line.slice(at + sep.length).trim();
+  }
+  return out;
+}
+
+function pairsText(obj, sep) {
+  return Object.entries(obj || {}).map(([k, v]) => `${k}${sep}${v}`).join("\n");
+}
+
+function fieldError(id, message) {
+  const p = $(id);
+  p.textContent = message || "";
+  const input = document.querySelector(`[aria-describedby~="${id}"]`);
+  if (input) {
+    if (message) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
   }
 }
 
-function choose(name) {
-  selected = name;
-  $("invoke-name").textContent = name;
-  $("result").textContent = "";
-  show(["functions-view", "invoke-view"]);
+/** Asks in a modal dialog; resolves true when the user confirms. */
+function confirmAction(text, action) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = action;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
 }
 
-function start() {
-  show(["functions-view"]);
-  refresh();
-  clearInterval(timer);
-  timer = setInterval(refresh, 2000);
+function shellQuote(s) {
+  return /^[A-Za-z0-9_\/.:=@%+,-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'";
 }
+
+// ---- sign in -------------------------------------------------------------
 
 $("signin").addEventListener("submit", async (e) => {
   e.preventDefault();
   const form = new FormData(e.target);
   const candidate = "Basic " + btoa(form.get("username") + ":" + form.get("password"));
-  const resp = await fetch("/system/functions", { headers: { Authorization: candidate } });
-  if (resp.ok) {
-    auth = candidate;
-    sessionStorage.setItem("ferrofaas-auth", auth);
-    $("signin-error").textContent = "";
-    start();
-  } else {
-    $("signin-error").textContent = resp.status === 401 ? "Wrong username or password." : `The gateway answered ${resp.status}.`;
+  try {
+    const resp = await fetch("/system/info", {
+      headers: { Authorization: candidate, "X-Requested-With": "ferrofaas-ui" },
+    });
+    if (!resp.ok) {
+      $("signin-error").textContent =
+        resp.status === 401 ? "Wrong username or password." : `The gateway answered ${resp.status}.`;
+      return;
+    }
+  } catch (err) {
+    $("signin-error").textContent = "The gateway cannot be reached: " + err.message;
+    return;
   }
+  auth = candidate;
+  sessionStorage.setItem("ferrofaas-auth", auth);
+  $("signin-error").textContent = "";
+  e.target.reset();
+  route();
 });
 
-$("signout").addEventListener("click", signOut);
+$("signout").addEventListener("click", () => {
+  signOut();
+  history.replaceState(null, "", "#/functions");
+});
+
+// ---- functions list ----------------------------------------------------
+
+function openFunctions() {
+  show("functions");
+  every(REFRESH_MS, refreshFunctions);
+}
+
+async function refreshFunctions() {
+  try {
+    const { ok, data, error } = await apiJSON("GET", "/system/functions");
+    if (!ok) throw new Error(error.message);
+    $("list-error").textContent = "";
+    const rows = data.sort((a, b) => a.name.localeCompare(b.name)).map((f) => el("tr", { "data-function": f.name },
+      el("td", {}, el("a", { href: "#/function/" + enc(f.name), text: f.name })),
+      el("td", { class: "wide", text: f.image }),
+      el("td", { class: "replicas", text: `${f.availableReplicas}/${f.replicas}` }),
+      el("td", { class: "invocations", text: String(f.invocationCount) })));
+    $("functions").replaceChildren(...rows);
+    $("empty").hidden = data.length > 0;
+  } catch (err) {
+    if (auth) $("list-error").textContent = "Could not list the functions: " + err.message;
+  }
+}
+
+// ---- one function -------------------------------------------------------
+
+let current = null; // the function page's function name
+
+function openFunction(name) {
+  current = name;
+  show("function");
+  $("fn-title").textContent = name;
+  $("fn-edit").href = "#/deploy/" + enc(name);
+  $("fn-error").textContent = "";
+  $("scale-status").textContent = "";
+  $("invoke-result").hidden = true;
+  $("logs").textContent = "";
+  $("charts").replaceChildren();
+  $("scale-replicas").value = "";
+  updateCommands();
+  every(REFRESH_MS, refreshFunction);
+  every(REFRESH_MS, refreshCharts);
+  startLogs();
+}
+
+async function refreshFunction() {
+  const name = current;
+  try {
+    const { ok, status, data, error } = await apiJSON("GET", "/system/function/" + enc(name));
+    if (name !== current) return;
+    if (!ok) {
+      $("fn-error").textContent = status === 404 ? `${name} does not exist (any more).` : error.message;
+      return;
+    }
+    $("fn-error").textContent = "";
+    $("fn-image").textContent = data.image;
+    $("fn-replicas").textContent = `${data.availableReplicas}/${data.replicas}`;
+    $("fn-invocations").textContent = String(data.invocationCount);
+    $("fn-secrets").textContent = (data.secrets || []).join(", ") || "none";
+    $("fn-labels").textContent = pairsText(data.labels, "=").replace(/\n/g, ", ") || "none";
+    if ($("scale-replicas").value === "") $("scale-replicas").value = String(data.replicas);
+  } catch (err) {
+    if (auth) $("fn-error").textContent = "Could not read the function: " + err.message;
+  }
+}
+
+$("scale").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const replicas = Number($("scale-replicas").value);
+  if (!Number.isInteger(replicas) || replicas < 0) {
+    $("scale-status").textContent = "A whole number of replicas, 0 or more.";
+    return;
+  }
+  $("scale-status").textContent = `Scaling to ${replicas}…`;
+  const { ok, error } = await apiJSON("POST", "/system/scale-function/" + enc(current),
+    { serviceName: current, replicas });
+  $("scale-status").textContent = ok ? `Asked for ${replicas} replica${replicas === 1 ? "" : "s"}.` : error.message;
+  refreshFunction();
+});
+
+$("fn-delete").addEventListener("click", async () => {
+  const name = current;
+  if (!await confirmAction(`Delete ${name}? Its replicas stop and its invocations fail from now on.`, "Delete")) return;
+  const { ok, error } = await apiJSON("DELETE", "/system/functions", { functionName: name });
+  if (ok) location.hash = "#/functions";
+  else $("fn-error").textContent = `Could not delete ${name}: ${error.message}`;
+});
+
+// Invoke -------------------------------------------------------------------
+
+function invokeRequest() {
+  const form = new FormData($("invoke"));
+  let path = String(form.get("path") || "/").trim();
+  if (!path.startsWith("/")) path = "/" + path;
+  const method = String(form.get("method"));
+  const headers = parsePairs(String(form.get("headers")), ":", "Name: value");
+  const body = method === "GET" ? "" : String(form.get("body"));
+  return { method, path, headers, body };
+}
 
 $("invoke").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const form = new FormData(e.target);
-  const method = form.get("method");
-  let path = String(form.get("path") || "/");
-  if (!path.startsWith("/")) path = "/" + path;
+  let req;
+  try { req = invokeRequest(); fieldError("invoke-headers-error", ""); } catch (err) {
+    fieldError("invoke-headers-error", err.message);
+    return;
+  }
   const started = performance.now();
   try {
-    const resp = await fetch(`/function/${encodeURIComponent(selected)}${path}`, {
-      method,
-      body: method === "GET" ? undefined : form.get("body"),
+    // No Authorization header: functions never see the admin credentials.
+    const resp = await fetch(`/function/${enc(current)}${req.path}`, {
+      method: req.method,
+      headers: req.headers,
+      body: req.method === "GET" ? undefined : req.body,
     });
     const text = await resp.text();
-    const ms = (performance.now() - started).toFixed(1);
-    const headers = [...resp.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
-    $("result").textContent = `${resp.status} ${resp.statusText} (${ms} ms)\n${headers}\n\n${text}`;
+    $("invoke-status").textContent = `${resp.status} ${resp.statusText}`;
+    $("invoke-status").className = resp.ok ? "ok" : "error";
+    $("invoke-duration").textContent = `${(performance.now() - started).toFixed(1)} ms`;
+    $("invoke-headers").textContent = [...resp.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
+    $("invoke-body").textContent = text;
   } catch (err) {
-    $("result").textContent = "The request failed: " + err.message;
+    $("invoke-status").textContent = "The request failed: " + err.message;
+    $("invoke-status").className = "error";
+    $("invoke-duration").textContent = "-";
+    $("invoke-headers").textContent = "";
+    $("invoke-body").textContent = "";
+  }
+  $("invoke-result").hidden = false;
+  refreshFunction();
+});
+
+function updateCommands() {
+  let req;
+  try { req = invokeRequest(); fieldError("invoke-headers-error", ""); } catch (err) {
+    fieldError("invoke-headers-error", err.message);
+    return;
+  }
+  const url = `${location.origin}/function/${enc(current)}${req.path}`;
+  const curl = ["curl", "-i", "-X", req.method, shellQuote(url)];
+  const faas = ["faas", "invoke", shellQuote(current), "--gateway", shellQuote(location.origin)];
+  if (req.method !== "POST") faas.push("--method", req.method);
+  for (const [k, v] of Object.entries(req.headers)) {
+    curl.push("-H", shellQuote(`${k}: ${v}`));
+    faas.push("-H", shellQuote(`${k}: ${v}`));
+  }
+  const [pathOnly, query] = req.path.split("?");
+  for (const pair of (query || "").split("&").filter(Boolean)) faas.push("--query", shellQuote(decodeURIComponent(pair)));
+  if (req.body) curl.push("--data-binary", shellQuote(req.body));
+  $("cmd-curl").textContent = curl.join(" ");
+  let faasLine = (req.body ? `printf %s ${shellQuote(req.body)} | ` : "") + faas.join(" ") + (req.body ? "" : " < /dev/null");
+  if (pathOnly !== "/") faasLine = `# faas invoke calls the function's root path; curl reaches ${pathOnly}\n` + faasLine;
+  $("cmd-faas").textContent = faasLine;
+}
+
+$("invoke").addEventListener("input", updateCommands);
+
+for (const button of document.querySelectorAll("button.copy")) {
+  button.addEventListener("click", async () => {
+    const text = $(button.dataset.copy).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      // No clipboard API (plain http on another host): select it instead.
+      const range = document.createRange();
+      range.selectNodeContents($(button.dataset.copy));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      document.execCommand("copy");
+    }
+    $("copy-status").textContent = "Copied.";
+    setTimeout(() => { $("copy-status").textContent = ""; }, 2000);
+  });
+}
+
+// Logs ---------------------------------------------------------------------
+
+function appendLog(line) {
+  const box = $("logs");
+  const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+  box.append(line + "\n");
+  while (box.childNodes.length > MAX_LOG_LINES) box.firstChild.remove();
+  if (atEnd) box.scrollTop = box.scrollHeight;
+}
+
+async function startLogs() {
+  if (logs) logs.abort();
+  const controller = new AbortController();
+  logs = controller;
+  $("logs").textContent = "";
+  const follow = $("logs-follow").checked;
+  try {
+    const resp = await api(`/system/logs?name=${enc(current)}&tail=200&follow=${follow}`, { signal: controller.signal });
+    if (!resp.ok) {
+      const data = await resp.json().catch(() => ({}));
+      appendLog(`(no logs: ${data.message || resp.status})`);
+      return;
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      const lines = buffered.split("\n");
+      buffered = lines.pop();
+      for (const line of lines.filter(Boolean)) {
+        try {
+          const l = JSON.parse(line);
+          appendLog(`${(l.timestamp || "").slice(11, 23)} ${l.instance || ""} ${l.text}`);
+        } catch {
+          appendLog(line);
+        }
+      }
+    }
+    if (!follow) appendLog("(end of the logs; tick Follow to keep reading)");
+  } catch (err) {
+    if (err.name !== "AbortError" && auth) appendLog("(the log stream stopped: " + err.message + ")");
+  }
+}
+
+$("logs-follow").addEventListener("change", startLogs);
+$("logs-clear").addEventListener("click", () => { $("logs").textContent = ""; });
+
+// Charts -------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const MIN_SPAN_MS = 60 * 1000;
+const MAX_SPAN_MS = 10 * 60 * 1000;
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+/** A small line chart of the last `span` ms: `series` of {label, cls, points: [[time, value|null]]}. */
+function chart(title, series, format, now, span) {
+  const w = 300, h = 90, top = 4, bottom = h - 4;
+  const values = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v !== null));
+  const highest = Math.max(...values, 0);
+  const max = highest || 1;
+  const box = svg("svg", { viewBox: `0 0 ${w} ${h}`, role: "img", preserveAspectRatio: "none" });
+  box.append(svg("line", { x1: 0, y1: bottom, x2: w, y2: bottom, class: "axis" }));
+  const latest = [];
+  for (const s of series) {
+    let d = "";
+    let pen = "M";
+    for (const [t, v] of s.points) {
+      if (v === null) { pen = "M"; continue; }
+      const x = Math.max(0, w - ((now - t) / span) * w);
+      const y = bottom - (v / max) * (bottom - top);
+      d += `${pen}${x.toFixed(1)},${y.toFixed(1)} `;
+      pen = "L";
+    }
+    // A lone point would be an invisible path: a dot then.
+    if (d) box.append(svg("path", { d: d.includes("L") ? d : d + "l0.1,0", class: "line " + s.cls }));
+    const last = s.points.length ? s.points[s.points.length - 1][1] : null;
+    latest.push((s.label ? s.label + " " : "") + (last === null ? "–" : format(last)));
+  }
+  box.setAttribute("aria-label", `${title}, latest: ${latest.join(", ")}`);
+  const caption = el("figcaption", {}, el("span", { text: title }), el("strong", { text: latest.join(" · ") }));
+  const minutes = Math.round(span / 60000);
+  const scale = el("div", { class: "scale", text: `0 – ${format(max)} · last ${minutes} min` });
+  return el("figure", { class: "chart", "data-chart": title, "data-max": String(highest) }, caption, box, scale);
+}
+
+async function refreshCharts() {
+  const name = current;
+  try {
+    const { ok, data } = await apiJSON("GET", "/system/function-history/" + enc(name));
+    if (!ok || name !== current) return;
+    const now = Date.now();
+    // From the first point (a new function's chart is not a sliver), up to
+    // the ten minutes the gateway keeps.
+    const first = data.points.length ? data.points[0].time : now;
+    const span = Math.min(MAX_SPAN_MS, Math.max(MIN_SPAN_MS, now - first + data.intervalSeconds * 1000));
+    const at = (f) => data.points.map((p) => [p.time, f(p)]);
+    const ms = (v) => (v * 1000).toFixed(v < 0.01 ? 2 : 0) + " ms";
+    $("charts").replaceChildren(
+      chart("Requests/s", [{ label: "", cls: "rps", points: at((p) => p.rps) }], (v) => v.toFixed(v < 10 ? 1 : 0), now, span),
+      chart("Errors (5xx)", [{ label: "", cls: "errors", points: at((p) => p.errorRatio * 100) }], (v) => v.toFixed(0) + "%", now, span),
+      chart("Latency", [
+        { label: "p50", cls: "p50", points: at((p) => p.p50) },
+        { label: "p99", cls: "p99", points: at((p) => p.p99) },
+      ], ms, now, span),
+      chart("Ready replicas", [{ label: "", cls: "ready", points: at((p) => p.ready) }], (v) => v.toFixed(0), now, span),
+    );
+  } catch {
+    // The next refresh tries again; the function page shows API errors.
+  }
+}
+
+// ---- deploy ------------------------------------------------------------
+
+const DEPLOY_FIELDS = ["service", "image", "envVars", "labels", "annotations", "secrets"];
+
+async function openDeploy(name) {
+  show("deploy");
+  editing = null;
+  const form = $("deploy");
+  form.reset();
+  for (const f of DEPLOY_FIELDS) fieldError("error-" + f, "");
+  $("deploy-error").textContent = "";
+  $("deploy-service").readOnly = false;
+  $("deploy-title").textContent = "Deploy a function";
+  $("deploy-submit").textContent = "Deploy";
+  let chosen = [];
+  if (name) {
+    const { ok, data, error } = await apiJSON("GET", "/system/function/" + enc(name));
+    if (!ok) {
+      $("deploy-error").textContent = error.message;
+      return;
+    }
+    editing = data;
+    $("deploy-title").textContent = `Update ${name}`;
+    $("deploy-submit").textContent = "Update";
+    $("deploy-service").value = data.name;
+    $("deploy-service").readOnly = true;
+    $("deploy-image").value = data.image;
+    $("deploy-envVars").value = pairsText(data.envVars, "=");
+    $("deploy-labels").value = pairsText(data.labels, "=");
+    $("deploy-annotations").value = pairsText(data.annotations, "=");
+    chosen = data.secrets || [];
+  }
+  loadChoices(chosen);
+}
+
+async function loadChoices(chosen) {
+  const [bundles, functions, secrets] = await Promise.all([
+    apiJSON("GET", "/system/bundles"), // 501 where the provider runs images, not bundles
+    apiJSON("GET", "/system/functions"),
+    apiJSON("GET", "/system/secrets"),
+  ]);
+  const images = new Set();
+  if (bundles.ok) for (const b of bundles.data) images.add(b.image);
+  if (functions.ok) for (const f of functions.data) images.add(f.image);
+  $("images").replaceChildren(...[...images].sort().map((i) => el("option", { value: i })));
+  const names = secrets.ok ? secrets.data.map((s) => s.name).sort() : [];
+  $("secret-choices").replaceChildren(...names.map((n) => {
+    const box = el("input", { type: "checkbox", name: "secrets", value: n });
+    box.checked = chosen.includes(n);
+    return el("label", { class: "check" }, box, " " + n);
+  }));
+  $("no-secrets").hidden = names.length > 0;
+}
+
+$("deploy").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  for (const f of DEPLOY_FIELDS) fieldError("error-" + f, "");
+  $("deploy-error").textContent = "";
+  const form = new FormData(e.target);
+  const errors = {};
+  const service = String(form.get("service")).trim();
+  if (!service) errors.service = "A name is required.";
+  else if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || service.length > 63)
+    errors.service = "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
+  const image = String(form.get("image")).trim();
+  if (!image) errors.image = "An image or bundle is required.";
+  const maps = {};
+  for (const [field, what] of [["envVars", "NAME=value"], ["labels", "key=value"], ["annotations", "key=value"]]) {
+    try { maps[field] = parsePairs(String(form.get(field)), "=", what); } catch (err) { errors[field] = err.message; }
+  }
+  if (Object.keys(errors).length) return showDeployErrors(errors);
+  const spec = Object.assign(editing ? {
+    // An update keeps what the form does not show.
+    namespace: editing.namespace,
+    envProcess: editing.envProcess,
+    constraints: editing.constraints,
+    limits: editing.limits,
+    requests: editing.requests,
+    readOnlyRootFilesystem: editing.readOnlyRootFilesystem,
+  } : {}, { service, image, ...maps, secrets: form.getAll("secrets").map(String) });
+  $("deploy-submit").disabled = true;
+  try {
+    const { ok, status, error } = await apiJSON(editing ? "PUT" : "POST", "/system/functions", spec);
+    if (ok) {
+      location.hash = "#/function/" + enc(service);
+      return;
+    }
+    const field = error.field && error.field.split(".")[0];
+    if (field && DEPLOY_FIELDS.includes(field)) showDeployErrors({ [field]: error.message });
+    else if (status === 409) showDeployErrors({ service: error.message });
+    else $("deploy-error").textContent = error.message;
+  } finally {
+    $("deploy-submit").disabled = false;
   }
 });
 
-if (auth) start(); else show(["signin-view"]);
+function showDeployErrors(errors) {
+  let first = null;
+  for (const [field, message] of Object.entries(errors)) {
+    fieldError("error-" + field, message);
+    first = first || (field === "secrets" ? document.querySelector("#deploy-secrets input") : $("deploy-" + field));
+  }
+  if (first) first.focus();
+}
+
+// ---- secrets -----------------------------------------------------------
+
+function openSecrets() {
+  show("secrets");
+  resetSecretForm();
+  $("secret-status").textContent = "";
+  refreshSecrets();
+}
+
+async function refreshSecrets() {
+  const { ok, data, error } = await apiJSON("GET", "/system/secrets");
+  if (!ok) {
+    $("secrets-error").textContent = "Could not list the secrets: " + error.message;
+    return;
+  }
+  $("secrets-error").textContent = "";
+  const rows = data.map((s) => s.name).sort().map((name) => {
+    const update = el("button", { type: "button", text: "Update", "aria-label": `Update ${name}` });
+    update.addEventListener("click", () => editSecret(name));
+    const remove = el("button", { type: "button", class: "danger", text: "Delete…", "aria-label": `Delete ${name}` });
+    remove.addEventListener("click", () => deleteSecret(name));
+    return el("tr", { "data-secret": name }, el("td", { text: name }), el("td", { class: "actions" }, update, " ", remove));
+  });
+  $("secrets").replaceChildren(...rows);
+  $("no-secret-rows").hidden = rows.length > 0;
+}
+
+function resetSecretForm() {
+  secretEditing = null;
+  $("secret-form").reset();
+  $("secret-name").readOnly = false;
+  $("secret-form-title").textContent = "New secret";
+  $("secret-submit").textContent = "Create";
+  $("secret-cancel").hidden = true;
+  fieldError("error-secret-name", "");
+  fieldError("error-secret-value", "");
+}
+
+function editSecret(name) {
+  resetSecretForm();
+  secretEditing = name;
+  $("secret-name").value = name;
+  $("secret-name").readOnly = true;
+  $("secret-form-title").textContent = `New value for ${name}`;
+  $("secret-submit").textContent = "Update";
+  $("secret-cancel").hidden = false;
+  $("secret-value").focus();
+}
+
+async function deleteSecret(name) {
+  if (!await confirmAction(`Delete the secret ${name}? Functions that use it must be updated first.`, "Delete")) return;
+  const { ok, error } = await apiJSON("DELETE", "/system/secrets", { name });
+  $("secret-status").textContent = ok ? `Deleted ${name}.` : `Could not delete ${name}: ${error.message}`;
+  refreshSecrets();
+}
+
+$("secret-cancel").addEventListener("click", resetSecretForm);
+
+$("secret-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  fieldError("error-secret-name", "");
+  fieldError("error-secret-value", "");
+  $("secret-status").textContent = "";
+  const name = $("secret-name").value.trim();
+  const value = $("secret-value").value;
+  if (!name) return fieldError("error-secret-name", "A name is required."), $("secret-name").focus();
+  if (!value) return fieldError("error-secret-value", "A value is required."), $("secret-value").focus();
+  const updating = secretEditing !== null;
+  const { ok, status, error } = await apiJSON(updating ? "PUT" : "POST", "/system/secrets", { name, value });
+  if (ok) {
+    resetSecretForm();
+    $("secret-status").textContent = updating ? `Updated ${name}.` : `Created ${name}.`;
+    refreshSecrets();
+    return;
+  }
+  if (error.field === "value") fieldError("error-secret-value", error.message);
+  else if (error.field === "name" || status === 409 || status === 404) fieldError("error-secret-name", error.message);
+  else $("secret-status").textContent = error.message;
+});
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,431 @@
+//! The web UI in a real headless Chromium, driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`) against `faas serve`: sign
+//! in, secrets, deploy through the form (with its errors), invoke, the
+//! invocation count, the chart, logs that follow, the copyable commands
+//! (run), scale, delete; then phone-sized, keyboard and no-external-request
+//! checks. Skipped without Chromium unless FERROFAAS_REQUIRE_CHROMIUM=1.
+//! A screenshot of the function page lands in `target/tmp/ui/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// WebDriver's key for element references.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn available() -> bool {
+    let found = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !found && std::env::var_os("FERROFAAS_REQUIRE_CHROMIUM").is_some() {
+        panic!("FERROFAAS_REQUIRE_CHROMIUM is set but {CHROMIUM} or {CHROMEDRIVER} is missing");
+    }
+    if !found {
+        eprintln!("skipped: no {CHROMIUM} / {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+    }
+    found
+}
+
+/// A chromedriver and one browser session; both end on drop.
+struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let up = eventually(Duration::from_secs(20), async || {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && call(addr, Method::GET, "/status", &[], "").await.json()["value"]["ready"] == true
+        })
+        .await;
+        assert!(up, "chromedriver did not start");
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        }}});
+        let r =
+            call(addr, Method::POST, "/session", &[("content-type", "application/json")], &caps.to_string())
+                .await;
+        assert_eq!(r.status, StatusCode::OK, "new session: {}", r.body);
+        let session = r.json()["value"]["sessionId"].as_str().unwrap().to_owned();
+        Browser { driver, addr, session, _profile: profile }
+    }
+
+    /// A WebDriver command on the session; its `value`.
+    async fn cmd(&self, method: Method, path: &str, body: Value) -> Value {
+        let body = if method == Method::GET { String::new() } else { body.to_string() };
+        let url = format!("/session/{}{path}", self.session);
+        let r = call(self.addr, method, &url, &[("content-type", "application/json")], &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        r.json()["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(Method::POST, "/url", json!({ "url": url })).await;
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(Method::POST, "/execute/sync", json!({ "script": script, "args": args })).await
+    }
+
+    /// The first element matching `css` that is displayed, waiting for it.
+    async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = self
+                .js(
+                    "const e = document.querySelector(arguments[0]); \
+                     return e && e.getClientRects().length > 0 && !e.closest('[hidden]') ? e : null;",
+                    json!([css]),
+                )
+                .await;
+            if let Some(id) = found.get(ELEMENT).and_then(Value::as_str) {
+                return id.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no visible {css} ({found}); page:\n{}",
+                self.body_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.cmd(Method::POST, &format!("/element/{id}/click"), json!({})).await;
+    }
+
+    /// Clears a field and types `text` into it, key by key.
+    async fn fill(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.cmd(Method::POST, &format!("/element/{id}/clear"), json!({})).await;
+        self.cmd(Method::POST, &format!("/element/{id}/value"), json!({ "text": text })).await;
+    }
+
+    /// Presses keys (WebDriver's codes, e.g. "\u{E007}" Enter) in the focused element.
+    async fn keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| [json!({"type": "keyDown", "value": c}), json!({"type": "keyUp", "value": c})])
+            .collect();
+        self.cmd(
+            Method::POST,
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let v = self
+            .js(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                json!([css]),
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn body_text(&self) -> String {
+        self.js("return document.body.innerText;", json!([])).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the text of `css` satisfies `ok`; returns it.
+    async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.text(css).await;
+            if ok(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css}: {what}; it says {text:?}; page:\n{}",
+                self.body_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.cmd(Method::POST, "/window/rect", json!({ "width": width, "height": height })).await;
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let png = self.cmd(Method::GET, "/screenshot", json!({})).await;
+        let bytes = ferrofaas_types::base64::decode(png.as_str().unwrap()).expect("base64 PNG");
+        assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui")
+}
+
+/// The page fits a phone's width (nothing scrolls sideways).
+async fn fits(b: &Browser, view: &str) {
+    let (scroll, inner) = {
+        let v = b.js("return [document.documentElement.scrollWidth, window.innerWidth];", json!([])).await;
+        (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())
+    };
+    assert!(scroll <= inner, "{view}: {scroll}px wide in a {inner}px window");
+}
+
+/// Every visible control has a name a screen reader can say, and can take
+/// the keyboard's focus.
+async fn labelled(b: &Browser, view: &str) {
+    let unlabelled = b
+        .js(
+            "return [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+               .filter(e => e.getClientRects().length > 0)
+               .filter(e => {
+                 const name = (e.labels && e.labels.length ? e.labels[0].textContent : '')
+                   || e.getAttribute('aria-label') || (e.matches('button, a') ? e.textContent : '');
+                 return !name.trim() || e.tabIndex < 0;
+               })
+               .map(e => e.outerHTML.slice(0, 120));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "{view}: controls without a name or out of the tab order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_in_a_real_browser() {
+    if !available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let bundle = tar(&[
+        ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
+        (
+            "shout.sh",
+            "#!/bin/sh\nbody=$(cat)\necho \"got $body\" >&2\nprintf '%s %s' \"$GREETING\" \"$body\" | tr a-z A-Z\n",
+            0o755,
+        ),
+    ]);
+    assert_eq!(push_bundle(&p, "shout:1.0", bundle).await.status, StatusCode::CREATED);
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("credentials.json")).unwrap()).unwrap();
+    let password = creds["password"].as_str().unwrap();
+    let origin = format!("http://{}", p.addr);
+    let b = Browser::start().await;
+
+    // Sign in: a wrong password is refused, the right one (typed, then
+    // Enter: no mouse) opens the functions list.
+    b.goto(&format!("{origin}/")).await;
+    b.fill("#signin input[name=password]", "wrong").await;
+    b.click("#signin button[type=submit]").await;
+    b.wait_text("#signin-error", "says the password is wrong", |t| t.contains("Wrong username or password"))
+        .await;
+    b.fill("#signin input[name=username]", creds["username"].as_str().unwrap()).await;
+    b.fill("#signin input[name=password]", password).await;
+    b.keys("\u{E007}").await;
+    b.find("#functions-view h2").await;
+    b.find("#empty").await;
+
+    // Secrets: created, listed, its value never shown again, updated.
+    b.click("#nav a[data-view=secrets]").await;
+    b.fill("#secret-name", "Bad Name").await;
+    b.fill("#secret-value", "s3cret-value").await;
+    b.click("#secret-submit").await;
+    b.wait_text("#error-secret-name", "refuses the name", |t| !t.is_empty()).await;
+    b.fill("#secret-name", "api-key").await;
+    b.click("#secret-submit").await;
+    b.wait_text("#secret-status", "confirms", |t| t == "Created api-key.").await;
+    b.find("tr[data-secret=api-key]").await;
+    let page = b.js("return document.documentElement.outerHTML + [...document.querySelectorAll('textarea, input')].map(e => e.value).join();", json!([])).await;
+    assert!(!page.as_str().unwrap().contains("s3cret-value"), "the value is gone from the page");
+    b.click("tr[data-secret=api-key] button:not(.danger)").await;
+    b.fill("#secret-value", "second-value").await;
+    b.click("#secret-submit").await;
+    b.wait_text("#secret-status", "confirms", |t| t == "Updated api-key.").await;
+
+    // Deploy through the form: a bad name is caught beside its field before
+    // any request; a bad scaling label by the gateway, beside the labels.
+    b.click("#nav a[data-view=deploy]").await;
+    b.fill("#deploy-service", "Shout_Fn").await;
+    b.fill("#deploy-image", "shout:1.0").await;
+    b.click("#deploy-submit").await;
+    b.wait_text("#error-service", "refuses the name", |t| t.contains("Lowercase")).await;
+    assert_eq!(
+        b.js("return document.activeElement.id;", json!([])).await,
+        "deploy-service",
+        "focus on the field"
+    );
+    b.fill("#deploy-service", "shout").await;
+    b.fill("#deploy-envVars", "GREETING=hello from").await;
+    b.fill("#deploy-labels", "team=web\ncom.openfaas.scale.min=lots").await;
+    b.click("#deploy-secrets input[value=api-key]").await;
+    b.click("#deploy-submit").await;
+    let err = b.wait_text("#error-labels", "shows the gateway's error", |t| !t.is_empty()).await;
+    assert!(err.contains("com.openfaas.scale.min"), "{err}");
+    assert_eq!(b.text("#error-service").await, "");
+    b.fill("#deploy-labels", "team=web").await;
+    b.click("#deploy-submit").await;
+
+    // The function page: ready, invoked, counted.
+    b.wait_text("#fn-title", "is the function page", |t| t == "shout").await;
+    b.wait_text("#fn-replicas", "one ready replica", |t| t == "1/1").await;
+    assert_eq!(b.text("#fn-secrets").await, "api-key");
+    b.fill("#invoke textarea[name=body]", "hello browser").await;
+    b.click("#invoke button[type=submit]").await;
+    b.wait_text("#invoke-body", "shows the output", |t| t == "HELLO FROM HELLO BROWSER").await;
+    assert!(b.text("#invoke-status").await.starts_with("200"));
+    assert!(b.text("#invoke-headers").await.contains("x-duration-seconds"));
+    b.wait_text("#fn-invocations", "counts the call", |t| t == "1").await;
+    for _ in 0..3 {
+        b.click("#invoke button[type=submit]").await;
+    }
+    b.wait_text("#fn-invocations", "counts every call", |t| t == "4").await;
+
+    // The commands shown run as they are, in a shell.
+    let curl = b.text("#cmd-curl").await;
+    assert!(curl.starts_with(&format!("curl -i -X POST {origin}/function/shout/")), "{curl}");
+    let out = Command::new("sh").arg("-c").arg(&curl).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("HELLO FROM HELLO BROWSER"), "{curl}: {out:?}");
+    let faas = b.text("#cmd-faas").await;
+    let path = format!("{}:{}", Path::new(FAAS).parent().unwrap().display(), std::env::var("PATH").unwrap());
+    let out = Command::new("sh").arg("-c").arg(&faas).env("PATH", path).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM HELLO BROWSER", "{faas}: {out:?}");
+
+    // Load from outside shows in the chart (from the gateway's metrics).
+    for _ in 0..40 {
+        assert_eq!(p.invoke("/function/shout", "x").await.status, StatusCode::OK);
+    }
+    let drawn = eventually(Duration::from_secs(20), async || {
+        let max = b
+            .js("return document.querySelector(\"[data-chart='Requests/s']\")?.dataset.max;", json!([]))
+            .await;
+        max.as_str().and_then(|m| m.parse::<f64>().ok()).is_some_and(|m| m >= 1.0)
+    })
+    .await;
+    assert!(drawn, "the chart shows the traffic: {}", b.body_text().await);
+    b.find("[data-chart='Latency'] path.p99").await;
+    b.find("[data-chart='Ready replicas'] path.ready").await;
+
+    // Logs follow: a new call's line appears without reloading.
+    b.wait_text("#logs", "shows the function's output", |t| t.contains("got hello browser")).await;
+    b.fill("#invoke textarea[name=body]", "live-line").await;
+    b.click("#invoke button[type=submit]").await;
+    b.wait_text("#logs", "follows", |t| t.contains("got live-line")).await;
+
+    // Scale to 2, from the page.
+    b.fill("#scale-replicas", "2").await;
+    b.click("#scale button[type=submit]").await;
+    b.wait_text("#fn-replicas", "two ready replicas", |t| t == "2/2").await;
+
+    // The list agrees.
+    b.click("#nav a[data-view=functions]").await;
+    b.wait_text("tr[data-function=shout] .replicas", "two", |t| t == "2/2").await;
+    let count = b.wait_text("tr[data-function=shout] .invocations", "counted", |t| !t.is_empty()).await;
+    assert!(count.parse::<u64>().unwrap() >= 46, "{count}");
+
+    // A screenshot of the function page, traffic drawn.
+    b.click("tr[data-function=shout] a").await;
+    b.wait_text("#fn-replicas", "two", |t| t == "2/2").await;
+    b.find("[data-chart='Requests/s'] path.rps").await;
+    b.wait_text("#logs", "logs", |t| t.contains("got")).await;
+    b.resize(1280, 2000).await;
+    b.js("window.scrollTo(0, 0);", json!([])).await;
+    b.screenshot(&screenshots().join("function-page.png")).await;
+    labelled(&b, "function page").await;
+
+    // Phone-sized: every view fits a 390 px wide screen.
+    b.resize(390, 844).await;
+    for (hash, view) in [
+        ("#/functions", "functions"),
+        ("#/function/shout", "function"),
+        ("#/deploy", "deploy"),
+        ("#/secrets", "secrets"),
+    ] {
+        b.goto(&format!("{origin}/ui/{hash}")).await;
+        b.find(&format!("#{view}-view h2")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fits(&b, view).await;
+        labelled(&b, view).await;
+    }
+    b.goto(&format!("{origin}/ui/#/function/shout")).await;
+    b.wait_text("#fn-replicas", "loaded", |t| t == "2/2").await;
+    b.screenshot(&screenshots().join("function-page-phone.png")).await;
+    b.resize(1280, 1000).await;
+
+    // Nothing was fetched from anywhere but the gateway.
+    let foreign = b
+        .js(
+            "return performance.getEntriesByType('resource').map(e => e.name)
+               .filter(u => !u.startsWith(location.origin + '/'));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(foreign, json!([]));
+
+    // Delete: Escape cancels the confirmation, the button confirms it.
+    b.click("#fn-delete").await;
+    b.find("#confirm").await;
+    b.keys("\u{E00C}").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.js("return document.getElementById('confirm').open;", json!([])).await, false);
+    assert_eq!(p.api(Method::GET, "/system/function/shout", "").await.status, StatusCode::OK, "still there");
+    b.click("#fn-delete").await;
+    b.click("#confirm-ok").await;
+    b.find("#functions-view h2").await;
+    b.find("#empty").await;
+    assert_eq!(p.api(Method::GET, "/system/function/shout", "").await.status, StatusCode::NOT_FOUND);
+
+    // And the secret, once no function uses it.
+    b.click("#nav a[data-view=secrets]").await;
+    b.click("tr[data-secret=api-key] button.danger").await;
+    b.click("#confirm-ok").await;
+    b.wait_text("#secret-status", "confirms", |t| t == "Deleted api-key.").await;
+    b.find("#no-secret-rows").await;
+    assert_eq!(p.api(Method::GET, "/system/secrets", "").await.body, "[]");
+
+    // Signing out forgets the credentials.
+    b.click("#signout").await;
+    b.find("#signin-view h2").await;
+    assert_eq!(b.js("return sessionStorage.length;", json!([])).await, 0);
+    drop(b);
+    p.stop();
+}
