@@ -29,6 +29,11 @@ async fn system_needs_credentials_functions_do_not() {
         assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
         r.message();
     }
+    // A script's request (the web UI's) is refused without a challenge, so
+    // that browsers do not open their own password prompt over the page.
+    let r = call(p.addr, Method::GET, "/system/info", &[("x-requested-with", "ferrofaas-ui")], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("www-authenticate"), None);
     assert_eq!(call(p.addr, Method::GET, "/healthz", &[], "").await.status, StatusCode::OK);
     assert_eq!(call(p.addr, Method::GET, "/metrics", &[], "").await.status, StatusCode::OK);
     p.wait_ready("wc", 1).await;
@@ -127,6 +132,53 @@ async fn a_bundle_built_elsewhere_is_pushed_then_deployed() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.message().contains("push it first"), "{}", r.body);
+    assert_eq!(r.json()["field"], "image", "the field at fault, for the UI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_fields_are_named_and_traffic_has_a_history() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    for (spec, field) in [
+        (json!({"service": "Bad_Name", "image": image}), "service"),
+        (json!({"service": "wc", "image": " "}), "image"),
+        (json!({"service": "wc", "image": image, "envVars": {"": "y"}}), "envVars"),
+        (
+            json!({"service": "wc", "image": image, "labels": {"com.openfaas.scale.max": "x"}}),
+            "labels.com.openfaas.scale.max",
+        ),
+    ] {
+        let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{spec}");
+        assert_eq!(r.json()["field"], field, "{spec}: {}", r.body);
+        assert!(r.message().starts_with(&format!("{field}: ")), "{}", r.body);
+    }
+    let r = p.api(Method::POST, "/system/secrets", r#"{"name":"Bad Name","value":"v"}"#).await;
+    assert_eq!((r.status, r.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
+
+    let r = p.api(Method::GET, "/system/function-history/wc", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "no such function: {}", r.body);
+    p.deploy(json!({"service": "wc", "image": image}), 1).await;
+    for _ in 0..15 {
+        assert_eq!(p.invoke("/function/wc", "a b c").await.status, StatusCode::OK);
+    }
+    let mut p50 = None;
+    let seen = eventually(Duration::from_secs(10), async || {
+        let h = p.api(Method::GET, "/system/function-history/wc", "").await.json();
+        assert_eq!(h["intervalSeconds"], 2.0);
+        let points = h["points"].as_array().unwrap();
+        // Rates times the interval: every call counted once.
+        let calls: f64 = points.iter().map(|pt| pt["rps"].as_f64().unwrap() * 2.0).sum();
+        for pt in points.iter().filter(|pt| pt["rps"].as_f64().unwrap() > 0.0) {
+            assert_eq!((pt["errorRatio"].as_f64(), pt["ready"].as_u64()), (Some(0.0), Some(1)));
+            p50 = pt["p50"].as_f64();
+        }
+        (calls - 15.0).abs() < 1e-9
+    })
+    .await;
+    assert!(seen, "the 15 calls in the history");
+    assert!(p50.is_some_and(|s| s > 0.0 && s < 1.0), "{p50:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

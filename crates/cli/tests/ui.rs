@@ -330,10 +330,18 @@ async fn the_ui_in_a_real_browser() {
     let out = Command::new("sh").arg("-c").arg(&faas).env("PATH", path).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM HELLO BROWSER", "{faas}: {out:?}");
 
-    // Load from outside shows in the chart (from the gateway's metrics).
-    for _ in 0..40 {
-        assert_eq!(p.invoke("/function/shout", "x").await.status, StatusCode::OK);
-    }
+    // Load from outside shows in the chart (from the gateway's metrics):
+    // bursts over a few seconds while the test goes on.
+    let addr = p.addr;
+    let load = tokio::spawn(async move {
+        for burst in [10, 25, 5] {
+            for _ in 0..burst {
+                let r = call(addr, Method::POST, "/function/shout", &[], "x").await;
+                assert_eq!(r.status, StatusCode::OK);
+            }
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+        }
+    });
     let drawn = eventually(Duration::from_secs(20), async || {
         let max = b
             .js("return document.querySelector(\"[data-chart='Requests/s']\")?.dataset.max;", json!([]))
@@ -350,6 +358,31 @@ async fn the_ui_in_a_real_browser() {
     b.fill("#invoke textarea[name=body]", "live-line").await;
     b.click("#invoke button[type=submit]").await;
     b.wait_text("#logs", "follows", |t| t.contains("got live-line")).await;
+
+    load.await.unwrap();
+
+    // Edit: the form comes filled in; an update keeps what it does not show.
+    b.click("#fn-edit").await;
+    b.wait_text("#deploy-title", "is the update form", |t| t == "Update shout").await;
+    assert_eq!(b.js("return document.getElementById('deploy-service').readOnly;", json!([])).await, true);
+    let env = b.js("return document.getElementById('deploy-envVars').value;", json!([])).await;
+    assert_eq!(env, "GREETING=hello from");
+    let ticked = eventually(Duration::from_secs(5), async || {
+        b.js("return document.querySelector('#deploy-secrets input[value=api-key]')?.checked;", json!([]))
+            .await
+            == true
+    })
+    .await;
+    assert!(ticked, "its secret is ticked");
+    b.fill("#deploy-envVars", "GREETING=hey").await;
+    b.click("#deploy-submit").await;
+    b.wait_text("#fn-title", "is the function page again", |t| t == "shout").await;
+    let updated = eventually(Duration::from_secs(20), async || {
+        p.invoke("/function/shout", "again").await.body == "HEY AGAIN"
+    })
+    .await;
+    assert!(updated, "the update reached the replicas");
+    assert_eq!(b.text("#fn-secrets").await, "api-key");
 
     // Scale to 2, from the page.
     b.fill("#scale-replicas", "2").await;

@@ -91,11 +91,13 @@ impl History {
         series.retain(|f, _| routes.iter().any(|r| &r.function == f));
         for route in routes {
             let totals = Totals::read(route);
-            let Some(s) = series.get_mut(&route.function) else {
-                let points = VecDeque::with_capacity(self.capacity);
-                series.insert(route.function.clone(), Series { last: totals, points });
-                continue;
-            };
+            // A route counts from zero when it is made (a function deployed
+            // or restored) and the sampler sees it within one interval: its
+            // counts so far belong to the first point.
+            let s = series.entry(route.function.clone()).or_insert_with(|| Series {
+                last: Totals::default(),
+                points: VecDeque::with_capacity(self.capacity),
+            });
             let point = point(&s.last, &totals, secs, now_ms, route.ready_count());
             s.last = totals;
             if s.points.len() == self.capacity {
@@ -203,16 +205,21 @@ mod tests {
         let f = FunctionRef::parse("echo").unwrap();
         let route = routes.ensure(&f);
         let history = History::new(Duration::from_secs(2), 3);
-        history.sample(&routes.all(), 1_000);
-        assert_eq!(history.get(&f).points, vec![], "the first reading is the baseline");
-        for (code, ms) in [(200, 3), (200, 3), (200, 20), (500, 3)] {
+        let call = |code, ms| {
             route.stats.started();
             route.stats.finished(code, Duration::from_millis(ms));
+        };
+        call(200, 1);
+        history.sample(&routes.all(), 1_000);
+        let first = history.get(&f).points;
+        assert_eq!((first.len(), first[0].rps), (1, 0.5), "calls before the first reading count");
+        for (code, ms) in [(200, 3), (200, 3), (200, 20), (500, 3)] {
+            call(code, ms);
         }
         history.sample(&routes.all(), 3_000);
         let h = history.get(&f);
         assert_eq!(h.interval_seconds, 2.0);
-        let p = h.points[0];
+        let p = h.points[1];
         assert_eq!((p.time, p.rps, p.error_ratio, p.ready), (3_000, 2.0, 0.25, 0));
         // Three of four in the first bucket (0..5 ms): the median is 2/3 in.
         assert!((p.p50.unwrap() - 0.005 * 2.0 / 3.0).abs() < 1e-12);

@@ -403,7 +403,7 @@ $("logs-clear").addEventListener("click", () => { $("logs").textContent = ""; })
 // Charts -------------------------------------------------------------------
 
 const SVG = "http://www.w3.org/2000/svg";
-const MIN_SPAN_MS = 60 * 1000;
+const MIN_SPAN_MS = 30 * 1000;
 const MAX_SPAN_MS = 10 * 60 * 1000;
 
 function svg(tag, attrs) {
@@ -438,8 +438,8 @@ function chart(title, series, format, now, span) {
   }
   box.setAttribute("aria-label", `${title}, latest: ${latest.join(", ")}`);
   const caption = el("figcaption", {}, el("span", { text: title }), el("strong", { text: latest.join(" · ") }));
-  const minutes = Math.round(span / 60000);
-  const scale = el("div", { class: "scale", text: `0 – ${format(max)} · last ${minutes} min` });
+  const last = span < 90000 ? `${Math.round(span / 1000)} s` : `${Math.round(span / 60000)} min`;
+  const scale = el("div", { class: "scale", text: `0 – ${format(max)} · last ${last}` });
   return el("figure", { class: "chart", "data-chart": title, "data-max": String(highest) }, caption, box, scale);
 }
 
