@@ -120,9 +120,18 @@ impl Browser {
         }
     }
 
+    /// Clicks `css`; again if the page replaced the element in between.
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{id}/click"), json!({})).await;
+        for _ in 0..5 {
+            let id = self.find(css).await;
+            let url = format!("/session/{}/element/{id}/click", self.session);
+            let r = call(self.addr, Method::POST, &url, &[("content-type", "application/json")], "{}").await;
+            if r.status == StatusCode::OK {
+                return;
+            }
+            assert!(r.body.contains("stale element"), "click {css}: {}", r.body);
+        }
+        panic!("{css} kept being replaced");
     }
 
     /// Clears a field and types `text` into it, key by key.
@@ -281,6 +290,7 @@ async fn the_ui_in_a_real_browser() {
     b.fill("#secret-value", "second-value").await;
     b.click("#secret-submit").await;
     b.wait_text("#secret-status", "confirms", |t| t == "Updated api-key.").await;
+    b.screenshot(&screenshots().join("secrets.png")).await;
 
     // Deploy through the form: a bad name is caught beside its field before
     // any request; a bad scaling label by the gateway, beside the labels.
@@ -301,6 +311,7 @@ async fn the_ui_in_a_real_browser() {
     b.click("#deploy-submit").await;
     let err = b.wait_text("#error-labels", "shows the gateway's error", |t| !t.is_empty()).await;
     assert!(err.contains("com.openfaas.scale.min"), "{err}");
+    b.screenshot(&screenshots().join("deploy-error.png")).await;
     assert_eq!(b.text("#error-service").await, "");
     b.fill("#deploy-labels", "team=web").await;
     b.click("#deploy-submit").await;
@@ -329,6 +340,17 @@ async fn the_ui_in_a_real_browser() {
     let path = format!("{}:{}", Path::new(FAAS).parent().unwrap().display(), std::env::var("PATH").unwrap());
     let out = Command::new("sh").arg("-c").arg(&faas).env("PATH", path).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM HELLO BROWSER", "{faas}: {out:?}");
+
+    // Asynchronous: 202 and a call id at once, then the call's state as
+    // the dispatcher runs it; the commands follow.
+    b.click("#invoke-async").await;
+    b.click("#invoke button[type=submit]").await;
+    b.wait_text("#invoke-status", "accepted", |t| t.starts_with("202")).await;
+    b.wait_text("#invoke-call-state", "done", |t| t.starts_with("done (200)")).await;
+    let curl = b.text("#cmd-curl").await;
+    assert!(curl.contains("/async-function/shout/"), "{curl}");
+    assert!(b.text("#cmd-faas").await.contains("--async"));
+    b.click("#invoke-async").await;
 
     // Load from outside shows in the chart (from the gateway's metrics):
     // bursts over a few seconds while the test goes on.
@@ -393,6 +415,12 @@ async fn the_ui_in_a_real_browser() {
     b.click("#nav a[data-view=functions]").await;
     b.wait_text("tr[data-function=shout] .replicas", "two", |t| t == "2/2").await;
     let count = b.wait_text("tr[data-function=shout] .invocations", "counted", |t| !t.is_empty()).await;
+    b.screenshot(&screenshots().join("functions.png")).await;
+    // The list refreshes every 2 s without taking the keyboard's focus.
+    b.js("document.querySelector('tr[data-function=shout] a').focus();", json!([])).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let focused = b.js("return document.activeElement.closest('tr')?.dataset.function;", json!([])).await;
+    assert_eq!(focused, "shout", "focus kept across refreshes");
     assert!(count.parse::<u64>().unwrap() >= 46, "{count}");
 
     // A screenshot of the function page, traffic drawn.

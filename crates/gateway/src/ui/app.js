@@ -58,6 +58,10 @@ async function apiJSON(method, path, body) {
   return { ok: resp.ok, status: resp.status, data, error };
 }
 
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function every(ms, fn) {
   fn();
   timers.push(setInterval(fn, ms));
@@ -187,12 +191,21 @@ async function refreshFunctions() {
     const { ok, data, error } = await apiJSON("GET", "/system/functions");
     if (!ok) throw new Error(error.message);
     $("list-error").textContent = "";
-    const rows = data.sort((a, b) => a.name.localeCompare(b.name)).map((f) => el("tr", { "data-function": f.name },
-      el("td", {}, el("a", { href: "#/function/" + enc(f.name), text: f.name })),
-      el("td", { class: "wide", text: f.image }),
-      el("td", { class: "replicas", text: `${f.availableReplicas}/${f.replicas}` }),
-      el("td", { class: "invocations", text: String(f.invocationCount) })));
-    $("functions").replaceChildren(...rows);
+    // Rows are kept and only their text changes, so that a refresh does
+    // not take the keyboard's focus away from a link.
+    const tbody = $("functions");
+    const old = new Map([...tbody.rows].map((r) => [r.dataset.function, r]));
+    const rows = data.sort((a, b) => a.name.localeCompare(b.name)).map((f) => {
+      const row = old.get(f.name) || el("tr", { "data-function": f.name },
+        el("td", {}, el("a", { href: "#/function/" + enc(f.name), text: f.name })),
+        el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" }));
+      setText(row.cells[1], f.image);
+      setText(row.cells[2], `${f.availableReplicas}/${f.replicas}`);
+      setText(row.cells[3], String(f.invocationCount));
+      return row;
+    });
+    for (const [name, row] of old) if (!data.some((f) => f.name === name)) row.remove();
+    rows.forEach((row, i) => { if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null); });
     $("empty").hidden = data.length > 0;
   } catch (err) {
     if (auth) $("list-error").textContent = "Could not list the functions: " + err.message;
@@ -211,6 +224,7 @@ function openFunction(name) {
   $("fn-error").textContent = "";
   $("scale-status").textContent = "";
   $("invoke-result").hidden = true;
+  $("invoke-call").hidden = true;
   $("logs").textContent = "";
   $("charts").replaceChildren();
   $("scale-replicas").value = "";
@@ -230,11 +244,11 @@ async function refreshFunction() {
       return;
     }
     $("fn-error").textContent = "";
-    $("fn-image").textContent = data.image;
-    $("fn-replicas").textContent = `${data.availableReplicas}/${data.replicas}`;
-    $("fn-invocations").textContent = String(data.invocationCount);
-    $("fn-secrets").textContent = (data.secrets || []).join(", ") || "none";
-    $("fn-labels").textContent = pairsText(data.labels, "=").replace(/\n/g, ", ") || "none";
+    setText($("fn-image"), data.image);
+    setText($("fn-replicas"), `${data.availableReplicas}/${data.replicas}`);
+    setText($("fn-invocations"), String(data.invocationCount));
+    setText($("fn-secrets"), (data.secrets || []).join(", ") || "none");
+    setText($("fn-labels"), pairsText(data.labels, "=").replace(/\n/g, ", ") || "none");
     if ($("scale-replicas").value === "") $("scale-replicas").value = String(data.replicas);
   } catch (err) {
     if (auth) $("fn-error").textContent = "Could not read the function: " + err.message;
@@ -272,7 +286,31 @@ function invokeRequest() {
   const method = String(form.get("method"));
   const headers = parsePairs(String(form.get("headers")), ":", "Name: value");
   const body = method === "GET" ? "" : String(form.get("body"));
-  return { method, path, headers, body };
+  const queued = form.get("async") === "on";
+  return { method, path, headers, body, queued, route: queued ? "async-function" : "function" };
+}
+
+let callWatch = null; // the timer following an asynchronous call
+
+/** Follows an asynchronous call's state until it settles (or a minute passes). */
+function watchCall(id) {
+  clearInterval(callWatch);
+  const started = Date.now();
+  $("invoke-call").hidden = false;
+  $("invoke-call-id").textContent = id;
+  $("invoke-call-state").textContent = "queued";
+  const poll = async () => {
+    const { ok, data } = await apiJSON("GET", "/system/async/" + enc(id));
+    if (ok) {
+      const code = data.status ? ` (${data.status})` : "";
+      const error = data.error ? `: ${data.error}` : "";
+      $("invoke-call-state").textContent = `${data.state}${code}${error}, ${data.attempts} attempt${data.attempts === 1 ? "" : "s"}`;
+      if (data.state === "done" || data.state === "dead-lettered") clearInterval(callWatch);
+    }
+    if (Date.now() - started > 60000) clearInterval(callWatch);
+  };
+  callWatch = setInterval(poll, 500);
+  timers.push(callWatch);
 }
 
 $("invoke").addEventListener("submit", async (e) => {
@@ -285,7 +323,7 @@ $("invoke").addEventListener("submit", async (e) => {
   const started = performance.now();
   try {
     // No Authorization header: functions never see the admin credentials.
-    const resp = await fetch(`/function/${enc(current)}${req.path}`, {
+    const resp = await fetch(`/${req.route}/${enc(current)}${req.path}`, {
       method: req.method,
       headers: req.headers,
       body: req.method === "GET" ? undefined : req.body,
@@ -296,6 +334,10 @@ $("invoke").addEventListener("submit", async (e) => {
     $("invoke-duration").textContent = `${(performance.now() - started).toFixed(1)} ms`;
     $("invoke-headers").textContent = [...resp.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
     $("invoke-body").textContent = text;
+    clearInterval(callWatch);
+    $("invoke-call").hidden = true;
+    const callId = resp.headers.get("X-Call-Id");
+    if (req.queued && resp.status === 202 && callId) watchCall(callId);
   } catch (err) {
     $("invoke-status").textContent = "The request failed: " + err.message;
     $("invoke-status").className = "error";
@@ -313,10 +355,11 @@ function updateCommands() {
     fieldError("invoke-headers-error", err.message);
     return;
   }
-  const url = `${location.origin}/function/${enc(current)}${req.path}`;
+  const url = `${location.origin}/${req.route}/${enc(current)}${req.path}`;
   const curl = ["curl", "-i", "-X", req.method, shellQuote(url)];
   const faas = ["faas", "invoke", shellQuote(current), "--gateway", shellQuote(location.origin)];
   if (req.method !== "POST") faas.push("--method", req.method);
+  if (req.queued) faas.push("--async");
   for (const [k, v] of Object.entries(req.headers)) {
     curl.push("-H", shellQuote(`${k}: ${v}`));
     faas.push("-H", shellQuote(`${k}: ${v}`));
@@ -331,6 +374,7 @@ function updateCommands() {
 }
 
 $("invoke").addEventListener("input", updateCommands);
+$("invoke").addEventListener("change", updateCommands);
 
 for (const button of document.querySelectorAll("button.copy")) {
   button.addEventListener("click", async () => {
