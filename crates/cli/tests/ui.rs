@@ -341,6 +341,22 @@ async fn the_ui_in_a_real_browser() {
     let out = Command::new("sh").arg("-c").arg(&faas).env("PATH", path).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO FROM HELLO BROWSER", "{faas}: {out:?}");
 
+    // Copy puts the command on the clipboard.
+    for permission in ["clipboard-read", "clipboard-write"] {
+        let descriptor = json!({"descriptor": {"name": permission}, "state": "granted"});
+        b.cmd(Method::POST, "/permissions", descriptor).await;
+    }
+    b.click("button[data-copy=cmd-curl]").await;
+    b.wait_text("#copy-status", "confirms", |t| t == "Copied.").await;
+    let pasted = b
+        .cmd(
+            Method::POST,
+            "/execute/async",
+            json!({"script": "navigator.clipboard.readText().then(arguments[0], e => arguments[0]('error: ' + e));", "args": []}),
+        )
+        .await;
+    assert_eq!(pasted.as_str(), Some(curl.as_str()), "the clipboard has the curl command");
+
     // Asynchronous: 202 and a call id at once, then the call's state as
     // the dispatcher runs it; the commands follow.
     b.click("#invoke-async").await;

@@ -5,7 +5,8 @@
 //! duration (from the histogram's buckets, interpolated as Prometheus's
 //! `histogram_quantile` does) and the ready replicas.
 //!
-//! `GET /system/function-history/{name}` serves it.
+//! A point is 40 bytes: 12 KiB a function for the 10 minutes kept.
+//! `GET /system/function-history/{name}` serves them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -24,13 +25,13 @@ pub struct Point {
     /// End of the interval, Unix milliseconds.
     pub time: u64,
     /// Finished invocations per second.
-    pub rps: f64,
+    pub rps: f32,
     /// Share of the finished invocations that answered 5xx (0 when none).
     #[serde(rename = "errorRatio")]
-    pub error_ratio: f64,
+    pub error_ratio: f32,
     /// Seconds; `None` when nothing finished in the interval.
-    pub p50: Option<f64>,
-    pub p99: Option<f64>,
+    pub p50: Option<f32>,
+    pub p99: Option<f32>,
     /// Replicas ready at the end of the interval.
     pub ready: u32,
 }
@@ -151,10 +152,10 @@ fn point(before: &Totals, after: &Totals, secs: f64, time: u64, ready: usize) ->
     let errors = after.errors.saturating_sub(before.errors);
     Point {
         time,
-        rps: count as f64 / secs,
-        error_ratio: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
-        p50: quantile(0.5, &buckets, count),
-        p99: quantile(0.99, &buckets, count),
+        rps: (count as f64 / secs) as f32,
+        error_ratio: if count == 0 { 0.0 } else { (errors as f64 / count as f64) as f32 },
+        p50: quantile(0.5, &buckets, count).map(|s| s as f32),
+        p99: quantile(0.99, &buckets, count).map(|s| s as f32),
         ready: u32::try_from(ready).unwrap_or(u32::MAX),
     }
 }
@@ -200,6 +201,11 @@ mod tests {
     }
 
     #[test]
+    fn a_point_is_small() {
+        assert_eq!(std::mem::size_of::<Point>(), 40);
+    }
+
+    #[test]
     fn points_are_rates_over_the_interval() {
         let routes = Routes::default();
         let f = FunctionRef::parse("echo").unwrap();
@@ -222,7 +228,7 @@ mod tests {
         let p = h.points[1];
         assert_eq!((p.time, p.rps, p.error_ratio, p.ready), (3_000, 2.0, 0.25, 0));
         // Three of four in the first bucket (0..5 ms): the median is 2/3 in.
-        assert!((p.p50.unwrap() - 0.005 * 2.0 / 3.0).abs() < 1e-12);
+        assert!((p.p50.unwrap() - 0.005 * 2.0 / 3.0).abs() < 1e-9);
         assert!(p.p99.unwrap() > 0.01 && p.p99.unwrap() <= 0.025);
         for t in [5_000, 7_000, 9_000] {
             history.sample(&routes.all(), t);

@@ -379,17 +379,19 @@ $("invoke").addEventListener("change", updateCommands);
 for (const button of document.querySelectorAll("button.copy")) {
   button.addEventListener("click", async () => {
     const text = $(button.dataset.copy).textContent;
+    let copied = true;
     try {
       await navigator.clipboard.writeText(text);
     } catch {
-      // No clipboard API (plain http on another host): select it instead.
+      // No clipboard API (plain http on another host): the old way, from a
+      // selection, which stays for the user to copy if that fails too.
       const range = document.createRange();
       range.selectNodeContents($(button.dataset.copy));
       getSelection().removeAllRanges();
       getSelection().addRange(range);
-      document.execCommand("copy");
+      copied = document.execCommand("copy");
     }
-    $("copy-status").textContent = "Copied.";
+    $("copy-status").textContent = copied ? "Copied." : "Selected: press Ctrl+C to copy.";
     setTimeout(() => { $("copy-status").textContent = ""; }, 2000);
   });
 }
