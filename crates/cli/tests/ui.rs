@@ -134,6 +134,22 @@ impl Browser {
         panic!("{css} kept being replaced");
     }
 
+    /// Picks `value` in the select `css`, as a click on its option.
+    async fn choose(&self, css: &str, value: &str) {
+        self.find(css).await;
+        let option = self
+            .js(
+                "return document.querySelector(arguments[0]).querySelector(`option[value=\"${arguments[1]}\"]`);",
+                json!([css, value]),
+            )
+            .await;
+        let id = option
+            .get(ELEMENT)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no option {value} in {css}"));
+        self.cmd(Method::POST, &format!("/element/{id}/click"), json!({})).await;
+    }
+
     /// Clears a field and types `text` into it, key by key.
     async fn fill(&self, css: &str, text: &str) {
         let id = self.find(css).await;
@@ -490,6 +506,28 @@ async fn the_ui_in_a_real_browser() {
     b.find("#functions-view h2").await;
     b.find("#empty").await;
     assert_eq!(p.api(Method::GET, "/system/function/shout", "").await.status, StatusCode::NOT_FOUND);
+
+    // Another namespace: the chooser appears, lists its functions, and the
+    // function page works there (invoke, logs, delete).
+    let spec = json!({"service": "team-fn", "namespace": "team", "image": "shout:1.0"});
+    assert_eq!(
+        p.api(Method::POST, "/system/functions", &spec.to_string()).await.status,
+        StatusCode::ACCEPTED
+    );
+    b.choose("#namespace", "team").await;
+    b.click("tr[data-function=team-fn] a").await;
+    b.wait_text("#fn-namespace", "names the namespace", |t| t == "in team").await;
+    b.wait_text("#fn-replicas", "ready", |t| t == "1/1").await;
+    b.fill("#invoke textarea[name=body]", "team call").await;
+    b.click("#invoke button[type=submit]").await;
+    b.wait_text("#invoke-body", "shows the output", |t| t == " TEAM CALL").await;
+    b.wait_text("#logs", "shows its logs", |t| t.contains("got team call")).await;
+    b.click("#fn-delete").await;
+    b.click("#confirm-ok").await;
+    b.find("#empty").await;
+    let r = p.api(Method::GET, "/system/function/team-fn?namespace=team", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    b.choose("#namespace", "openfaas-fn").await;
 
     // And the secret, once no function uses it.
     b.click("#nav a[data-view=secrets]").await;

@@ -9,8 +9,10 @@ const enc = encodeURIComponent;
 const VIEWS = ["signin", "functions", "function", "deploy", "secrets"];
 const REFRESH_MS = 2000;
 const MAX_LOG_LINES = 2000;
+const DEFAULT_NAMESPACE = "openfaas-fn";
 
 let auth = sessionStorage.getItem("ferrofaas-auth");
+let namespace = sessionStorage.getItem("ferrofaas-namespace") || DEFAULT_NAMESPACE;
 let timers = [];
 let logs = null; // the AbortController of the open log stream
 let editing = null; // the function the deploy form updates, if any
@@ -58,6 +60,16 @@ async function apiJSON(method, path, body) {
   return { ok: resp.ok, status: resp.status, data, error };
 }
 
+/** How the API and URLs name a function: `name`, or `name.namespace` outside the default one. */
+function qualified(name, ns) {
+  return ns === DEFAULT_NAMESPACE ? name : `${name}.${ns}`;
+}
+
+function parts(fn) {
+  const at = fn.indexOf(".");
+  return at < 0 ? { name: fn, ns: DEFAULT_NAMESPACE } : { name: fn.slice(0, at), ns: fn.slice(at + 1) };
+}
+
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
@@ -87,7 +99,8 @@ function show(view) {
 
 function signOut(message = "") {
   auth = null;
-  sessionStorage.removeItem("ferrofaas-auth");
+  namespace = DEFAULT_NAMESPACE;
+  sessionStorage.clear();
   stopView();
   $("signin-error").textContent = message;
   show("signin");
@@ -188,7 +201,12 @@ function openFunctions() {
 
 async function refreshFunctions() {
   try {
-    const { ok, data, error } = await apiJSON("GET", "/system/functions");
+    const [list, spaces] = await Promise.all([
+      apiJSON("GET", "/system/functions?namespace=" + enc(namespace)),
+      apiJSON("GET", "/system/namespaces"),
+    ]);
+    if (spaces.ok) showNamespaces(spaces.data);
+    const { ok, data, error } = list;
     if (!ok) throw new Error(error.message);
     $("list-error").textContent = "";
     // Rows are kept and only their text changes, so that a refresh does
@@ -197,7 +215,7 @@ async function refreshFunctions() {
     const old = new Map([...tbody.rows].map((r) => [r.dataset.function, r]));
     const rows = data.sort((a, b) => a.name.localeCompare(b.name)).map((f) => {
       const row = old.get(f.name) || el("tr", { "data-function": f.name },
-        el("td", {}, el("a", { href: "#/function/" + enc(f.name), text: f.name })),
+        el("td", {}, el("a", { href: "#/function/" + enc(qualified(f.name, namespace)), text: f.name })),
         el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" }));
       setText(row.cells[1], f.image);
       setText(row.cells[2], `${f.availableReplicas}/${f.replicas}`);
@@ -212,14 +230,36 @@ async function refreshFunctions() {
   }
 }
 
+/** The namespace chooser, shown once there is more than one. */
+function showNamespaces(names) {
+  const select = $("namespace");
+  if (!names.includes(namespace)) names = [...names, namespace];
+  const wanted = names.sort().join("\n");
+  if (select.dataset.names !== wanted) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    select.dataset.names = wanted;
+  }
+  select.value = namespace;
+  $("namespace-choice").hidden = names.length < 2;
+}
+
+$("namespace").addEventListener("change", () => {
+  namespace = $("namespace").value;
+  sessionStorage.setItem("ferrofaas-namespace", namespace);
+  $("functions").replaceChildren();
+  refreshFunctions();
+});
+
 // ---- one function -------------------------------------------------------
 
-let current = null; // the function page's function name
+let current = null; // the function page's function: `name` or `name.namespace`
 
 function openFunction(name) {
   current = name;
   show("function");
-  $("fn-title").textContent = name;
+  const { name: bare, ns } = parts(name);
+  $("fn-title").textContent = bare;
+  $("fn-namespace").textContent = ns === DEFAULT_NAMESPACE ? "" : `in ${ns}`;
   $("fn-edit").href = "#/deploy/" + enc(name);
   $("fn-error").textContent = "";
   $("scale-status").textContent = "";
@@ -263,8 +303,9 @@ $("scale").addEventListener("submit", async (e) => {
     return;
   }
   $("scale-status").textContent = `Scaling to ${replicas}…`;
+  const { name, ns } = parts(current);
   const { ok, error } = await apiJSON("POST", "/system/scale-function/" + enc(current),
-    { serviceName: current, replicas });
+    { serviceName: name, namespace: ns, replicas });
   $("scale-status").textContent = ok ? `Asked for ${replicas} replica${replicas === 1 ? "" : "s"}.` : error.message;
   refreshFunction();
 });
@@ -272,7 +313,8 @@ $("scale").addEventListener("submit", async (e) => {
 $("fn-delete").addEventListener("click", async () => {
   const name = current;
   if (!await confirmAction(`Delete ${name}? Its replicas stop and its invocations fail from now on.`, "Delete")) return;
-  const { ok, error } = await apiJSON("DELETE", "/system/functions", { functionName: name });
+  const { ok, error } = await apiJSON("DELETE", "/system/functions",
+    { functionName: parts(name).name, namespace: parts(name).ns });
   if (ok) location.hash = "#/functions";
   else $("fn-error").textContent = `Could not delete ${name}: ${error.message}`;
 });
@@ -413,7 +455,9 @@ async function startLogs() {
   $("logs").textContent = "";
   const follow = $("logs-follow").checked;
   try {
-    const resp = await api(`/system/logs?name=${enc(current)}&tail=200&follow=${follow}`, { signal: controller.signal });
+    const { name, ns } = parts(current);
+    const query = `name=${enc(name)}&namespace=${enc(ns)}&tail=200&follow=${follow}`;
+    const resp = await api("/system/logs?" + query, { signal: controller.signal });
     if (!resp.ok) {
       const data = await resp.json().catch(() => ({}));
       appendLog(`(no logs: ${data.message || resp.status})`);
@@ -517,7 +561,7 @@ async function refreshCharts() {
 
 // ---- deploy ------------------------------------------------------------
 
-const DEPLOY_FIELDS = ["service", "image", "envVars", "labels", "annotations", "secrets"];
+const DEPLOY_FIELDS = ["service", "namespace", "image", "envVars", "labels", "annotations", "secrets"];
 
 async function openDeploy(name) {
   show("deploy");
@@ -527,6 +571,8 @@ async function openDeploy(name) {
   for (const f of DEPLOY_FIELDS) fieldError("error-" + f, "");
   $("deploy-error").textContent = "";
   $("deploy-service").readOnly = false;
+  $("deploy-namespace").readOnly = false;
+  $("deploy-namespace").value = namespace;
   $("deploy-title").textContent = "Deploy a function";
   $("deploy-submit").textContent = "Deploy";
   let chosen = [];
@@ -541,6 +587,8 @@ async function openDeploy(name) {
     $("deploy-submit").textContent = "Update";
     $("deploy-service").value = data.name;
     $("deploy-service").readOnly = true;
+    $("deploy-namespace").value = data.namespace;
+    $("deploy-namespace").readOnly = true;
     $("deploy-image").value = data.image;
     $("deploy-envVars").value = pairsText(data.envVars, "=");
     $("deploy-labels").value = pairsText(data.labels, "=");
@@ -550,12 +598,16 @@ async function openDeploy(name) {
   loadChoices(chosen);
 }
 
+/** The form's suggestions: images, namespaces, and the secrets of its namespace. */
 async function loadChoices(chosen) {
-  const [bundles, functions, secrets] = await Promise.all([
+  const ns = $("deploy-namespace").value.trim() || DEFAULT_NAMESPACE;
+  const [bundles, functions, secrets, spaces] = await Promise.all([
     apiJSON("GET", "/system/bundles"), // 501 where the provider runs images, not bundles
-    apiJSON("GET", "/system/functions"),
-    apiJSON("GET", "/system/secrets"),
+    apiJSON("GET", "/system/functions?namespace=" + enc(ns)),
+    apiJSON("GET", "/system/secrets?namespace=" + enc(ns)),
+    apiJSON("GET", "/system/namespaces"),
   ]);
+  if (spaces.ok) $("namespaces").replaceChildren(...spaces.data.map((n) => el("option", { value: n })));
   const images = new Set();
   if (bundles.ok) for (const b of bundles.data) images.add(b.image);
   if (functions.ok) for (const f of functions.data) images.add(f.image);
@@ -569,6 +621,11 @@ async function loadChoices(chosen) {
   $("no-secrets").hidden = names.length > 0;
 }
 
+$("deploy-namespace").addEventListener("change", () => {
+  const chosen = [...document.querySelectorAll("#secret-choices input:checked")].map((b) => b.value);
+  loadChoices(chosen);
+});
+
 $("deploy").addEventListener("submit", async (e) => {
   e.preventDefault();
   for (const f of DEPLOY_FIELDS) fieldError("error-" + f, "");
@@ -579,6 +636,9 @@ $("deploy").addEventListener("submit", async (e) => {
   if (!service) errors.service = "A name is required.";
   else if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || service.length > 63)
     errors.service = "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
+  const ns = String(form.get("namespace")).trim() || DEFAULT_NAMESPACE;
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns) || ns.length > 63)
+    errors.namespace = "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
   const image = String(form.get("image")).trim();
   if (!image) errors.image = "An image or bundle is required.";
   const maps = {};
@@ -588,18 +648,17 @@ $("deploy").addEventListener("submit", async (e) => {
   if (Object.keys(errors).length) return showDeployErrors(errors);
   const spec = Object.assign(editing ? {
     // An update keeps what the form does not show.
-    namespace: editing.namespace,
     envProcess: editing.envProcess,
     constraints: editing.constraints,
     limits: editing.limits,
     requests: editing.requests,
     readOnlyRootFilesystem: editing.readOnlyRootFilesystem,
-  } : {}, { service, image, ...maps, secrets: form.getAll("secrets").map(String) });
+  } : {}, { service, namespace: ns, image, ...maps, secrets: form.getAll("secrets").map(String) });
   $("deploy-submit").disabled = true;
   try {
     const { ok, status, error } = await apiJSON(editing ? "PUT" : "POST", "/system/functions", spec);
     if (ok) {
-      location.hash = "#/function/" + enc(service);
+      location.hash = "#/function/" + enc(qualified(service, ns));
       return;
     }
     const field = error.field && error.field.split(".")[0];
@@ -630,7 +689,8 @@ function openSecrets() {
 }
 
 async function refreshSecrets() {
-  const { ok, data, error } = await apiJSON("GET", "/system/secrets");
+  $("secrets-namespace").textContent = namespace;
+  const { ok, data, error } = await apiJSON("GET", "/system/secrets?namespace=" + enc(namespace));
   if (!ok) {
     $("secrets-error").textContent = "Could not list the secrets: " + error.message;
     return;
@@ -671,7 +731,7 @@ function editSecret(name) {
 
 async function deleteSecret(name) {
   if (!await confirmAction(`Delete the secret ${name}? Functions that use it must be updated first.`, "Delete")) return;
-  const { ok, error } = await apiJSON("DELETE", "/system/secrets", { name });
+  const { ok, error } = await apiJSON("DELETE", "/system/secrets", { name, namespace });
   $("secret-status").textContent = ok ? `Deleted ${name}.` : `Could not delete ${name}: ${error.message}`;
   refreshSecrets();
 }
@@ -688,7 +748,7 @@ $("secret-form").addEventListener("submit", async (e) => {
   if (!name) return fieldError("error-secret-name", "A name is required."), $("secret-name").focus();
   if (!value) return fieldError("error-secret-value", "A value is required."), $("secret-value").focus();
   const updating = secretEditing !== null;
-  const { ok, status, error } = await apiJSON(updating ? "PUT" : "POST", "/system/secrets", { name, value });
+  const { ok, status, error } = await apiJSON(updating ? "PUT" : "POST", "/system/secrets", { name, namespace, value });
   if (ok) {
     resetSecretForm();
     $("secret-status").textContent = updating ? `Updated ${name}.` : `Created ${name}.`;
