@@ -472,6 +472,7 @@ async fn the_ui_in_a_real_browser() {
         ("#/function/shout", "function"),
         ("#/deploy", "deploy"),
         ("#/secrets", "secrets"),
+        ("#/failed", "failed"),
     ] {
         b.goto(&format!("{origin}/ui/{hash}")).await;
         b.find(&format!("#{view}-view h2")).await;
@@ -528,6 +529,46 @@ async fn the_ui_in_a_real_browser() {
     let r = p.api(Method::GET, "/system/function/team-fn?namespace=team", "").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     b.choose("#namespace", "openfaas-fn").await;
+
+    // Failed asynchronous calls (dead letters): listed, one replayed once
+    // the function works, one deleted.
+    let marker = state.path().join("flaky-fixed");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\n[ -f {} ] || {{ echo not yet >&2; exit 1; }}\necho fixed\n",
+        marker.display()
+    );
+    let flaky = tar(&[
+        ("bundle.json", r#"{"env":{"fprocess":"./flaky.sh","mode":"serializing"}}"#, 0o644),
+        ("flaky.sh", &script, 0o755),
+    ]);
+    assert_eq!(push_bundle(&p, "flaky:1.0", flaky).await.status, StatusCode::CREATED);
+    let spec = json!({"service": "flaky", "image": "flaky:1.0", "annotations": {"com.openfaas.retry.attempts": "1"}});
+    p.deploy(spec, 1).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = call(p.addr, Method::POST, "/async-function/flaky", &[], "job").await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        ids.push(r.header("x-call-id").unwrap().to_owned());
+    }
+    b.click("#nav a[data-view=failed]").await;
+    for id in &ids {
+        b.find(&format!("tr[data-call='{id}']")).await;
+    }
+    b.screenshot(&screenshots().join("failed-calls.png")).await;
+    std::fs::write(&marker, "").unwrap();
+    b.click(&format!("tr[data-call='{}'] button:not(.danger)", ids[0])).await;
+    b.wait_text("#failed-status", "confirms", |t| t == format!("Queued {} again.", ids[0])).await;
+    let done = eventually(Duration::from_secs(15), async || {
+        let s = p.api(Method::GET, &format!("/system/async/{}", ids[0]), "").await.json();
+        s["state"] == "done" && s["status"] == 200
+    })
+    .await;
+    assert!(done, "the replayed call ran");
+    b.click(&format!("tr[data-call='{}'] button.danger", ids[1])).await;
+    b.click("#confirm-ok").await;
+    b.wait_text("#failed-status", "confirms", |t| t == format!("Deleted {}.", ids[1])).await;
+    b.find("#no-failed").await;
+    assert_eq!(p.api(Method::GET, "/system/async/dead-letters", "").await.body, "[]");
 
     // And the secret, once no function uses it.
     b.click("#nav a[data-view=secrets]").await;

@@ -6,7 +6,7 @@
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-const VIEWS = ["signin", "functions", "function", "deploy", "secrets"];
+const VIEWS = ["signin", "functions", "function", "deploy", "secrets", "failed"];
 const REFRESH_MS = 2000;
 const MAX_LOG_LINES = 2000;
 const DEFAULT_NAMESPACE = "openfaas-fn";
@@ -114,6 +114,7 @@ function route() {
   if (view === "function" && arg) return openFunction(arg);
   if (view === "deploy") return openDeploy(arg);
   if (view === "secrets") return openSecrets();
+  if (view === "failed") return openFailed();
   return openFunctions();
 }
 
@@ -759,6 +760,56 @@ $("secret-form").addEventListener("submit", async (e) => {
   else if (error.field === "name" || status === 409 || status === 404) fieldError("error-secret-name", error.message);
   else $("secret-status").textContent = error.message;
 });
+
+// ---- failed asynchronous calls (dead letters) ----------------------------
+
+function openFailed() {
+  show("failed");
+  $("failed-status").textContent = "";
+  every(5000, refreshFailed);
+}
+
+async function refreshFailed() {
+  const { ok, status, data, error } = await apiJSON("GET", "/system/async/dead-letters");
+  if (!ok) {
+    $("failed-error").textContent = status === 404 ? "Asynchronous calls are off on this gateway." : error.message;
+    return;
+  }
+  $("failed-error").textContent = "";
+  const tbody = $("failed");
+  const old = new Map([...tbody.rows].map((r) => [r.dataset.call, r]));
+  const rows = data.map((l) => {
+    if (old.has(l.callId)) return old.get(l.callId);
+    const answer = l.lastStatus ? String(l.lastStatus) : "none";
+    const details = el("details", {}, el("summary", { text: answer + (l.error ? ": " + l.error : "") }),
+      el("pre", { text: `${l.method} ${l.path}\ncall ${l.callId}\n\n${l.lastBody || ""}` }));
+    const replay = el("button", { type: "button", text: "Replay", "aria-label": `Replay call ${l.callId}` });
+    replay.addEventListener("click", () => settleFailed(l, "replay"));
+    const remove = el("button", { type: "button", class: "danger", text: "Delete…", "aria-label": `Delete call ${l.callId}` });
+    remove.addEventListener("click", () => settleFailed(l, "delete"));
+    return el("tr", { "data-call": l.callId },
+      el("td", { text: l.function.replace("." + DEFAULT_NAMESPACE, "") }),
+      el("td", { text: l.failedAt.replace("T", " ").replace(/\.\d+/, "") }),
+      el("td", { class: "wide", text: String(l.attempts) }),
+      el("td", {}, details),
+      el("td", { class: "actions" }, replay, " ", remove));
+  });
+  for (const [id, row] of old) if (!data.some((l) => l.callId === id)) row.remove();
+  rows.forEach((row, i) => { if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null); });
+  $("no-failed").hidden = rows.length > 0;
+}
+
+async function settleFailed(letter, action) {
+  const id = enc(letter.callId);
+  if (action === "delete" && !await confirmAction(`Delete the failed call to ${letter.function}? It will not run again.`, "Delete")) return;
+  const { ok, error } = action === "replay"
+    ? await apiJSON("POST", `/system/async/dead-letters/${id}/replay`)
+    : await apiJSON("DELETE", `/system/async/dead-letters/${id}`);
+  $("failed-status").textContent = ok
+    ? (action === "replay" ? `Queued ${letter.callId} again.` : `Deleted ${letter.callId}.`)
+    : error.message;
+  refreshFailed();
+}
 
 window.addEventListener("hashchange", route);
 route();
