@@ -321,6 +321,10 @@ async fn the_ui_in_a_real_browser() {
         "focus on the field"
     );
     b.fill("#deploy-service", "shout").await;
+    b.fill("#deploy-envVars", "GREETING=hi\nGREETING=hello").await;
+    b.click("#deploy-submit").await;
+    b.wait_text("#error-envVars", "refuses a name twice", |t| t == "line 2: GREETING is given twice").await;
+    assert_eq!(b.text("#error-service").await, "", "the name's error is gone");
     b.fill("#deploy-envVars", "GREETING=hello from").await;
     b.fill("#deploy-labels", "team=web\ncom.openfaas.scale.min=lots").await;
     b.click("#deploy-secrets input[value=api-key]").await;

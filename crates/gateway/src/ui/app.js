@@ -1,5 +1,5 @@
 // The ferrofaas UI: one page, views chosen by the URL's hash
-// (#/functions, #/function/NAME, #/deploy[/NAME], #/secrets). It calls the
+// (#/functions, #/function/NAME, #/deploy[/NAME], #/secrets, #/failed). It calls the
 // gateway's own API (/system/* with the admin credentials, /function/*
 // without them) and nothing else.
 "use strict";
@@ -118,16 +118,24 @@ function route() {
   return openFunctions();
 }
 
-/** `key=value` lines into an object; the first bad line is an error. */
-function parsePairs(text, sep, what) {
+/**
+ * `key=value` lines into an object (blank lines and `#` comments skipped);
+ * a value is kept as written (an update must not change what it did not
+ * touch), except that `trim` trims it (headers). The first bad line is an
+ * error.
+ */
+function parsePairs(text, sep, what, trim = false) {
   const out = {};
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].trim();
-    if (!line || line.startsWith("#")) continue;
+    const line = lines[i].replace(/\r$/, "");
+    if (!line.trim() || line.trimStart().startsWith("#")) continue;
     const at = line.indexOf(sep);
-    if (at <= 0) throw new Error(`line ${i + 1}: expected ${what}`);
-    out[line.slice(0, at).trim()] = line.slice(at + sep.length).trim();
+    const key = at < 0 ? "" : line.slice(0, at).trim();
+    if (!key) throw new Error(`line ${i + 1}: expected ${what}`);
+    if (Object.hasOwn(out, key)) throw new Error(`line ${i + 1}: ${key} is given twice`);
+    const value = line.slice(at + sep.length);
+    out[key] = trim ? value.trim() : value;
   }
   return out;
 }
@@ -263,6 +271,7 @@ function openFunction(name) {
   $("fn-namespace").textContent = ns === DEFAULT_NAMESPACE ? "" : `in ${ns}`;
   $("fn-edit").href = "#/deploy/" + enc(name);
   $("fn-error").textContent = "";
+  for (const id of ["fn-image", "fn-replicas", "fn-invocations", "fn-secrets", "fn-labels"]) $(id).textContent = "…";
   $("scale-status").textContent = "";
   $("invoke-result").hidden = true;
   $("invoke-call").hidden = true;
@@ -327,7 +336,7 @@ function invokeRequest() {
   let path = String(form.get("path") || "/").trim();
   if (!path.startsWith("/")) path = "/" + path;
   const method = String(form.get("method"));
-  const headers = parsePairs(String(form.get("headers")), ":", "Name: value");
+  const headers = parsePairs(String(form.get("headers")), ":", "Name: value", true);
   const body = method === "GET" ? "" : String(form.get("body"));
   const queued = form.get("async") === "on";
   return { method, path, headers, body, queued, route: queued ? "async-function" : "function" };
