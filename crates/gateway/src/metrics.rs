@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use ferrofaas_provider::Provider;
+use ferrofaas_provider::{FunctionRoute, Provider};
 use ferrofaas_types::prom;
 
 use crate::autoscale::Autoscaler;
@@ -47,49 +47,37 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
         }
     }
 
-    prom::header(
+    let names: Vec<&str> = snapshots.iter().map(|(name, _)| name.as_str()).collect();
+    let per_function = |out: &mut String, metric, kind, help, value: &dyn Fn(&FunctionRoute) -> u64| {
+        prom::header(out, metric, kind, help);
+        for (route, name) in routes.iter().zip(&names) {
+            let _ = writeln!(out, "{metric}{{function_name=\"{name}\"}} {}", value(route));
+        }
+    };
+    per_function(
         &mut out,
         "gateway_function_invocation_started",
         "counter",
         "Invocations started, per function.",
+        &|r| r.stats.started_total(),
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
-        let _ = writeln!(
-            out,
-            "gateway_function_invocation_started{{function_name=\"{name}\"}} {}",
-            route.stats.started_total()
-        );
-    }
-
-    prom::header(
+    per_function(
         &mut out,
         "gateway_function_invocation_inflight",
         "gauge",
         "Invocations in flight, per function.",
+        &|r| r.stats.in_flight().unsigned_abs(),
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
-        let _ = writeln!(
-            out,
-            "gateway_function_invocation_inflight{{function_name=\"{name}\"}} {}",
-            route.stats.in_flight()
-        );
-    }
-
-    prom::header(&mut out, "gateway_service_count", "gauge", "Replicas of each function (desired).");
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
-        let _ = writeln!(out, "gateway_service_count{{function_name=\"{name}\"}} {}", route.desired());
-    }
-
-    prom::header(
+    per_function(&mut out, "gateway_service_count", "gauge", "Replicas of each function (desired).", &|r| {
+        r.desired()
+    });
+    per_function(
         &mut out,
         "gateway_service_ready_count",
         "gauge",
         "Replicas of each function ready for requests.",
+        &|r| r.ready_count() as u64,
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
-        let _ =
-            writeln!(out, "gateway_service_ready_count{{function_name=\"{name}\"}} {}", route.ready_count());
-    }
 
     prom::header(
         &mut out,
@@ -97,7 +85,7 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
         "gauge",
         "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type.",
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+    for (route, name) in routes.iter().zip(&names) {
         let policy = autoscaler.policy(&route.function);
         let _ = writeln!(
             out,
@@ -113,7 +101,7 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
         "histogram",
         "Time invocations waited for a ready replica (starting, or started from zero).",
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
+    for (route, name) in routes.iter().zip(&names) {
         route.stats.waits().write(
             &mut out,
             "gateway_function_cold_start_seconds",
@@ -121,19 +109,13 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
         );
     }
 
-    prom::header(
+    per_function(
         &mut out,
         "gateway_function_cold_starts_total",
         "counter",
         "Starts of each function from zero replicas.",
+        &|r| r.stats.cold_starts(),
     );
-    for (route, (name, _)) in routes.iter().zip(&snapshots) {
-        let _ = writeln!(
-            out,
-            "gateway_function_cold_starts_total{{function_name=\"{name}\"}} {}",
-            route.stats.cold_starts()
-        );
-    }
     out
 }
 
