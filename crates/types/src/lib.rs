@@ -17,6 +17,7 @@ pub mod prom;
 pub mod retry;
 pub mod scaling;
 pub mod secret;
+mod settings;
 pub mod time;
 
 pub use function::{

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::function::InvalidDeployment;
+use crate::settings::Settings;
 
 pub const ANNOTATION_ATTEMPTS: &str = "com.openfaas.retry.attempts";
 pub const ANNOTATION_CODES: &str = "com.openfaas.retry.codes";
@@ -36,65 +37,39 @@ impl Default for RetryPolicy {
     }
 }
 
-fn invalid(key: &str, message: String) -> InvalidDeployment {
-    InvalidDeployment { field: format!("annotations.{key}"), message }
-}
-
 impl RetryPolicy {
     pub fn from_annotations(
         annotations: &BTreeMap<String, String>,
     ) -> Result<RetryPolicy, InvalidDeployment> {
         let mut p = RetryPolicy::default();
-        let get = |k: &str| annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let duration = |k: &str, v: &str| {
-            crate::duration::parse(v)
-                .ok_or_else(|| invalid(k, format!("{v:?} is not a duration such as 500ms or 30s")))
-        };
-        if let Some(v) = get(ANNOTATION_ATTEMPTS) {
-            p.attempts = match v.parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        ANNOTATION_ATTEMPTS,
-                        format!("{v:?} is not a whole number from 1 to 100"),
-                    ));
-                }
-            };
+        let annotations = Settings::new("annotations", annotations);
+        if let Some(n) = annotations.whole(ANNOTATION_ATTEMPTS, 1..=100, "from 1 to 100")? {
+            p.attempts = n as u32;
         }
-        if let Some(v) = get(ANNOTATION_CODES) {
+        if let Some(v) = annotations.get(ANNOTATION_CODES) {
             let mut codes = Vec::new();
             for code in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 match code.parse::<u16>() {
                     Ok(c) if (100..=599).contains(&c) => codes.push(c),
                     _ => {
-                        return Err(invalid(
-                            ANNOTATION_CODES,
-                            format!("{code:?} is not an HTTP status code"),
-                        ));
+                        return Err(annotations
+                            .invalid(ANNOTATION_CODES, format!("{code:?} is not an HTTP status code")));
                     }
                 }
             }
             p.codes = codes;
         }
-        if let Some(v) = get(ANNOTATION_MIN_WAIT) {
-            p.min_wait = duration(ANNOTATION_MIN_WAIT, v)?;
+        if let Some(d) = annotations.duration(ANNOTATION_MIN_WAIT, "500ms or 30s")? {
+            p.min_wait = d;
         }
-        if let Some(v) = get(ANNOTATION_MAX_WAIT) {
-            p.max_wait = duration(ANNOTATION_MAX_WAIT, v)?;
+        if let Some(d) = annotations.duration(ANNOTATION_MAX_WAIT, "500ms or 30s")? {
+            p.max_wait = d;
         }
         if p.max_wait < p.min_wait {
-            return Err(invalid(ANNOTATION_MAX_WAIT, "is shorter than the minimum wait".into()));
+            return Err(annotations.invalid(ANNOTATION_MAX_WAIT, "is shorter than the minimum wait".into()));
         }
-        if let Some(v) = get(ANNOTATION_MAX_INFLIGHT) {
-            p.max_inflight = match v.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        ANNOTATION_MAX_INFLIGHT,
-                        format!("{v:?} is not a whole number from 1 to 1000"),
-                    ));
-                }
-            };
+        if let Some(n) = annotations.whole(ANNOTATION_MAX_INFLIGHT, 1..=1000, "from 1 to 1000")? {
+            p.max_inflight = n as usize;
         }
         Ok(p)
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::function::{InvalidDeployment, MAX_REPLICAS};
+use crate::settings::Settings;
 
 pub const LABEL_MIN: &str = "com.openfaas.scale.min";
 pub const LABEL_MAX: &str = "com.openfaas.scale.max";
@@ -70,75 +71,63 @@ impl Default for ScalingPolicy {
     }
 }
 
-fn invalid(label: &str, message: String) -> InvalidDeployment {
-    InvalidDeployment { field: format!("labels.{label}"), message }
-}
-
 impl ScalingPolicy {
     /// The policy the labels give; a label that cannot be read is an error
     /// naming it.
     pub fn from_labels(labels: &BTreeMap<String, String>) -> Result<ScalingPolicy, InvalidDeployment> {
         let mut p = ScalingPolicy::default();
-        let get = |label: &str| labels.get(label).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let whole = |label: &str, v: &str| -> Result<u64, InvalidDeployment> {
-            match v.parse::<u64>() {
-                Ok(n) if n <= MAX_REPLICAS => Ok(n),
-                _ => Err(invalid(
-                    label,
-                    format!("{v:?} is not a whole number of replicas up to {MAX_REPLICAS}"),
-                )),
-            }
-        };
-        let duration = |label: &str, v: &str| -> Result<Duration, InvalidDeployment> {
-            crate::duration::parse(v)
-                .ok_or_else(|| invalid(label, format!("{v:?} is not a duration such as 30s or 15m")))
-        };
-        if let Some(v) = get(LABEL_MIN) {
-            p.min = whole(LABEL_MIN, v)?;
+        let labels = Settings::new("labels", labels);
+        let replicas = format!("of replicas up to {MAX_REPLICAS}");
+        if let Some(n) = labels.whole(LABEL_MIN, 0..=MAX_REPLICAS, &replicas)? {
+            p.min = n;
         }
-        if let Some(v) = get(LABEL_MAX) {
-            p.max = whole(LABEL_MAX, v)?;
-            if p.max == 0 {
-                return Err(invalid(LABEL_MAX, "must be at least 1".into()));
+        if let Some(n) = labels.whole(LABEL_MAX, 0..=MAX_REPLICAS, &replicas)? {
+            if n == 0 {
+                return Err(labels.invalid(LABEL_MAX, "must be at least 1".into()));
             }
+            p.max = n;
         }
         if p.min > p.max {
-            return Err(invalid(LABEL_MIN, format!("{} is above {LABEL_MAX} ({})", p.min, p.max)));
+            return Err(labels.invalid(LABEL_MIN, format!("{} is above {LABEL_MAX} ({})", p.min, p.max)));
         }
-        if let Some(v) = get(LABEL_TYPE) {
+        if let Some(v) = labels.get(LABEL_TYPE) {
             p.kind = match v {
                 "rps" => ScalingType::Rps,
                 "capacity" => ScalingType::Capacity,
                 "cpu" => ScalingType::Cpu,
-                _ => return Err(invalid(LABEL_TYPE, format!("{v:?} is not one of rps, capacity, cpu"))),
-            };
-        }
-        if let Some(v) = get(LABEL_TARGET) {
-            p.target = match v.parse::<f64>() {
-                Ok(t) if t.is_finite() && t > 0.0 => t,
-                _ => return Err(invalid(LABEL_TARGET, format!("{v:?} is not a number above 0"))),
-            };
-        }
-        if let Some(v) = get(LABEL_TARGET_PROPORTION) {
-            p.target_proportion = match v.parse::<f64>() {
-                Ok(t) if t > 0.0 && t <= 1.0 => t,
                 _ => {
-                    return Err(invalid(LABEL_TARGET_PROPORTION, format!("{v:?} is not a number in (0, 1]")));
+                    return Err(labels.invalid(LABEL_TYPE, format!("{v:?} is not one of rps, capacity, cpu")));
                 }
             };
         }
-        if let Some(v) = get(LABEL_ZERO) {
+        if let Some(v) = labels.get(LABEL_TARGET) {
+            p.target = match v.parse::<f64>() {
+                Ok(t) if t.is_finite() && t > 0.0 => t,
+                _ => return Err(labels.invalid(LABEL_TARGET, format!("{v:?} is not a number above 0"))),
+            };
+        }
+        if let Some(v) = labels.get(LABEL_TARGET_PROPORTION) {
+            p.target_proportion = match v.parse::<f64>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => t,
+                _ => {
+                    return Err(
+                        labels.invalid(LABEL_TARGET_PROPORTION, format!("{v:?} is not a number in (0, 1]"))
+                    );
+                }
+            };
+        }
+        if let Some(v) = labels.get(LABEL_ZERO) {
             p.zero = match v {
                 "true" | "1" => true,
                 "false" | "0" => false,
-                _ => return Err(invalid(LABEL_ZERO, format!("{v:?} is not true or false"))),
+                _ => return Err(labels.invalid(LABEL_ZERO, format!("{v:?} is not true or false"))),
             };
         }
-        if let Some(v) = get(LABEL_ZERO_DURATION) {
-            p.zero_duration = duration(LABEL_ZERO_DURATION, v)?;
+        if let Some(d) = labels.duration(LABEL_ZERO_DURATION, "30s or 15m")? {
+            p.zero_duration = d;
         }
-        if let Some(v) = get(LABEL_DOWN_WINDOW) {
-            p.down_window = duration(LABEL_DOWN_WINDOW, v)?;
+        if let Some(d) = labels.duration(LABEL_DOWN_WINDOW, "30s or 15m")? {
+            p.down_window = d;
         }
         Ok(p)
     }
