@@ -8,7 +8,7 @@
 //! A point is 40 bytes: 12 KiB a function for the 10 minutes kept.
 //! `GET /system/function-history/{name}` serves them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,8 +88,9 @@ impl History {
     /// Takes one reading of every function's route; forgets removed ones.
     pub fn sample(&self, routes: &[std::sync::Arc<FunctionRoute>], now_ms: u64) {
         let secs = self.interval.as_secs_f64();
+        let live: HashSet<&FunctionRef> = routes.iter().map(|r| &r.function).collect();
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        series.retain(|f, _| routes.iter().any(|r| &r.function == f));
+        series.retain(|f, _| live.contains(f));
         for route in routes {
             let totals = Totals::read(route);
             // A route counts from zero when it is made (a function deployed

@@ -173,7 +173,7 @@ impl Gateway {
                 }
                 if let Some(name) = p.strip_prefix("/system/function-history/").filter(|n| !n.contains('/')) {
                     return match method {
-                        Method::GET => api::functions::history(self, name, &query).await,
+                        Method::GET => api::functions::history(self, name, &query),
                         _ => Ok(method_not_allowed("GET")),
                     };
                 }
