@@ -70,6 +70,40 @@ function parts(fn) {
   return at < 0 ? { name: fn, ns: DEFAULT_NAMESPACE } : { name: fn.slice(0, at), ns: fn.slice(at + 1) };
 }
 
+/** A button that runs `onClick`; `label` is what a screen reader says. */
+function button(text, label, onClick, cls = "") {
+  const b = el("button", { type: "button", text, "aria-label": label, class: cls });
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+/**
+ * Brings `tbody`'s rows in line with `items`, in their order: a row is made
+ * once by `make` (keyed by `key`), then only `update`d, so that a refresh
+ * does not take the keyboard's focus away from it.
+ */
+function syncRows(tbody, items, key, make, update = () => {}) {
+  const old = new Map([...tbody.rows].map((r) => [r.dataset.key, r]));
+  const rows = items.map((item) => {
+    const k = key(item);
+    const row = old.get(k) || make(item);
+    old.delete(k);
+    row.dataset.key = k;
+    update(row, item);
+    return row;
+  });
+  for (const row of old.values()) row.remove();
+  rows.forEach((row, i) => { if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null); });
+}
+
+const NAME_RULE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** What is wrong with a function or namespace name ("" when nothing). */
+function nameProblem(name) {
+  return NAME_RULE.test(name) && name.length <= 63 ? ""
+    : "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
+}
+
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
@@ -218,21 +252,15 @@ async function refreshFunctions() {
     const { ok, data, error } = list;
     if (!ok) throw new Error(error.message);
     $("list-error").textContent = "";
-    // Rows are kept and only their text changes, so that a refresh does
-    // not take the keyboard's focus away from a link.
-    const tbody = $("functions");
-    const old = new Map([...tbody.rows].map((r) => [r.dataset.function, r]));
-    const rows = data.sort((a, b) => a.name.localeCompare(b.name)).map((f) => {
-      const row = old.get(f.name) || el("tr", { "data-function": f.name },
+    syncRows($("functions"), data.sort((a, b) => a.name.localeCompare(b.name)), (f) => f.name,
+      (f) => el("tr", { "data-function": f.name },
         el("td", {}, el("a", { href: "#/function/" + enc(qualified(f.name, namespace)), text: f.name })),
-        el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" }));
-      setText(row.cells[1], f.image);
-      setText(row.cells[2], `${f.availableReplicas}/${f.replicas}`);
-      setText(row.cells[3], String(f.invocationCount));
-      return row;
-    });
-    for (const [name, row] of old) if (!data.some((f) => f.name === name)) row.remove();
-    rows.forEach((row, i) => { if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null); });
+        el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" })),
+      (row, f) => {
+        setText(row.cells[1], f.image);
+        setText(row.cells[2], `${f.availableReplicas}/${f.replicas}`);
+        setText(row.cells[3], String(f.invocationCount));
+      });
     $("empty").hidden = data.length > 0;
   } catch (err) {
     if (auth) $("list-error").textContent = "Could not list the functions: " + err.message;
@@ -644,11 +672,9 @@ $("deploy").addEventListener("submit", async (e) => {
   const errors = {};
   const service = String(form.get("service")).trim();
   if (!service) errors.service = "A name is required.";
-  else if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || service.length > 63)
-    errors.service = "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
+  else if (nameProblem(service)) errors.service = nameProblem(service);
   const ns = String(form.get("namespace")).trim() || DEFAULT_NAMESPACE;
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns) || ns.length > 63)
-    errors.namespace = "Lowercase letters, digits and '-', starting and ending with a letter or digit (at most 63).";
+  if (nameProblem(ns)) errors.namespace = nameProblem(ns);
   const image = String(form.get("image")).trim();
   if (!image) errors.image = "An image or bundle is required.";
   const maps = {};
@@ -706,15 +732,11 @@ async function refreshSecrets() {
     return;
   }
   $("secrets-error").textContent = "";
-  const rows = data.map((s) => s.name).sort().map((name) => {
-    const update = el("button", { type: "button", text: "Update", "aria-label": `Update ${name}` });
-    update.addEventListener("click", () => editSecret(name));
-    const remove = el("button", { type: "button", class: "danger", text: "Delete…", "aria-label": `Delete ${name}` });
-    remove.addEventListener("click", () => deleteSecret(name));
-    return el("tr", { "data-secret": name }, el("td", { text: name }), el("td", { class: "actions" }, update, " ", remove));
-  });
-  $("secrets").replaceChildren(...rows);
-  $("no-secret-rows").hidden = rows.length > 0;
+  syncRows($("secrets"), data.map((s) => s.name).sort(), (name) => name, (name) =>
+    el("tr", { "data-secret": name }, el("td", { text: name }), el("td", { class: "actions" },
+      button("Update", `Update ${name}`, () => editSecret(name)), " ",
+      button("Delete…", `Delete ${name}`, () => deleteSecret(name), "danger"))));
+  $("no-secret-rows").hidden = data.length > 0;
 }
 
 function resetSecretForm() {
@@ -785,27 +807,20 @@ async function refreshFailed() {
     return;
   }
   $("failed-error").textContent = "";
-  const tbody = $("failed");
-  const old = new Map([...tbody.rows].map((r) => [r.dataset.call, r]));
-  const rows = data.map((l) => {
-    if (old.has(l.callId)) return old.get(l.callId);
-    const answer = l.lastStatus ? String(l.lastStatus) : "none";
-    const details = el("details", {}, el("summary", { text: answer + (l.error ? ": " + l.error : "") }),
-      el("pre", { text: `${l.method} ${l.path}\ncall ${l.callId}\n\n${l.lastBody || ""}` }));
-    const replay = el("button", { type: "button", text: "Replay", "aria-label": `Replay call ${l.callId}` });
-    replay.addEventListener("click", () => settleFailed(l, "replay"));
-    const remove = el("button", { type: "button", class: "danger", text: "Delete…", "aria-label": `Delete call ${l.callId}` });
-    remove.addEventListener("click", () => settleFailed(l, "delete"));
+  // A dead letter does not change: its row is made once.
+  syncRows($("failed"), data, (l) => l.callId, (l) => {
+    const answer = (l.lastStatus ? String(l.lastStatus) : "none") + (l.error ? ": " + l.error : "");
     return el("tr", { "data-call": l.callId },
       el("td", { text: l.function.replace("." + DEFAULT_NAMESPACE, "") }),
       el("td", { text: l.failedAt.replace("T", " ").replace(/\.\d+/, "") }),
       el("td", { class: "wide", text: String(l.attempts) }),
-      el("td", {}, details),
-      el("td", { class: "actions" }, replay, " ", remove));
+      el("td", {}, el("details", {}, el("summary", { text: answer }),
+        el("pre", { text: `${l.method} ${l.path}\ncall ${l.callId}\n\n${l.lastBody || ""}` }))),
+      el("td", { class: "actions" },
+        button("Replay", `Replay call ${l.callId}`, () => settleFailed(l, "replay")), " ",
+        button("Delete…", `Delete call ${l.callId}`, () => settleFailed(l, "delete"), "danger")));
   });
-  for (const [id, row] of old) if (!data.some((l) => l.callId === id)) row.remove();
-  rows.forEach((row, i) => { if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null); });
-  $("no-failed").hidden = rows.length > 0;
+  $("no-failed").hidden = data.length > 0;
 }
 
 async function settleFailed(letter, action) {
