@@ -280,11 +280,18 @@ function showNamespaces(names) {
   $("namespace-choice").hidden = names.length < 2;
 }
 
+// Another namespace: the lists start again (the focus stays on the
+// chooser: arrow keys change it); a function's page or the form give way
+// to the list. Failed calls are listed for every namespace.
 $("namespace").addEventListener("change", () => {
   namespace = $("namespace").value;
   sessionStorage.setItem("ferrofaas-namespace", namespace);
   $("functions").replaceChildren();
-  refreshFunctions();
+  $("secrets").replaceChildren();
+  const view = location.hash.replace(/^#\/?/, "").split("/")[0];
+  if (view === "secrets") refreshSecrets();
+  else if (view === "functions" || view === "") refreshFunctions();
+  else if (view !== "failed") location.hash = "#/functions";
 });
 
 // ---- one function -------------------------------------------------------
