@@ -79,13 +79,17 @@ impl Browser {
         Browser { driver, addr, session, _profile: profile }
     }
 
-    /// A WebDriver command on the session; its `value`.
-    async fn cmd(&self, method: Method, path: &str, body: Value) -> Value {
+    /// A WebDriver command on the session: its `value`, or the driver's
+    /// error answer.
+    async fn try_cmd(&self, method: Method, path: &str, body: Value) -> Result<Value, String> {
         let body = if method == Method::GET { String::new() } else { body.to_string() };
         let url = format!("/session/{}{path}", self.session);
         let r = call(self.addr, method, &url, &[("content-type", "application/json")], &body).await;
-        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
-        r.json()["value"].clone()
+        if r.status == StatusCode::OK { Ok(r.json()["value"].clone()) } else { Err(r.body) }
+    }
+
+    async fn cmd(&self, method: Method, path: &str, body: Value) -> Value {
+        self.try_cmd(method, path, body).await.unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     async fn goto(&self, url: &str) {
@@ -124,12 +128,10 @@ impl Browser {
     async fn click(&self, css: &str) {
         for _ in 0..5 {
             let id = self.find(css).await;
-            let url = format!("/session/{}/element/{id}/click", self.session);
-            let r = call(self.addr, Method::POST, &url, &[("content-type", "application/json")], "{}").await;
-            if r.status == StatusCode::OK {
-                return;
+            match self.try_cmd(Method::POST, &format!("/element/{id}/click"), json!({})).await {
+                Ok(_) => return,
+                Err(e) => assert!(e.contains("stale element"), "click {css}: {e}"),
             }
-            assert!(r.body.contains("stale element"), "click {css}: {}", r.body);
         }
         panic!("{css} kept being replaced");
     }
