@@ -4,6 +4,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FunctionRef;
+
 /// One line a function instance printed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogMessage {
@@ -15,11 +17,11 @@ pub struct LogMessage {
     pub text: String,
 }
 
-/// What to read: the query parameters of `/system/logs`.
+/// What to read: the query parameters of `/system/logs`, read and checked
+/// once by the gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRequest {
-    pub name: String,
-    pub namespace: String,
+    pub function: FunctionRef,
     /// Only this instance (replica), if set.
     pub instance: Option<String>,
     /// Only lines at or after this time.

@@ -1,7 +1,7 @@
 //! `GET /system/logs?name=&namespace=&instance=&tail=&follow=&since=`:
 //! NDJSON, one `{"name","namespace","instance","timestamp","text"}` per line.
 
-use ferrofaas_types::LogRequest;
+use ferrofaas_types::{FunctionRef, LogRequest};
 use http::Response;
 use http::header::{CONTENT_TYPE, HeaderValue};
 
@@ -37,8 +37,7 @@ pub async fn get(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError
         ),
     };
     let request = LogRequest {
-        name: name.to_owned(),
-        namespace,
+        function: FunctionRef { name: name.to_owned(), namespace },
         instance: query.get("instance").map(str::to_owned),
         since,
         tail,

@@ -123,14 +123,7 @@ mod tests {
     use super::*;
 
     fn req(tail: Option<usize>, follow: bool) -> LogRequest {
-        LogRequest {
-            name: "f".into(),
-            namespace: "openfaas-fn".into(),
-            instance: None,
-            since: None,
-            tail,
-            follow,
-        }
+        LogRequest { function: FunctionRef::parse("f").unwrap(), instance: None, since: None, tail, follow }
     }
 
     #[tokio::test]

@@ -386,12 +386,10 @@ impl<B: Backend> Provider for LocalProvider<B> {
     }
 
     async fn logs(&self, request: LogRequest) -> Result<mpsc::Receiver<LogMessage>> {
-        let function = FunctionRef::new(&request.name, Some(&request.namespace))
-            .map_err(|e| ProviderError::invalid("name", e.to_string()))?;
-        if !self.functions.lock().await.contains_key(&function) {
-            return Err(not_found(&function));
+        if !self.functions.lock().await.contains_key(&request.function) {
+            return Err(not_found(&request.function));
         }
-        Ok(self.logs.read(&request, self.logs.function(&function)))
+        Ok(self.logs.read(&request, self.logs.function(&request.function)))
     }
 
     async fn namespaces(&self) -> Result<Vec<String>> {

@@ -661,8 +661,7 @@ impl Provider for SwarmProvider {
     }
 
     async fn logs(&self, request: LogRequest) -> Result<mpsc::Receiver<LogMessage>> {
-        let function = FunctionRef::new(&request.name, Some(&request.namespace))
-            .map_err(|e| ProviderError::invalid("name", e.to_string()))?;
+        let function = request.function.clone();
         let service = self.service(&function).await?;
         let tail = request.tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
         let mut options = LogsOptionsBuilder::default()
