@@ -152,12 +152,10 @@ async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
     let status = p.api(Method::GET, &format!("/system/async/{id}"), "").await.json();
     assert_eq!((status["state"].as_str(), status["status"].as_u64()), (Some("done"), Some(200)), "{status}");
 
-    // A flaky function succeeds on its third attempt.
-    let counter = state.join("flaky-count");
-    let flaky = format!(
-        "sh -c 'n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && echo ok-$n || exit 1'",
-        c = counter.display()
-    );
+    // A flaky function succeeds on its third attempt (it counts them in its
+    // replica's own /tmp).
+    let flaky = "sh -c 'c=${TMPDIR:-/tmp}/flaky-count; n=$(cat $c 2>/dev/null || echo 0); n=$((n+1)); \
+                 echo $n > $c; [ $n -ge 3 ] && echo ok-$n || exit 1'";
     let annotations = json!({"com.openfaas.retry.attempts": "4", "com.openfaas.retry.min_wait": "50ms",
         "com.openfaas.retry.max_wait": "200ms"});
     p.deploy(json!({"service": "flaky", "image": image, "envProcess": flaky, "annotations": annotations}), 1)
@@ -289,8 +287,12 @@ async fn crash(nats: Option<&str>) {
     };
     let p = Platform::start(state.path(), &queue_args);
     let image = format!("{}/wc", examples().display());
+    // The function reports each call id to the test over TCP (it cannot
+    // write the test's files from its sandbox); the test appends them to
+    // `seen`.
+    let port = record_lines(&seen);
     let spec = json!({"service": "recorder", "image": image,
-        "envProcess": format!("sh -c 'echo \"$Http_X_Call_Id\" >> {}'", seen.display()),
+        "envProcess": format!("bash -c 'echo \"$Http_X_Call_Id\" > /dev/tcp/127.0.0.1/{port}'"),
         "annotations": {"com.openfaas.queue.max_inflight": "8"}});
     p.deploy(spec.clone(), 1).await;
     // The second gateway (NATS only), with the same function.

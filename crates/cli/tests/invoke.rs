@@ -111,8 +111,8 @@ async fn bodies_stream_both_ways_through_the_gateway() {
 async fn requests_are_spread_over_ready_replicas() {
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &[]);
-    // Each replica has its own TMPDIR: the function prints it.
-    p.deploy(fork("who", "sh -c 'sleep 0.05; echo $TMPDIR'", json!({})), 1).await;
+    // Each replica has a host name of its own: the function prints it.
+    p.deploy(fork("who", "sh -c 'sleep 0.05; hostname'", json!({})), 1).await;
     let r = p.api(Method::POST, "/system/scale-function/who", r#"{"serviceName":"who","replicas":3}"#).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     p.wait_ready("who", 3).await;

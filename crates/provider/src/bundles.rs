@@ -241,6 +241,25 @@ pub(crate) fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
     if total == 0 && fs::read_dir(dest).map(|mut d| d.next().is_none()).unwrap_or(true) {
         return Err(bad("the archive is empty".into()));
     }
+    readable_by_all(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))
+}
+
+/// Makes a bundle readable by whoever its replicas run as (a sandboxed
+/// function has a uid of its own): folders 0755, files 0644, or 0755 if
+/// the archive made them executable. Writable by no one but the provider.
+fn readable_by_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            readable_by_all(&entry.path())?;
+        } else if kind.is_file() {
+            let exec = entry.metadata()?.permissions().mode() & 0o111 != 0;
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+        }
+    }
     Ok(())
 }
 
@@ -253,7 +272,8 @@ mod tests {
         for (path, data) in files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
-            h.set_mode(0o755);
+            // Private modes, as an archive may have them.
+            h.set_mode(if path.ends_with(".sh") { 0o700 } else { 0o600 });
             h.set_cksum();
             b.append_data(&mut h, path, *data).unwrap();
         }
@@ -280,11 +300,22 @@ mod tests {
     fn push_and_resolve() {
         let dir = tempfile::tempdir().unwrap();
         let store = BundleStore::open(dir.path().join("bundles")).unwrap();
-        let a = archive(&[("bundle.json", br#"{"env":{"fprocess":"cat"}}"#), ("lib/x.txt", b"x")]);
+        let a = archive(&[
+            ("bundle.json", br#"{"env":{"fprocess":"cat"}}"#),
+            ("lib/x.txt", b"x"),
+            ("run.sh", b"cat"),
+        ]);
         let info = store.push("cat:1", a.clone()).unwrap();
         assert_eq!(info.image, "cat:1");
         let path = store.resolve("cat:1").unwrap();
         assert_eq!(fs::read(path.join("lib/x.txt")).unwrap(), b"x");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            (mode(&path), mode(&path.join("lib")), mode(&path.join("lib/x.txt"))),
+            (0o755, 0o755, 0o644)
+        );
+        assert_eq!(mode(&path.join("run.sh")), 0o755);
         assert_eq!(Manifest::read(&path).unwrap().env["fprocess"], "cat");
         assert_eq!(store.resolve(&info.digest).unwrap(), path);
         assert!(store.resolve("cat:2").is_err());

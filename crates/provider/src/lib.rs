@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub mod bundles;
+mod container;
 pub mod docker;
 pub mod fsutil;
 pub mod local;

@@ -189,6 +189,16 @@ async fn timed_out(mut run: Running, deadline: Option<ExecDeadline>) -> Response
 }
 
 fn exited_with_error(status: std::process::ExitStatus) -> Response<Body> {
+    use std::os::unix::process::ExitStatusExt;
+    // Killed, or a shell saying its child was (128 + SIGKILL).
+    let killed = status.signal() == Some(libc::SIGKILL) || status.code() == Some(128 + libc::SIGKILL);
+    if killed && let Some(cause) = crate::oom::cause() {
+        tracing::error!(%status, "the function process was killed: {cause}");
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the function process was killed: {cause}"),
+        );
+    }
     tracing::warn!(%status, "function exited with an error");
     let what = match status.code() {
         Some(code) => format!("exit code {code}"),

@@ -18,6 +18,7 @@ pub mod config;
 mod fork;
 mod logs;
 pub mod metrics;
+mod oom;
 mod process;
 mod proxy;
 mod server;

@@ -68,6 +68,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    // Nothing the function starts gains privileges from a set-uid program or
+    // file capabilities. Sandboxes and engines set this too; a container on
+    // an engine that cannot be told to (Swarm before API 1.46) gets it here.
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())

@@ -113,8 +113,13 @@ impl Proxy {
                 )
             }
             Err(ForwardError::Upstream(e)) => {
-                tracing::warn!(error = %e, "function upstream failed");
-                error_response(StatusCode::BAD_GATEWAY, &format!("function upstream failed: {e}"))
+                // The function's server may have been killed for memory.
+                let message = match crate::oom::cause() {
+                    Some(cause) => format!("function upstream failed: {e}; its process was killed: {cause}"),
+                    None => format!("function upstream failed: {e}"),
+                };
+                tracing::warn!("{message}");
+                error_response(StatusCode::BAD_GATEWAY, &message)
             }
         }
     }

@@ -25,6 +25,7 @@ use crate::body::Body;
 use crate::config::{Config, Mode};
 use crate::fork::Forker;
 use crate::metrics::Metrics;
+use crate::oom;
 use crate::process::{self, StderrSink, Upstream};
 use crate::proxy::Proxy;
 use crate::static_files::StaticFiles;
@@ -399,6 +400,7 @@ pub async fn run(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = Duration>,
 ) -> io::Result<()> {
+    oom::init();
     let watchdog = Arc::new(Watchdog::new(config)?);
     let config = &watchdog.config;
     let local = listener.local_addr()?;
@@ -504,7 +506,10 @@ async fn supervise_upstream(watchdog: Arc<Watchdog>, mut up: Upstream, stop: one
         status = up.child.wait() => {
             up.group.reaped();
             match status {
-                Ok(status) => tracing::error!(%status, "the function process exited"),
+                Ok(status) => match crate::oom::cause().filter(|_| std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL)) {
+                    Some(cause) => tracing::error!(%status, "the function process was killed: {cause}"),
+                    None => tracing::error!(%status, "the function process exited"),
+                },
                 Err(e) => tracing::error!(error = %e, "lost track of the function process"),
             }
             watchdog.advance(Phase::Failed);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
-use ferrofaas_provider::process::ProcessConfig;
+use ferrofaas_provider::process::{ProcessConfig, SandboxOptions};
 use ferrofaas_provider::swarm::SwarmConfig;
 use ferrofaas_provider::{Provider, ProviderError};
 use tokio::net::TcpListener;
@@ -79,6 +79,47 @@ pub struct Args {
     /// Longest wait for a function's response (e.g. 60s, 2m)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Run process replicas without a sandbox: as this user, able to read
+    /// and change all it can (the state folder, other functions). Only for
+    /// machines where sandboxes cannot be made, and functions you trust
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
+    /// The faas-sandbox program (default: next to faas)
+    #[arg(long, env = "FAAS_SANDBOX")]
+    sandbox: Option<PathBuf>,
+    /// Most processes and threads one replica may have, on every provider
+    /// (a fork bomb stops there)
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pids_limit: u64,
+    /// Size of each process replica's private /tmp (and of its /dev/shm)
+    #[arg(long, default_value = "64Mi", value_parser = parse_size)]
+    sandbox_tmp: u64,
+    /// A host folder process replicas may read, besides /usr, /etc and the
+    /// like (a runtime installed in /opt, say); repeat for more
+    #[arg(long = "sandbox-path", value_name = "PATH", value_parser = parse_host_path)]
+    sandbox_paths: Vec<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    ferrofaas_types::function::parse_memory(s)
+        .filter(|&b| b >= 1 << 20)
+        .ok_or_else(|| format!("{s:?} is not a size of at least 1Mi, such as 64Mi or 1G"))
+}
+
+fn parse_host_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if !path.is_absolute() {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    if !path.is_dir() {
+        return Err(format!("{s:?} is not a folder"));
+    }
+    for forbidden in ["/", "/proc", "/sys", "/dev", "/run", "/tmp", "/var", "/root", "/home"] {
+        if path == Path::new(forbidden) {
+            return Err(format!("{s:?} would show replicas too much of this machine"));
+        }
+    }
+    Ok(path)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -128,6 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ferrofaas_provider::docker::start(ferrofaas_provider::docker::DockerConfig::new(
                 state.clone(),
                 image_watchdog,
+                args.pids_limit,
             ))
             .await
             .with_context(|| format!("starting the Docker provider in {}", state.display()))?
@@ -137,13 +179,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ferrofaas_provider::swarm::start(SwarmConfig {
                 network: args.network.clone(),
                 watchdog: image_watchdog,
+                pids_limit: args.pids_limit,
             })
             .await
             .context("starting the Swarm provider")?
         }
         _ => {
-            let watchdog = find_watchdog(args.watchdog.as_deref())?;
-            ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog))
+            let watchdog = find_program("faas-watchdog", args.watchdog.as_deref(), "--watchdog")?;
+            let sandbox = if args.unsafe_no_sandbox {
+                None
+            } else {
+                Some(SandboxOptions {
+                    program: find_program("faas-sandbox", args.sandbox.as_deref(), "--sandbox")?,
+                    pids: args.pids_limit,
+                    tmp_bytes: args.sandbox_tmp,
+                    paths: args.sandbox_paths.clone(),
+                })
+            };
+            ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog, sandbox))
                 .await
                 .with_context(|| format!("starting the process provider in {}", state.display()))?
         }
@@ -189,17 +242,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `faas-watchdog` as given, else next to this executable.
-fn find_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// A program of the workspace (`faas-watchdog`, `faas-sandbox`) as given
+/// (`flag`), else next to this executable.
+fn find_program(name: &str, given: Option<&Path>, flag: &str) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()?.parent().context("faas has no folder")?.join("faas-watchdog"),
+        None => std::env::current_exe()?.parent().context("faas has no folder")?.join(name),
     };
     if !path.is_file() {
-        bail!(
-            "no faas-watchdog at {}: build the workspace (cargo build --release) or pass --watchdog",
-            path.display()
-        );
+        bail!("no {name} at {}: build the workspace (cargo build --release) or pass {flag}", path.display());
     }
     Ok(std::fs::canonicalize(&path)?)
 }

@@ -21,19 +21,53 @@ pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 /// The watchdog next to `faas`, built if this test run has not built it.
 pub fn watchdog() -> PathBuf {
     static BUILD: Once = Once::new();
-    let path = Path::new(FAAS).with_file_name("faas-watchdog");
-    BUILD.call_once(|| {
-        if !path.exists() {
-            let profile_release = Path::new(FAAS).parent().is_some_and(|p| p.ends_with("release"));
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-p", "faas-watchdog"]);
-            if profile_release {
-                cmd.arg("--release");
-            }
-            assert!(cmd.status().expect("cargo build").success(), "building faas-watchdog");
+    beside_faas("faas-watchdog", "faas-watchdog", &BUILD)
+}
+
+/// The sandbox program next to `faas`, built if this test run has not.
+pub fn sandbox() -> PathBuf {
+    static BUILD: Once = Once::new();
+    beside_faas("faas-sandbox", "ferrofaas-sandbox", &BUILD)
+}
+
+/// A program of the workspace next to `faas`, built (or brought up to
+/// date) once per test run: `cargo test` builds only the binaries of the
+/// package under test.
+fn beside_faas(program: &str, package: &str, build: &Once) -> PathBuf {
+    let path = Path::new(FAAS).with_file_name(program);
+    build.call_once(|| {
+        let profile_release = Path::new(FAAS).parent().is_some_and(|p| p.ends_with("release"));
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", package]);
+        if profile_release {
+            cmd.arg("--release");
         }
+        assert!(cmd.status().expect("cargo build").success(), "building {program}");
     });
     path
+}
+
+/// A TCP server on 127.0.0.1 that appends what each connection sends to
+/// `path`: how a sandboxed function reports to a test. Its port.
+pub fn record_lines(path: &Path) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let file =
+        Arc::new(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let file = Arc::clone(&file);
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if stream.read_to_string(&mut text).is_ok() && !text.is_empty() {
+                    let _ = file.lock().unwrap().write_all(text.as_bytes());
+                }
+            });
+        }
+    });
+    port
 }
 
 pub fn examples() -> PathBuf {
@@ -52,12 +86,26 @@ pub struct Platform {
 impl Platform {
     /// `faas serve` on a free port with `state` and extra arguments.
     pub fn start(state: &Path, extra: &[&str]) -> Platform {
-        let mut cmd = Command::new(FAAS);
+        Platform::start_as(state, extra, &[])
+    }
+
+    /// The same, started through `wrapper` (a program and its arguments,
+    /// such as `setpriv` to run it as another user).
+    pub fn start_as(state: &Path, extra: &[&str], wrapper: &[&str]) -> Platform {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(FAAS);
+                cmd
+            }
+            None => Command::new(FAAS),
+        };
         cmd.args(["serve", "--port", "0", "--state"])
             .arg(state)
             .arg("--watchdog")
             .arg(watchdog())
             .args(extra)
+            .env("FAAS_SANDBOX", sandbox())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -102,6 +150,11 @@ impl Platform {
             format!("Basic {}", ferrofaas_types::base64::encode(raw.as_bytes()))
         });
         Platform { child, addr, state: state.to_path_buf(), stdout, stderr, auth }
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn logs(&self) -> String {
@@ -157,18 +210,31 @@ impl Platform {
         call(self.addr, Method::POST, path, &[], body).await
     }
 
-    /// Pids of this platform's replica watchdogs for a function.
+    /// Pids of this platform's replica watchdogs for a function: sandboxed,
+    /// a watchdog's sandbox (two processes up) names the function's folder
+    /// of instances; unsandboxed, its own `$TMPDIR` is in it.
     pub fn replica_pids(&self, function: &str) -> Vec<i32> {
         let run = self.state.join("run/openfaas-fn").join(function);
+        let needle = format!("{}/", run.display());
+        let parent = |pid: i32| -> Option<i32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+        };
+        let cmdline = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-            let Ok(cmdline) = std::fs::read_to_string(format!("/proc/{pid}/cmdline")) else { continue };
-            let needle = format!("TMPDIR={}/", run.display());
-            if cmdline.contains("faas-watchdog")
-                && environ.split(|&b| b == 0).any(|kv| kv.starts_with(needle.as_bytes()))
-            {
+            if !cmdline(pid).contains("faas-watchdog") {
+                continue;
+            }
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let unsandboxed =
+                environ.split(|&b| b == 0).any(|kv| kv.starts_with(format!("TMPDIR={needle}").as_bytes()));
+            let sandboxed = parent(pid).and_then(parent).is_some_and(|h| {
+                let c = cmdline(h);
+                c.contains("faas-sandbox") && c.contains(&needle)
+            });
+            if unsandboxed || sandboxed {
                 pids.push(pid);
             }
         }

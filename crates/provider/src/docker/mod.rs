@@ -28,12 +28,12 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
-use ferrofaas_types::function::{parse_cpu, parse_memory};
-use ferrofaas_types::{FunctionDeployment, ProviderInfo};
+use ferrofaas_types::{FunctionDeployment, FunctionRef, ProviderInfo};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider};
+use crate::container::{Hardening, limits};
+use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider, SecretAccess};
 use crate::{BundleInfo, ProviderError, Result};
 
 pub use crate::local::Timing;
@@ -55,11 +55,13 @@ pub struct DockerConfig {
     /// The static `faas-watchdog` that goes into images built here.
     pub watchdog: PathBuf,
     pub timing: Timing,
+    /// Most processes and threads one replica may have.
+    pub pids_limit: u64,
 }
 
 impl DockerConfig {
-    pub fn new(state_dir: PathBuf, watchdog: PathBuf) -> DockerConfig {
-        DockerConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog }
+    pub fn new(state_dir: PathBuf, watchdog: PathBuf, pids_limit: u64) -> DockerConfig {
+        DockerConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog, pids_limit }
     }
 }
 
@@ -82,6 +84,7 @@ pub async fn start(config: DockerConfig) -> io::Result<Arc<DockerProvider>> {
         watchdog: config.watchdog,
         owner: config.state_dir.display().to_string(),
         network: OnceCell::new(),
+        pids_limit: config.pids_limit,
     };
     LocalProvider::start(backend, LocalConfig { state_dir: config.state_dir, timing: config.timing }).await
 }
@@ -93,6 +96,7 @@ pub struct DockerBackend {
     /// platforms can share one engine and each cleans up only its own.
     owner: String,
     network: OnceCell<()>,
+    pids_limit: u64,
 }
 
 /// What a replica of one version runs.
@@ -104,6 +108,7 @@ pub struct DockerSpec {
     memory: Option<i64>,
     nano_cpus: Option<i64>,
     read_only: bool,
+    hardening: Hardening,
 }
 
 impl DockerBackend {
@@ -150,6 +155,7 @@ impl Backend for DockerBackend {
         labels.insert(LABEL_FUNCTION.into(), spec.service.clone());
         labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
         let (memory, nano_cpus) = limits(spec.limits.as_ref());
+        let hardening = Hardening::of(spec, self.pids_limit)?;
         let docker_spec = DockerSpec {
             image: id.clone(),
             env,
@@ -157,6 +163,7 @@ impl Backend for DockerBackend {
             memory,
             nano_cpus,
             read_only: spec.read_only_root_filesystem,
+            hardening,
         };
         Ok((docker_spec, id))
     }
@@ -179,6 +186,10 @@ impl Backend for DockerBackend {
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             binds: Some(vec![format!("{}:{SECRETS_PATH}:ro", secrets_dir.display())]),
             init: Some(true),
+            cap_drop: Some(spec.hardening.cap_drop.clone()),
+            cap_add: Some(spec.hardening.cap_add.clone()),
+            security_opt: Some(spec.hardening.security_opt()),
+            pids_limit: Some(spec.hardening.pids_limit),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -227,8 +238,8 @@ impl Backend for DockerBackend {
     }
 
     /// Secrets are read by the container's user, not ours.
-    fn secret_modes(&self) -> (u32, u32) {
-        (0o444, 0o555)
+    fn secret_access(&self, _function: &FunctionRef) -> SecretAccess {
+        SecretAccess { file_mode: 0o444, dir_mode: 0o555, owner: None }
     }
 
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
@@ -307,15 +318,6 @@ pub(crate) async fn function_image(
     }
     env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
     Ok(FunctionImage { id, env, runs_watchdog })
-}
-
-/// A deployment's `limits` as the Engine API takes them: memory in bytes,
-/// CPU in billionths of a core.
-pub(crate) fn limits(limits: Option<&ferrofaas_types::FunctionResources>) -> (Option<i64>, Option<i64>) {
-    let Some(limits) = limits else { return (None, None) };
-    let memory = parse_memory(&limits.memory).map(|b| b as i64);
-    let nano_cpus = parse_cpu(&limits.cpu).map(|m| m as i64 * 1_000_000);
-    (memory, nano_cpus)
 }
 
 async fn remove(docker: &Docker, id: &str) {

@@ -38,6 +38,7 @@ use self::function::FunctionHandle;
 use self::logs::{FunctionLog, LogHub};
 use self::replica::{Generation, Shared};
 pub use self::replica::{Instance, Timing};
+pub use self::secrets::SecretAccess;
 use self::secrets::SecretStore;
 use self::store::{FunctionStore, StoredFunction};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
@@ -79,9 +80,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts one replica.
     async fn launch(&self, spec: &Self::Spec, launch: Launch<'_>) -> io::Result<Box<dyn Instance>>;
 
-    /// Modes of secret files and their folder, for whoever the replica runs as.
-    fn secret_modes(&self) -> (u32, u32) {
-        (0o400, 0o700)
+    /// Modes and owner of a replica's secret files, for whoever the
+    /// replicas of `function` run as.
+    fn secret_access(&self, function: &FunctionRef) -> SecretAccess {
+        let _ = function;
+        SecretAccess::default()
+    }
+
+    /// `function` was removed and its replicas are gone.
+    fn removed(&self, function: &FunctionRef) {
+        let _ = function;
     }
 
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
@@ -245,7 +253,6 @@ impl<B: Backend> LocalProvider<B> {
 
     /// Rewrites a secret in the folders of running replicas that use it.
     fn refresh_secret(&self, namespace: &str, name: &str, functions: &BTreeMap<FunctionRef, Entry<B>>) {
-        let (file_mode, dir_mode) = self.backend.secret_modes();
         for (f, entry) in functions {
             if f.namespace != namespace || !entry.stored.spec.secrets.iter().any(|s| s == name) {
                 continue;
@@ -254,9 +261,8 @@ impl<B: Backend> LocalProvider<B> {
             let Ok(instances) = std::fs::read_dir(&run_dir) else { continue };
             for instance in instances.flatten() {
                 let dest = instance.path().join("secrets");
-                if let Err(e) =
-                    self.secrets.materialize(namespace, &[name.to_owned()], &dest, file_mode, dir_mode)
-                {
+                let access = self.backend.secret_access(f);
+                if let Err(e) = self.secrets.materialize(namespace, &[name.to_owned()], &dest, access) {
                     tracing::warn!(function = %f, secret = name, error = %e, "could not refresh a secret");
                 }
             }
@@ -347,6 +353,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
             handle.stop().await;
         }
         self.logs.remove(function);
+        self.backend.removed(function);
         let _ = std::fs::remove_dir_all(
             self.config.state_dir.join("run").join(&function.namespace).join(&function.name),
         );

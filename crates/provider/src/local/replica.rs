@@ -178,8 +178,8 @@ async fn launch<B: Backend>(
 ) -> io::Result<Box<dyn Instance>> {
     std::fs::create_dir_all(dir.join("tmp"))?;
     let secrets_dir = dir.join("secrets");
-    let (file_mode, dir_mode) = shared.backend.secret_modes();
-    shared.secrets.materialize(&spec.function.namespace, &spec.secrets, &secrets_dir, file_mode, dir_mode)?;
+    let access = shared.backend.secret_access(&spec.function);
+    shared.secrets.materialize(&spec.function.namespace, &spec.secrets, &secrets_dir, access)?;
     let launch =
         Launch { function: &spec.function, instance, dir, secrets_dir: &secrets_dir, log: &shared.log };
     shared.backend.launch(&spec.spec, launch).await

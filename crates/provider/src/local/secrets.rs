@@ -9,6 +9,21 @@ use std::path::{Path, PathBuf};
 use crate::fsutil;
 use crate::{ProviderError, Result};
 
+/// Who reads a replica's secrets: the modes of its files and their
+/// folder, and the uid and gid that own them (`None`: the provider's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretAccess {
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Default for SecretAccess {
+    fn default() -> SecretAccess {
+        SecretAccess { file_mode: 0o400, dir_mode: 0o700, owner: None }
+    }
+}
+
 pub struct SecretStore {
     dir: PathBuf,
 }
@@ -78,24 +93,30 @@ impl SecretStore {
     }
 
     /// Copies the named secrets into `dest` (a replica's own folder), as
-    /// files the function can read: `<dest>/<name>` with `file_mode`, in a
-    /// folder with `dir_mode` (the backend knows who reads them).
+    /// files the function can read: `<dest>/<name>`, with the modes and
+    /// owner of `access` (the backend knows who reads them).
     pub fn materialize(
         &self,
         namespace: &str,
         names: &[String],
         dest: &Path,
-        file_mode: u32,
-        dir_mode: u32,
+        access: SecretAccess,
     ) -> io::Result<()> {
         fs::create_dir_all(dest)?;
+        let owner = access.owner.map(|(u, g)| (Some(u), Some(g)));
         for name in names {
             let value = fs::read(self.path(namespace, name))?;
             let target = dest.join(name);
             let _ = fs::remove_file(&target);
-            fsutil::write_atomic(&target, &value, file_mode)?;
+            fsutil::write_atomic(&target, &value, access.file_mode)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&target, uid, gid)?;
+            }
         }
-        fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(dir_mode))
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dest, uid, gid)?;
+        }
+        fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(access.dir_mode))
     }
 }
 
@@ -114,7 +135,7 @@ mod tests {
         assert_eq!(s.list("ns").unwrap(), vec!["db"]);
         assert!(s.list("other").unwrap().is_empty());
         let dest = dir.path().join("replica");
-        s.materialize("ns", &["db".into()], &dest, 0o400, 0o700).unwrap();
+        s.materialize("ns", &["db".into()], &dest, SecretAccess::default()).unwrap();
         assert_eq!(fs::read(dest.join("db")).unwrap(), b"pw2");
         s.delete("ns", "db").unwrap();
         assert!(matches!(s.delete("ns", "db"), Err(ProviderError::NotFound(_))));

@@ -8,9 +8,19 @@
 //! and its secrets as files in `$secret_mount_path`, where OpenFaaS's SDKs
 //! look for them.
 //!
+//! Every replica runs in a sandbox ([`sandbox`], `faas-sandbox`): the
+//! watchdog and all it starts see their bundle at `/home/app`, their
+//! secrets at `/var/openfaas/secrets` and a private `/tmp`, as a uid of
+//! their own with no privileges, in a cgroup with the deployment's limits.
+//! `--unsafe-no-sandbox` runs them as plain processes of the gateway's user
+//! instead (their bundle and instance folder in place).
+//!
 //! The replica's listening socket is bound here (127.0.0.1, a free port) and
 //! handed to the watchdog as fd 3 (`LISTEN_FDS=1`), so its address is known
 //! before it starts and no two replicas can race for a port.
+
+mod meter;
+mod sandbox;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,12 +33,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferrofaas_types::{FunctionDeployment, ProviderInfo};
+use ferrofaas_sandbox::cgroup::{Cgroup, Limits};
+use ferrofaas_sandbox::{Identity, SECRETS_DIR, TMP_DIR};
+use ferrofaas_types::function::{parse_cpu, parse_memory};
+use ferrofaas_types::isolation::{CAPABILITIES_LABEL, Isolation};
+use ferrofaas_types::{FunctionDeployment, FunctionRef, ProviderInfo};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use self::meter::{CgroupMeter, ProcMeter};
+use self::sandbox::{Replica, Sandbox};
+pub use self::sandbox::{SandboxOptions, UID_BASE};
 use crate::bundles::{self, BundleStore, Manifest};
-use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider};
+use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider, SecretAccess};
 use crate::{BundleInfo, ProviderError, Result};
 
 pub use crate::local::Timing;
@@ -46,11 +63,13 @@ pub struct ProcessConfig {
     /// The `faas-watchdog` executable replicas run.
     pub watchdog: PathBuf,
     pub timing: Timing,
+    /// `None`: replicas run unsandboxed (`--unsafe-no-sandbox`).
+    pub sandbox: Option<SandboxOptions>,
 }
 
 impl ProcessConfig {
-    pub fn new(state_dir: PathBuf, watchdog: PathBuf) -> ProcessConfig {
-        ProcessConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog }
+    pub fn new(state_dir: PathBuf, watchdog: PathBuf, sandbox: Option<SandboxOptions>) -> ProcessConfig {
+        ProcessConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog, sandbox }
     }
 }
 
@@ -58,13 +77,24 @@ impl ProcessConfig {
 /// started.
 pub async fn start(config: ProcessConfig) -> io::Result<Arc<ProcessProvider>> {
     let bundles = BundleStore::open(config.state_dir.join("bundles"))?;
-    let backend = ProcessBackend { watchdog: config.watchdog, bundles: Arc::new(bundles) };
+    crate::fsutil::create_private_dir(&config.state_dir)?;
+    let sandbox = match config.sandbox {
+        Some(options) => Some(Sandbox::start(options, config.watchdog.clone(), &config.state_dir).await),
+        None => {
+            tracing::warn!(
+                "replicas run without a sandbox (--unsafe-no-sandbox): as this user, seeing all it sees"
+            );
+            None
+        }
+    };
+    let backend = ProcessBackend { watchdog: config.watchdog, bundles: Arc::new(bundles), sandbox };
     LocalProvider::start(backend, LocalConfig { state_dir: config.state_dir, timing: config.timing }).await
 }
 
 pub struct ProcessBackend {
     watchdog: PathBuf,
     bundles: Arc<BundleStore>,
+    sandbox: Option<Sandbox>,
 }
 
 /// What a replica of one version runs.
@@ -72,6 +102,10 @@ pub struct ProcessSpec {
     bundle_dir: PathBuf,
     /// `${PORT}` in a value becomes the port of the function's own server.
     env: Vec<(String, String)>,
+    /// Who it runs as, in a sandbox (`None`: unsandboxed).
+    identity: Option<Identity>,
+    limits: Limits,
+    network: bool,
 }
 
 #[async_trait]
@@ -86,34 +120,78 @@ impl Backend for ProcessBackend {
         let bundle_dir = self.bundles.resolve(&spec.image)?;
         let manifest = Manifest::read(&bundle_dir)?;
         let env = function_env(&manifest, spec)?;
-        let identity = bundle_dir.display().to_string();
-        Ok((ProcessSpec { bundle_dir, env: env.into_iter().collect() }, identity))
+        let isolation = Isolation::from_labels(&spec.labels)?;
+        if !isolation.capabilities.is_empty() {
+            return Err(ProviderError::invalid(
+                format!("labels.{CAPABILITIES_LABEL}"),
+                "process replicas run as an unprivileged uid and cannot be given capabilities \
+                 (only containers can: the docker and swarm providers)",
+            ));
+        }
+        let limits = limits(spec);
+        let identity = match &self.sandbox {
+            Some(sandbox) => {
+                sandbox.check_limits(&limits)?;
+                Some(sandbox.identity(&FunctionRef {
+                    name: spec.service.clone(),
+                    namespace: spec.namespace.clone(),
+                })?)
+            }
+            None => None,
+        };
+        let identity_text = bundle_dir.display().to_string();
+        let spec = ProcessSpec {
+            bundle_dir,
+            env: env.into_iter().collect(),
+            identity,
+            limits,
+            network: isolation.network,
+        };
+        Ok((spec, identity_text))
     }
 
     async fn launch(&self, spec: &ProcessSpec, launch: Launch<'_>) -> io::Result<Box<dyn Instance>> {
-        let tmp = launch.dir.join("tmp");
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port_text = port.to_string();
 
-        let mut cmd = Command::new(&self.watchdog);
-        cmd.env_clear();
-        for name in INHERITED_ENV {
-            if let Some(v) = std::env::var_os(name) {
-                cmd.env(name, v);
+        let mut cgroup = None;
+        let mut cmd = match (&self.sandbox, spec.identity) {
+            (Some(sandbox), Some(identity)) => {
+                sandbox.check()?;
+                let replica = Replica {
+                    function: launch.function,
+                    identity,
+                    limits: spec.limits,
+                    network: spec.network,
+                    port,
+                    bundle: &spec.bundle_dir,
+                    secrets: launch.secrets_dir,
+                    dir: launch.dir,
+                    instance: launch.instance,
+                };
+                let (sandbox_spec, made) = sandbox.replica(&replica)?;
+                cgroup = made.map(Arc::new);
+                let json = serde_json::to_string(&sandbox_spec).map_err(io::Error::other)?;
+                let mut cmd = Command::new(sandbox.program());
+                cmd.arg("run").arg(json);
+                self.env(&mut cmd, spec, &port_text);
+                cmd.env("HOME", TMP_DIR).env("TMPDIR", TMP_DIR).env("secret_mount_path", SECRETS_DIR);
+                cmd
             }
-        }
-        for (k, v) in &spec.env {
-            cmd.env(k, v.replace("${PORT}", &port));
-        }
-        cmd.env("PORT", &port)
-            .env("HOME", &tmp)
-            .env("TMPDIR", &tmp)
-            .env("secret_mount_path", launch.secrets_dir)
-            .env("LISTEN_FDS", "1")
-            .env_remove("LISTEN_PID")
-            .current_dir(&spec.bundle_dir)
-            .stdin(Stdio::null())
+            _ => {
+                let tmp = launch.dir.join("tmp");
+                let mut cmd = Command::new(&self.watchdog);
+                self.env(&mut cmd, spec, &port_text);
+                cmd.env("HOME", &tmp)
+                    .env("TMPDIR", &tmp)
+                    .env("secret_mount_path", launch.secrets_dir)
+                    .current_dir(&spec.bundle_dir);
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -133,8 +211,16 @@ impl Backend for ProcessBackend {
                 Ok(())
             });
         }
-        let mut child =
-            cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.watchdog.display())))?;
+        let program = cmd.as_std().get_program().to_owned();
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cgroup) = cgroup.take() {
+                    remove_cgroup(cgroup).await;
+                }
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", program.display())));
+            }
+        };
         drop(listener);
         for out in
             [child.stdout.take().map(box_reader), child.stderr.take().map(box_reader)].into_iter().flatten()
@@ -148,7 +234,18 @@ impl Backend for ProcessBackend {
                 }
             });
         }
-        Ok(Box::new(ProcessInstance { child, addr }))
+        Ok(Box::new(ProcessInstance { child, addr, cgroup }))
+    }
+
+    fn secret_access(&self, function: &FunctionRef) -> SecretAccess {
+        let owner = self.sandbox.as_ref().and_then(|s| s.secret_owner(function));
+        SecretAccess { owner, ..SecretAccess::default() }
+    }
+
+    fn removed(&self, function: &FunctionRef) {
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.release(function);
+        }
     }
 
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
@@ -161,6 +258,32 @@ impl Backend for ProcessBackend {
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {
         Ok(self.bundles.list())
+    }
+}
+
+impl ProcessBackend {
+    /// A replica's environment: what it inherits, then the function's.
+    fn env(&self, cmd: &mut Command, spec: &ProcessSpec, port: &str) {
+        cmd.env_clear();
+        for name in INHERITED_ENV {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v.replace("${PORT}", port));
+        }
+        cmd.env("PORT", port).env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
+    }
+}
+
+/// The deployment's `limits` as the sandbox's cgroup takes them.
+fn limits(spec: &FunctionDeployment) -> Limits {
+    let limits = spec.limits.as_ref();
+    Limits {
+        memory_bytes: limits.and_then(|l| parse_memory(&l.memory)),
+        cpu_millis: limits.and_then(|l| parse_cpu(&l.cpu)).filter(|&m| m > 0),
+        pids: None,
     }
 }
 
@@ -196,6 +319,30 @@ fn box_reader(
 struct ProcessInstance {
     child: Child,
     addr: SocketAddr,
+    /// The sandbox's cgroup: killed and removed once the replica is gone.
+    cgroup: Option<Arc<Cgroup>>,
+}
+
+impl ProcessInstance {
+    async fn clean_up(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            remove_cgroup(cgroup).await;
+        }
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.cgroup.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(remove_cgroup(cgroup));
+        }
+    }
+}
+
+async fn remove_cgroup(cgroup: Arc<Cgroup>) {
+    let _ = tokio::task::spawn_blocking(move || cgroup.kill_and_remove()).await;
 }
 
 #[async_trait]
@@ -205,9 +352,13 @@ impl Instance for ProcessInstance {
     }
 
     async fn exited(&mut self) -> String {
-        match self.child.wait().await {
+        let how = match self.child.wait().await {
             Ok(status) => status.to_string(),
             Err(e) => format!("lost: {e}"),
+        };
+        match self.cgroup.as_ref().filter(|c| c.oom_kills().unwrap_or(0) > 0) {
+            Some(cgroup) => format!("{how}; out of memory: {}", over_limit(cgroup)),
+            None => how,
         }
     }
 
@@ -226,67 +377,22 @@ impl Instance for ProcessInstance {
 
     async fn kill(mut self: Box<Self>) {
         let _ = self.child.kill().await;
+        self.clean_up().await;
     }
 
     fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+        if let Some(cgroup) = &self.cgroup {
+            return Some(Arc::new(CgroupMeter { cgroup: Arc::clone(cgroup) }));
+        }
         let pid = self.child.id()?;
         Some(Arc::new(ProcMeter { pid }))
     }
 }
 
-/// CPU time of a replica's process tree, from `/proc`: the watchdog with
-/// the children it has reaped (the forked function processes), and its live
-/// descendants.
-struct ProcMeter {
-    pid: u32,
-}
-
-impl crate::routes::CpuMeter for ProcMeter {
-    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
-        Box::pin(async move { tree_cpu_seconds(self.pid, true) })
-    }
-}
-
-fn tree_cpu_seconds(pid: u32, with_reaped: bool) -> Option<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which may hold spaces: state is
-    // field 3, utime 14, stime 15, cutime 16, cstime 17.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    let mut total = field(14) + field(15);
-    if with_reaped {
-        total += field(16) + field(17);
-    }
-    let mut seconds = total / ticks;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
-        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-            seconds += tree_cpu_seconds(child, false).unwrap_or(0.0);
-        }
-    }
-    Some(seconds)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_of_a_process_tree() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 5"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(400));
-        let own = tree_cpu_seconds(std::process::id(), true).unwrap();
-        let child_cpu = tree_cpu_seconds(child.id(), true).unwrap();
-        assert!(child_cpu > 0.0, "the busy loop used CPU");
-        assert!(own >= child_cpu, "a parent counts its live children");
-        assert!(tree_cpu_seconds(u32::MAX, true).is_none());
-        let _ = child.kill();
-        let _ = child.wait();
+/// "a process went over the replica's memory limit of 64 MiB".
+fn over_limit(cgroup: &Cgroup) -> String {
+    match cgroup.memory_limit() {
+        Some(bytes) => format!("a process went over the replica's memory limit of {} MiB", bytes >> 20),
+        None => "a process was killed by the kernel".into(),
     }
 }

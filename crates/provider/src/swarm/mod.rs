@@ -34,8 +34,8 @@ use bollard::models::{
     NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, SecretSpec, ServiceSpec, ServiceSpecMode,
     ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
     ListSecretsOptionsBuilder, ListServicesOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder,
@@ -49,7 +49,8 @@ use futures_util::StreamExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::docker::{FunctionImage, SECRETS_PATH, function_image, limits};
+use crate::container::{Hardening, limits};
+use crate::docker::{FunctionImage, SECRETS_PATH, function_image};
 use crate::local::{initial_replicas, not_found, validate_secret};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 
@@ -89,6 +90,8 @@ pub struct SwarmConfig {
     pub network: String,
     /// The static `faas-watchdog` that goes into images built from bundles.
     pub watchdog: PathBuf,
+    /// Most processes and threads one replica may have.
+    pub pids_limit: u64,
 }
 
 pub struct SwarmProvider {
@@ -99,6 +102,7 @@ pub struct SwarmProvider {
     router: Arc<routing::Router>,
     watchdog: PathBuf,
     network: String,
+    pids_limit: u64,
     /// Does the engine take a health check's start interval (API 1.44)?
     start_interval: bool,
     /// Serializes changes to secrets (versions are numbered).
@@ -156,6 +160,7 @@ pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
         router,
         watchdog: config.watchdog,
         network: config.network,
+        pids_limit: config.pids_limit,
         secrets: Mutex::new(()),
         loops,
     }))
@@ -420,6 +425,7 @@ impl SwarmProvider {
         labels.insert(LABEL_SPEC.into(), json);
         let (memory, nano_cpus) = limits(spec.limits.as_ref());
         let (reserve_memory, reserve_cpus) = limits(spec.requests.as_ref());
+        let hardening = Hardening::of(spec, self.pids_limit)?;
         let mounts = spec.read_only_root_filesystem.then(|| {
             vec![Mount {
                 target: Some("/tmp".into()),
@@ -447,12 +453,19 @@ impl SwarmProvider {
             mounts,
             secrets: Some(secrets),
             init: Some(true),
+            capability_drop: Some(hardening.cap_drop),
+            capability_add: Some(hardening.cap_add),
+            // Engines before API 1.46 ignore it; the watchdog sets it then.
+            privileges: Some(TaskSpecContainerSpecPrivileges {
+                no_new_privileges: Some(true),
+                ..Default::default()
+            }),
             stop_grace_period: Some(stop_grace.as_nanos() as i64),
             health_check: health,
             ..Default::default()
         };
         let resources = TaskSpecResources {
-            limits: Some(Limit { memory_bytes: memory, nano_cpus, ..Default::default() }),
+            limits: Some(Limit { memory_bytes: memory, nano_cpus, pids: Some(hardening.pids_limit) }),
             reservations: Some(ResourceObject {
                 memory_bytes: reserve_memory,
                 nano_cpus: reserve_cpus,

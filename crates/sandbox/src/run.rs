@@ -1,0 +1,139 @@
+//! `faas-sandbox run SPEC`: the process the provider starts for a replica.
+//! It stays outside the sandbox, as its parent: it joins the replica's
+//! cgroups, makes the sandbox's first process in new namespaces (user,
+//! mount, PID, IPC, UTS, cgroup, and network if asked), maps its user and
+//! group, lets it go on, then passes signals to it and exits as it does.
+//!
+//! ```text
+//! provider --spawn--> faas-sandbox run     (host; cgroups joined)
+//!                       '--clone--> init   (PID 1 inside: builds the root,
+//!                                           drops everything, reaps)
+//!                                     '--fork+exec--> faas-watchdog
+//!                                                      '--> the function
+//! ```
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::init;
+use crate::spec::Spec;
+
+/// Signals passed on to the sandbox (and `SIGCHLD`, to see it end).
+pub(crate) const FORWARDED: [Signal; 6] =
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// The exit code when the sandbox could not be made (as container runtimes do).
+pub const SETUP_FAILED: i32 = 125;
+
+/// Runs the sandbox `spec` describes until its program exits; its exit
+/// code (128 + the signal's number if a signal ended it).
+pub fn run(spec: &Spec) -> Result<i32, String> {
+    spec.validate()?;
+    let root = nix::unistd::geteuid().is_root();
+    if !root && !spec.identity.user_namespace {
+        return Err("without a user namespace the sandbox must be started by root".into());
+    }
+    if !root && spec.identity.uid != nix::unistd::geteuid().as_raw() {
+        return Err(format!("an unprivileged sandbox runs as its own uid, not {}", spec.identity.uid));
+    }
+    // Only stdin, stdout, stderr and the replica's socket (fd 3) go in.
+    // SAFETY: close_range(2) only closes descriptors; none above 3 is used
+    // by this program yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+    }
+    if root && spec.identity.user_namespace {
+        nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    }
+    for procs in &spec.cgroups {
+        std::fs::write(procs, std::process::id().to_string())
+            .map_err(|e| format!("joining the cgroup {}: {e}", procs.display()))?;
+    }
+
+    let mut signals = SigSet::empty();
+    for s in FORWARDED.iter().chain(&[Signal::SIGCHLD]) {
+        signals.add(*s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).map_err(|e| format!("sigprocmask: {e}"))?;
+    let signal_fd = SignalFd::new(&signals).map_err(|e| format!("signalfd: {e}"))?;
+
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWCGROUP;
+    if spec.identity.user_namespace {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    if !spec.network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let write_end = go_write.as_raw_fd();
+    let signal_raw = signal_fd.as_fd().as_raw_fd();
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: this program is single-threaded, so the child (a copy of it,
+    // as after fork) finds no lock held; it runs only `init::main` and
+    // exits.
+    let child = unsafe {
+        nix::sched::clone(
+            Box::new(|| init::main(spec, go_read.as_fd(), &[write_end, signal_raw]) as isize),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(|e| format!("making the namespaces (clone): {e}"))?;
+    drop(go_read);
+
+    if spec.identity.user_namespace
+        && let Err(e) = map_ids(child, spec)
+    {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    let mut go = std::fs::File::from(go_write);
+    if go.write_all(b"g").is_err() {
+        // It died already; its status says how.
+    }
+    drop(go);
+
+    loop {
+        let Some(info) = signal_fd.read_signal().map_err(|e| format!("reading signals: {e}"))? else {
+            continue;
+        };
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else { continue };
+        if signal != Signal::SIGCHLD {
+            let _ = kill(child, signal);
+            continue;
+        }
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) => {}
+            Err(e) => return Err(format!("waiting for the sandbox: {e}")),
+        }
+    }
+}
+
+/// Maps the sandbox's uid and gid to themselves, and nothing else: no root
+/// inside, and no `setgroups` (which could drop a group that denies).
+fn map_ids(child: Pid, spec: &Spec) -> Result<(), String> {
+    let Spec { identity, .. } = spec;
+    let proc = format!("/proc/{child}");
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("{proc}/{file}"), text)
+            .map_err(|e| format!("writing {file} of the sandbox: {e}"))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{0} {0} 1\n", identity.uid))?;
+    write("gid_map", format!("{0} {0} 1\n", identity.gid))
+}
