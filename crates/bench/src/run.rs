@@ -4,8 +4,9 @@
 //!
 //! Scenario letters are stable across versions so figures can be compared:
 //! (a) hello direct, (b) bare proxy -> (a), (d) watchdog http -> (a),
-//! (f) bare spawn-cat server, (g) watchdog streaming -> cat. Letters left out
-//! are reserved for the gateway's paths.
+//! (f) bare spawn-cat server, (g) watchdog streaming -> cat; through the
+//! gateway: (e) and (h) sandboxed process replicas, (m) and (n) the same
+//! without a sandbox, (j) Docker, (k) Swarm.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -136,6 +137,13 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { id: 'f', title: "bare spawn-cat per request", post: true, start: start_f },
     Scenario { id: 'g', title: "faas-watchdog streaming -> cat", post: true, start: start_g },
     Scenario { id: 'h', title: "gateway -> watchdog streaming -> cat", post: true, start: start_h },
+    Scenario { id: 'm', title: "gateway -> watchdog http -> (a), no sandbox", post: false, start: start_m },
+    Scenario {
+        id: 'n',
+        title: "gateway -> watchdog streaming -> cat, no sandbox",
+        post: true,
+        start: start_n,
+    },
     Scenario {
         id: 'j',
         title: "gateway -> container (docker) watchdog streaming -> cat",
@@ -308,7 +316,11 @@ fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String]) -> anyho
         "-f".into(),
         dir.join("stack.yml").display().to_string(),
     ];
-    let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
+    // The bench's own hello server is the http-mode function: sandboxed
+    // replicas need to see its folder.
+    let bench_dir = ctx.self_exe.parent().context("the bench binary has no folder")?;
+    let sandbox_path = ["--sandbox-path".to_owned(), bench_dir.display().to_string()];
+    let args: Vec<String> = args.into_iter().chain(sandbox_path).chain(extra.iter().cloned()).collect();
     let gw = ctx.spawn(name, &ctx.opts.faas, &args, &[])?;
     let subject = Some(gw.id());
     let procs = vec![gw];
@@ -327,6 +339,24 @@ fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
 
 fn start_h(ctx: &Ctx) -> anyhow::Result<Setup> {
     start_gateway(ctx, "gateway-streaming", r#"{"mode": "streaming", "fprocess": "cat"}"#)
+}
+
+/// `faas serve`'s flag for replicas without a sandbox.
+fn unsandboxed() -> Vec<String> {
+    vec!["--unsafe-no-sandbox".into()]
+}
+
+fn start_m(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = format!(
+        "{{\"mode\": \"http\", \"fprocess\": \"{} hello --port ${{PORT}}\", \"upstream_url\": \"http://127.0.0.1:${{PORT}}\"}}",
+        ctx.self_exe.display()
+    );
+    start_gateway_on(ctx, "gateway-http-unsandboxed", &env, &unsandboxed())
+}
+
+fn start_n(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = r#"{"mode": "streaming", "fprocess": "cat"}"#;
+    start_gateway_on(ctx, "gateway-streaming-unsandboxed", env, &unsandboxed())
 }
 
 fn docker_args(ctx: &Ctx) -> Vec<String> {
@@ -653,7 +683,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .filter(|s| swarm || s.id != 'k')
         .collect();
     if scenarios.is_empty() {
-        bail!("--only matched no scenario (letters: a to h, j, k)");
+        bail!("--only matched no scenario (letters: a to h, j, k, m, n)");
     }
 
     println!(
@@ -729,11 +759,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 8] = [
+    let ratios: [(char, char, &str); 10] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
         ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
         ('h', 'g', "gateway + streaming watchdog vs watchdog alone"),
+        ('e', 'm', "sandboxed vs unsandboxed replica, http mode (target >= 0.95)"),
+        ('h', 'n', "sandboxed vs unsandboxed replica, fork mode (target >= 0.95)"),
         ('j', 'h', "docker provider vs process provider, per request"),
         ('k', 'h', "swarm provider vs process provider, per request"),
         ('b', 'a', "bare proxy vs direct"),
@@ -759,26 +791,35 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "| provider (medians of {DEPLOYS}) | deploy to first response | cold start: request at zero replicas to its answer | floor: the replica started by hand | deploy added | cold start added |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    let mut providers = vec!["process"];
+    let mut providers = vec!["process", "process, no sandbox"];
     if docker {
         providers.push("docker");
     }
     if swarm {
         providers.push("swarm");
     }
+    let mut sandbox_cost = Vec::new();
     for name in providers {
         let setup = match name {
             "swarm" => start_k(&ctx)?,
             _ => {
-                let extra = if name == "docker" { docker_args(&ctx) } else { Vec::new() };
+                let extra = match name {
+                    "docker" => docker_args(&ctx),
+                    "process, no sandbox" => unsandboxed(),
+                    _ => Vec::new(),
+                };
                 let env = r#"{"mode": "streaming", "fprocess": "cat"}"#;
-                start_gateway_on(&ctx, &format!("deploy-{name}"), env, &extra)?
+                let dir = format!("deploy-{}", name.replace([',', ' '], ""));
+                start_gateway_on(&ctx, &dir, env, &extra)?
             }
         };
         let deploy = median(deploy_times(&setup, DEPLOYS)?);
         let cold = median(cold_start_times(&setup, DEPLOYS)?);
         drop(setup);
-        let floor = median(floor_times(&ctx, name, DEPLOYS)?);
+        if name.starts_with("process") {
+            sandbox_cost.push((deploy, cold));
+        }
+        let floor = median(floor_times(&ctx, name.split(',').next().unwrap_or(name), DEPLOYS)?);
         println!(
             "| {name} | {} | {} | {} | {} | {} |",
             fmt_us(deploy * 1000.0),
@@ -787,6 +828,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             fmt_us((deploy - floor) * 1000.0),
             fmt_us((cold - floor) * 1000.0)
         );
+    }
+
+    if let [(deploy, cold), (deploy_bare, cold_bare)] = sandbox_cost[..] {
+        println!();
+        println!("| the sandbox's cost (same run) | sandboxed | no sandbox | added (target <= 5 ms) |");
+        println!("| --- | ---: | ---: | ---: |");
+        for (what, with, without) in
+            [("deploy to first response", deploy, deploy_bare), ("cold start", cold, cold_bare)]
+        {
+            println!(
+                "| {what} | {} | {} | {} |",
+                fmt_us(with * 1000.0),
+                fmt_us(without * 1000.0),
+                fmt_us((with - without) * 1000.0)
+            );
+        }
     }
 
     // Asynchronous calls accepted (each on disk, fsync'd, before its 202),
@@ -818,6 +875,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     println!("| memory | RSS |");
     println!("| --- | ---: |");
     println!("| watchdog idle, streaming mode (after start-up, before any request) | {} |", fmt_kib(idle));
+    if let Some(sandbox) = measure_sandbox_rss(&ctx)? {
+        println!(
+            "| a sandboxed replica, idle: its watchdog | {} (PSS {}) |",
+            fmt_kib(sandbox.watchdog.0),
+            fmt_kib(sandbox.watchdog.1)
+        );
+        println!(
+            "| the sandbox's own processes beside it (faas-sandbox outside, its init inside) | {} (PSS {}) |",
+            fmt_kib(sandbox.own.0),
+            fmt_kib(sandbox.own.1)
+        );
+    }
     println!(
         "| gateway idle (`faas serve`, one function deployed, before any request) | {} |",
         fmt_kib(gateway_idle)
@@ -843,6 +912,42 @@ fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
     std::thread::sleep(Duration::from_millis(500));
     let pid = setup.subject.unwrap_or_default();
     rss_kib(pid, "VmRSS:").context("could not read the watchdog's RSS")
+}
+
+/// RSS and PSS in KiB: a sandboxed replica's watchdog, and the sandbox's
+/// two processes of its own.
+struct SandboxMemory {
+    watchdog: (u64, u64),
+    own: (u64, u64),
+}
+
+/// A sandboxed replica's memory, idle: the gateway's `faas-sandbox` child,
+/// its init and the watchdog below it.
+fn measure_sandbox_rss(ctx: &Ctx) -> anyhow::Result<Option<SandboxMemory>> {
+    let setup = start_gateway(ctx, "gateway-sandbox-idle", r#"{"mode": "streaming", "fprocess": "cat"}"#)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let gateway = setup.subject.unwrap_or_default();
+    let Some(outside) = children(gateway).into_iter().next() else { return Ok(None) };
+    let Some(init) = children(outside).into_iter().next() else { return Ok(None) };
+    let Some(watchdog) = children(init).into_iter().next() else { return Ok(None) };
+    let memory = |pid: u32| (rss_kib(pid, "VmRSS:").unwrap_or(0), pss_kib(pid).unwrap_or(0));
+    let (a, b) = (memory(outside), memory(init));
+    Ok(Some(SandboxMemory { watchdog: memory(watchdog), own: (a.0 + b.0, a.1 + b.1) }))
+}
+
+/// The children of `pid`, whichever of its threads started them.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup.lines().find(|l| l.starts_with("Pss:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn measure_gateway_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {

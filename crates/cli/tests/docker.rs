@@ -187,6 +187,40 @@ async fn images_build_locally_and_unknown_images_are_refused() {
     let r = p.invoke("/function/shell", "containers").await;
     assert_eq!(r.body, "Hello, containers, from bash! (POST /)\n");
 
+    // Contained beyond the engine's defaults: no capability, no new
+    // privileges, a pids limit; as the engine reports it and as a process
+    // in the replica sees it.
+    let ids = containers(state.path(), "shell");
+    let host = docker(&[
+        "inspect",
+        &ids[0],
+        "--format",
+        "{{.HostConfig.CapDrop}} {{.HostConfig.CapAdd}} {{.HostConfig.SecurityOpt}} {{.HostConfig.PidsLimit}}",
+    ]);
+    assert_eq!(host, "[ALL] [] [no-new-privileges] 512");
+    let status =
+        |id: &str| docker(&["exec", id, "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)", "/proc/1/status"]);
+    assert_eq!(
+        status(&ids[0]).split_whitespace().collect::<Vec<_>>(),
+        ["CapEff:", "0000000000000000", "CapBnd:", "0000000000000000", "NoNewPrivs:", "1"]
+    );
+    // A capability the function asks for, and only that one.
+    let spec = serde_json::json!({"service": "binder", "image": tag,
+        "labels": {"com.ferrofaas.capabilities": "NET_BIND_SERVICE"}});
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    p.wait_ready("binder", 1).await;
+    let binder = containers(state.path(), "binder");
+    let caps = status(&binder[0]);
+    assert!(caps.contains("CapBnd:\t0000000000000400"), "only CAP_NET_BIND_SERVICE: {caps}");
+    // Containers need a network: refused, naming the label.
+    let spec =
+        serde_json::json!({"service": "offline", "image": tag, "labels": {"com.ferrofaas.network": "none"}});
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["field"], "labels.com.ferrofaas.network");
+    faas_ok(dir, Some(&p), &["remove", "binder"], None);
+
     let spec = serde_json::json!({"service": "ghost", "image": "no-such-image:1"});
     let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

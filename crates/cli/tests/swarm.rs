@@ -150,6 +150,31 @@ def handle(event, context):
     let mode =
         docker(&["service", "inspect", &py, "--format", "{{.Spec.EndpointSpec.Mode}} {{.Spec.Labels}}"]);
     assert!(mode.starts_with("dnsrr") && mode.contains("com.ferrofaas.spec"), "{mode}");
+    // Contained beyond Swarm's defaults: no capability, a pids limit, and no
+    // new privileges for the watchdog and the function (the engine, or the
+    // watchdog itself where the engine cannot be told).
+    let spec = docker(&[
+        "service",
+        "inspect",
+        &sh,
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.CapabilityDrop}} {{.Spec.TaskTemplate.Resources.Limits.Pids}}",
+    ]);
+    assert_eq!(spec, "[ALL] 512");
+    let task = containers(&sh);
+    let seen = docker(&[
+        "exec",
+        &task[0],
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do [ \"$(tr -d '\\0' < $p/cmdline 2>/dev/null)\" = /usr/bin/faas-watchdog ] && \
+         grep -E '^(CapBnd|NoNewPrivs)' $p/status; done",
+    ]);
+    assert_eq!(
+        seen.split_whitespace().collect::<Vec<_>>(),
+        ["CapBnd:", "0000000000000000", "NoNewPrivs:", "1"],
+        "{seen}"
+    );
 
     // Scaled to 3 by Swarm: three distinct replicas answer.
     faas_at(dir, &url, &["scale", &py, "--replicas", "3"], None);

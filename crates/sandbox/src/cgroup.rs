@@ -223,9 +223,12 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files a process writes its pid to, to join.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+    /// Its folders, for a sandbox to join.
+    pub fn dirs(&self) -> Vec<crate::CgroupDir> {
+        self.dirs
+            .iter()
+            .map(|(h, d)| crate::CgroupDir { path: d.clone(), v2: h.version == Version::V2 })
+            .collect()
     }
 
     /// The folder with the replica's memory files, to show it read-only
@@ -507,15 +510,15 @@ mod tests {
         assert_eq!(cg.memory_limit(), Some(64 << 20));
         assert_eq!(cg.oom_kills(), Some(0));
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        for procs in cg.procs_files() {
-            fs::write(procs, child.id().to_string()).unwrap();
+        for dir in cg.dirs() {
+            fs::write(dir.path.join("cgroup.procs"), child.id().to_string()).unwrap();
         }
         assert_eq!(cg.pids(), vec![child.id() as i32]);
         assert!(cg.cpu_seconds().is_some());
         cg.kill_and_remove();
         let status = child.wait().unwrap();
         assert!(!status.success());
-        assert!(cg.procs_files().iter().all(|p| !p.exists()));
+        assert!(cg.dirs().iter().all(|d| !d.path.exists()));
         cgroups.clean();
         for h in &cgroups.hierarchies {
             let _ = fs::remove_dir(&h.base);

@@ -21,4 +21,4 @@ pub mod run;
 mod seccomp;
 mod spec;
 
-pub use spec::{APP_DIR, Bind, Identity, Link, PROGRAM, SECRETS_DIR, Spec, TMP_DIR};
+pub use spec::{APP_DIR, Bind, CgroupDir, Identity, Link, PROGRAM, SECRETS_DIR, Spec, TMP_DIR};

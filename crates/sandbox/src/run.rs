@@ -13,11 +13,14 @@
 //! ```
 
 use std::io::Write as _;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::SignalFd;
+use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -51,9 +54,22 @@ pub fn run(spec: &Spec) -> Result<i32, String> {
     if root && spec.identity.user_namespace {
         nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     }
-    for procs in &spec.cgroups {
-        std::fs::write(procs, std::process::id().to_string())
-            .map_err(|e| format!("joining the cgroup {}: {e}", procs.display()))?;
+    // v1: this process (one thread, so far) joins; v2: its first child is
+    // made there (see `CgroupDir`).
+    let mut v2_cgroup = None;
+    for cgroup in &spec.cgroups {
+        if cgroup.v2 {
+            let dir = nix::fcntl::open(
+                &cgroup.path,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| format!("opening the cgroup {}: {e}", cgroup.path.display()))?;
+            v2_cgroup = Some(dir);
+        } else {
+            std::fs::write(cgroup.path.join("tasks"), "0")
+                .map_err(|e| format!("joining the cgroup {}: {e}", cgroup.path.display()))?;
+        }
     }
 
     let mut signals = SigSet::empty();
@@ -63,8 +79,7 @@ pub fn run(spec: &Spec) -> Result<i32, String> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).map_err(|e| format!("sigprocmask: {e}"))?;
     let signal_fd = SignalFd::new(&signals).map_err(|e| format!("signalfd: {e}"))?;
 
-    let (go_read, go_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
@@ -76,21 +91,17 @@ pub fn run(spec: &Spec) -> Result<i32, String> {
     if !spec.network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let write_end = go_write.as_raw_fd();
-    let signal_raw = signal_fd.as_fd().as_raw_fd();
-    let mut stack = vec![0u8; 1 << 20];
-    // SAFETY: this program is single-threaded, so the child (a copy of it,
-    // as after fork) finds no lock held; it runs only `init::main` and
-    // exits.
-    let child = unsafe {
-        nix::sched::clone(
-            Box::new(|| init::main(spec, go_read.as_fd(), &[write_end, signal_raw]) as isize),
-            &mut stack,
-            flags,
-            Some(libc::SIGCHLD),
-        )
-    }
-    .map_err(|e| format!("making the namespaces (clone): {e}"))?;
+    let child = match clone3(flags, v2_cgroup.as_ref())
+        .map_err(|e| format!("making the namespaces (clone3): {e}"))?
+    {
+        // The child: a copy of this single-threaded program, as after fork.
+        None => {
+            let code =
+                init::main(spec, go_read.as_fd(), &[go_write.as_raw_fd(), signal_fd.as_fd().as_raw_fd()]);
+            std::process::exit(code);
+        }
+        Some(pid) => pid,
+    };
     drop(go_read);
 
     if spec.identity.user_namespace
@@ -121,6 +132,45 @@ pub fn run(spec: &Spec) -> Result<i32, String> {
             Ok(_) => {}
             Err(e) => return Err(format!("waiting for the sandbox: {e}")),
         }
+    }
+}
+
+/// `clone3(2)`: a child in new namespaces (`flags`), made straight in the
+/// cgroup v2 folder `cgroup` if given; `None` in the child, as fork.
+fn clone3(flags: CloneFlags, cgroup: Option<&OwnedFd>) -> Result<Option<Pid>, Errno> {
+    /// `struct clone_args` of `linux/sched.h` (up to `cgroup`, Linux 5.7).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut args =
+        CloneArgs { flags: flags.bits() as u64, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
+    // SAFETY: `args` is a valid clone_args of the size given; with no stack
+    // given the child runs on a copy of this stack, as after fork, which is
+    // sound here because this program is single-threaded.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
     }
 }
 

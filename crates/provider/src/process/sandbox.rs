@@ -323,7 +323,7 @@ impl Sandbox {
             hostname: r.instance[..r.instance.len().min(63)].trim_end_matches('-').to_owned(),
             network: r.network,
             bind_ports: vec![r.port],
-            cgroups: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
+            cgroups: cgroup.as_ref().map(Cgroup::dirs).unwrap_or_default(),
             workdir: APP_DIR.into(),
             program: PROGRAM.into(),
             args: Vec::new(),
