@@ -351,7 +351,7 @@ async fn an_ordinary_user_gets_sandboxes_too() {
     );
     let p = Platform::start_as(
         state.path(),
-        &[],
+        &["--pids-limit", "32"],
         &["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
     );
     assert!(p.logs().contains("user_namespace=true"), "{}", p.logs());
@@ -363,6 +363,17 @@ async fn an_ordinary_user_gets_sandboxes_too() {
     let a = answers(&p.invoke("/function/who", "").await.body);
     assert_eq!(a["uid"], nobody.to_string());
     assert_eq!(a["state"], "absent");
+    // Without cgroups, the process limit still holds (RLIMIT_NPROC, per
+    // user namespace).
+    let forker = bundle(
+        files.path(),
+        "forker",
+        "python3 -c '\nimport os, time\nn = 0\ntry:\n    for i in range(100):\n        if os.fork() == 0:\n            \
+         time.sleep(2); os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)'\n",
+    );
+    p.deploy(json!({"service": "forker", "image": forker, "envProcess": "sh run.sh"}), 1).await;
+    let forked: u32 = p.invoke("/function/forker", "").await.body.trim().parse().unwrap();
+    assert!(forked < 32, "stopped at the process limit: {forked}");
     let r = p
         .api(
             Method::POST,

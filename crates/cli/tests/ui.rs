@@ -538,14 +538,12 @@ async fn the_ui_in_a_real_browser() {
 
     // Failed asynchronous calls (dead letters): listed, one replayed once
     // the function works, one deleted.
-    let marker = state.path().join("flaky-fixed");
-    let script = format!(
-        "#!/bin/sh\ncat >/dev/null\n[ -f {} ] || {{ echo not yet >&2; exit 1; }}\necho fixed\n",
-        marker.display()
-    );
+    // (Fixed by an update that sets FIXED.)
+    let script =
+        "#!/bin/sh\ncat >/dev/null\n[ -n \"$FIXED\" ] || { echo not yet >&2; exit 1; }\necho fixed\n";
     let flaky = tar(&[
         ("bundle.json", r#"{"env":{"fprocess":"./flaky.sh","mode":"serializing"}}"#, 0o644),
-        ("flaky.sh", &script, 0o755),
+        ("flaky.sh", script, 0o755),
     ]);
     assert_eq!(push_bundle(&p, "flaky:1.0", flaky).await.status, StatusCode::CREATED);
     let spec = json!({"service": "flaky", "image": "flaky:1.0", "annotations": {"com.openfaas.retry.attempts": "1"}});
@@ -561,7 +559,16 @@ async fn the_ui_in_a_real_browser() {
         b.find(&format!("tr[data-call='{id}']")).await;
     }
     b.screenshot(&screenshots().join("failed-calls.png")).await;
-    std::fs::write(&marker, "").unwrap();
+    let fixed = json!({"service": "flaky", "image": "flaky:1.0", "envVars": {"FIXED": "1"},
+        "annotations": {"com.openfaas.retry.attempts": "1"}});
+    assert_eq!(
+        p.api(Method::PUT, "/system/functions", &fixed.to_string()).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(Duration::from_secs(15), async || p.invoke("/function/flaky", "").await.body == "fixed\n")
+            .await
+    );
     b.click(&format!("tr[data-call='{}'] button:not(.danger)", ids[0])).await;
     b.wait_text("#failed-status", "confirms", |t| t == format!("Queued {} again.", ids[0])).await;
     let done = eventually(Duration::from_secs(15), async || {

@@ -94,6 +94,10 @@ fn setup(spec: &Spec) -> Result<(), String> {
     if !spec.network {
         privileges::loopback_up()?;
     }
+    if let Some(n) = spec.nproc {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n)
+            .map_err(|e| format!("RLIMIT_NPROC: {e}"))?;
+    }
     privileges::drop_to(spec.identity)?;
     privileges::landlock(&spec.bind_ports)?;
     seccomp::install()?;

@@ -36,6 +36,10 @@ pub struct Spec {
     /// `false`: a network namespace of its own with only loopback; the
     /// replica is still reached through the socket it was handed (fd 3).
     pub network: bool,
+    /// Most processes and threads the sandbox's uid may have in it
+    /// (`RLIMIT_NPROC`, which the kernel counts per user namespace): a
+    /// fork bomb stops there even without a pids cgroup.
+    pub nproc: Option<u64>,
     /// The TCP ports the replica may bind (its own server's); binding any
     /// other is refused (Landlock, where the kernel has it).
     pub bind_ports: Vec<u16>,
@@ -144,6 +148,7 @@ mod tests {
             tmp_bytes: 1 << 20,
             hostname: "fn".into(),
             network: true,
+            nproc: Some(64),
             bind_ports: vec![],
             cgroups: vec![],
             workdir: APP_DIR.into(),

@@ -322,6 +322,7 @@ impl Sandbox {
             // As a container's or a pod's: the replica's own name.
             hostname: r.instance[..r.instance.len().min(63)].trim_end_matches('-').to_owned(),
             network: r.network,
+            nproc: Some(self.options.pids),
             bind_ports: vec![r.port],
             cgroups: cgroup.as_ref().map(Cgroup::dirs).unwrap_or_default(),
             workdir: APP_DIR.into(),
