@@ -15,9 +15,16 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::run::{FORWARDED, SETUP_FAILED};
 use crate::spec::Spec;
 use crate::{mounts, privileges, seccomp};
+
+/// Signals passed on to the sandbox (and `SIGCHLD`, to see it end), by its
+/// parent outside and by init inside.
+pub(crate) const FORWARDED: [Signal; 6] =
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// The exit code when the sandbox could not be made (as container runtimes do).
+pub const SETUP_FAILED: i32 = 125;
 
 /// Runs in the clone made by [`crate::run::run`]; returns its exit code.
 /// `inherited` are the parent's descriptors that must not stay open here.

@@ -81,23 +81,17 @@ pub fn build_root(spec: &Spec, sources: &[OwnedFd]) -> Result<(), String> {
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detaching the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
     // The skeleton itself is read-only too.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|e| err("making / read-only", e))?;
-    mount(
-        None::<&str>,
-        "/dev",
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| err("making /dev read-only", e))?;
-    Ok(())
+    remount_read_only(Path::new("/"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        .map_err(|e| err("making / read-only", e))?;
+    remount_read_only(Path::new("/dev"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)
+        .map_err(|e| err("making /dev read-only", e))
+}
+
+/// Makes the mount at `target` read-only (a flag of that mount alone), with
+/// `flags` besides.
+fn remount_read_only(target: &Path, flags: MsFlags) -> nix::Result<()> {
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
 }
 
 /// `path` (absolute, checked by [`Spec::validate`]) below `root`.
@@ -131,8 +125,7 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), String> {
     }
     mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| err(format!("binding {}", source.display()), e))?;
-    let mut flags =
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let locked = statvfs(source).map_err(|e| err(format!("statvfs {}", source.display()), e))?.flags();
     for (fs_flag, ms_flag) in [
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -144,8 +137,7 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), String> {
             flags |= ms_flag;
         }
     }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(|e| err(format!("making {} read-only", source.display()), e))
+    remount_read_only(target, flags).map_err(|e| err(format!("making {} read-only", source.display()), e))
 }
 
 fn tmpfs(path: &Path, bytes: u64, mode: u32) -> Result<(), String> {

@@ -27,12 +27,8 @@ use nix::unistd::Pid;
 use crate::init;
 use crate::spec::Spec;
 
-/// Signals passed on to the sandbox (and `SIGCHLD`, to see it end).
-pub(crate) const FORWARDED: [Signal; 6] =
-    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
-
-/// The exit code when the sandbox could not be made (as container runtimes do).
-pub const SETUP_FAILED: i32 = 125;
+use crate::init::FORWARDED;
+pub use crate::init::SETUP_FAILED;
 
 /// Runs the sandbox `spec` describes until its program exits; its exit
 /// code (128 + the signal's number if a signal ended it).

@@ -228,7 +228,6 @@ impl FunctionDeployment {
         }
         crate::scaling::ScalingPolicy::from_labels(&self.labels)?;
         crate::retry::RetryPolicy::from_annotations(&self.annotations)?;
-        crate::isolation::Isolation::from_labels(&self.labels)?;
         for (field, res) in [("limits", &self.limits), ("requests", &self.requests)] {
             if let Some(res) = res {
                 if !res.memory.is_empty() && parse_memory(&res.memory).is_none() {
