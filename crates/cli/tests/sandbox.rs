@@ -255,6 +255,11 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
             eventually(Duration::from_secs(10), async || !path.exists()).await,
             "the bomb's cgroup is gone with everything in it"
         );
+        // Stopped, the platform leaves no cgroup folder of its own behind.
+        let scope = path.parent().unwrap().to_path_buf();
+        assert!(scope.exists());
+        assert!(p.stop().success());
+        assert!(!scope.exists(), "{} is left", scope.display());
     }
 }
 

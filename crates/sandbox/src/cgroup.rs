@@ -21,6 +21,14 @@ use std::time::Duration;
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 /// CFS period for CPU limits, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
+/// The CPU weight of all of a gateway's replicas together, in ordinary
+/// processes: each replica is a group of its own, so a busy function cannot
+/// take the CPU of the others, and together they weigh against the rest of
+/// the machine (the gateway, the load generator) about as much as the
+/// processes they hold would outside a cgroup. Measured: at 1024 (one
+/// process' weight) a replica forking per request under load got 7% fewer
+/// requests through than unsandboxed; at this weight, as many.
+const REPLICAS_CPU_WEIGHT: u64 = 64;
 
 /// What a replica may use; `None` is no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,6 +126,14 @@ impl Cgroups {
             if hierarchy.version == Version::V2 && !hierarchy.controllers.is_empty() {
                 enable(&hierarchy.base, &hierarchy.controllers)?;
             }
+            if hierarchy.controllers.iter().any(|c| c == "cpu") {
+                // v1: 1024 per process; v2: 100 (and at most 10000).
+                let (file, weight) = match hierarchy.version {
+                    Version::V1 => ("cpu.shares", REPLICAS_CPU_WEIGHT * 1024),
+                    Version::V2 => ("cpu.weight", REPLICAS_CPU_WEIGHT * 100),
+                };
+                write(&hierarchy.base, file, &weight.to_string()).map_err(|e| e.to_string())?;
+            }
             hierarchies.push(hierarchy);
         }
         let cgroups = Cgroups { hierarchies };
@@ -151,6 +167,13 @@ impl Cgroups {
             return Err(e);
         }
         Ok(cgroup)
+    }
+
+    /// Removes this gateway's (empty) folders: its replicas have stopped.
+    pub fn remove(&self) {
+        for h in &self.hierarchies {
+            let _ = fs::remove_dir(&h.base);
+        }
     }
 
     /// Kills and removes the cgroups a previous run of this gateway left.
@@ -520,8 +543,7 @@ mod tests {
         assert!(!status.success());
         assert!(cg.dirs().iter().all(|d| !d.path.exists()));
         cgroups.clean();
-        for h in &cgroups.hierarchies {
-            let _ = fs::remove_dir(&h.base);
-        }
+        cgroups.remove();
+        assert!(cgroups.hierarchies.iter().all(|h| !h.base.exists()), "the gateway's folders are gone");
     }
 }

@@ -103,6 +103,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes what a previous run left (replicas killed with the gateway).
     async fn clean(&self) {}
+
+    /// Every replica has stopped (the provider is shutting down): lets go
+    /// of what the backend holds on the machine.
+    async fn stopped(&self) {}
 }
 
 #[derive(Clone, Debug)]
@@ -472,6 +476,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
             if stops.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
         })
         .await;
+        self.backend.stopped().await;
     }
 }
 

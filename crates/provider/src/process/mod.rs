@@ -248,6 +248,12 @@ impl Backend for ProcessBackend {
         }
     }
 
+    async fn stopped(&self) {
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.stopped();
+        }
+    }
+
     async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
         let bundles = Arc::clone(&self.bundles);
         let image = image.to_owned();

@@ -332,6 +332,14 @@ impl Sandbox {
         Ok((spec, cgroup))
     }
 
+    /// Every replica has stopped: the gateway's cgroup folders go too.
+    pub(super) fn stopped(&self) {
+        if let Ok(cgroups) = &self.cgroups {
+            cgroups.clean();
+            cgroups.remove();
+        }
+    }
+
     pub(super) fn program(&self) -> &Path {
         &self.options.program
     }
