@@ -182,6 +182,30 @@ async fn limits_hold_and_say_why() {
     let calm = bundle(files.path(), "calm", "echo calm\n");
     p.deploy(json!({"service": "calm", "image": calm, "envProcess": "sh run.sh"}), 1).await;
 
+    // CPU: a limit is a quota in the replica's own scheduling group (cgroup
+    // v1 here); without one, its processes are scheduled as plain ones.
+    let capped = bundle(files.path(), "capped", "echo capped\n");
+    p.deploy(
+        json!({"service": "capped", "image": capped, "envProcess": "sh run.sh", "limits": {"cpu": "250m"}}),
+        1,
+    )
+    .await;
+    let cpu_group = |function: &str| {
+        let pid = p.replica_pids(function)[0];
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        cgroup.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "cpu").then(|| (controllers.to_owned(), path.to_owned()))
+        })
+    };
+    if let Some((controllers, path)) = cpu_group("capped") {
+        let quota =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{controllers}{path}/cpu.cfs_quota_us")).unwrap();
+        assert_eq!(quota.trim(), "25000", "a quarter of a CPU");
+        assert_eq!(cpu_group("calm").map(|(_, path)| path).as_deref(), Some("/"));
+    }
+
     // Memory: fork mode (the watchdog survives, the request fails).
     let hog = bundle(files.path(), "hog", "python3 -c 'x = bytearray(256 << 20); print(len(x))'\n");
     p.deploy(

@@ -387,7 +387,7 @@ impl Instance for ProcessInstance {
     }
 
     fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
-        if let Some(cgroup) = &self.cgroup {
+        if let Some(cgroup) = self.cgroup.as_ref().filter(|c| c.cpu_seconds().is_some()) {
             return Some(Arc::new(CgroupMeter { cgroup: Arc::clone(cgroup) }));
         }
         let pid = self.child.id()?;

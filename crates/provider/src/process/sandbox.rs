@@ -83,7 +83,8 @@ impl Sandbox {
         let root = nix::unistd::geteuid().is_root();
         let scope =
             format!("ferrofaas-{}", &hex(&Sha256::digest(state_dir.as_os_str().as_encoded_bytes()))[..16]);
-        let cgroups = tokio::task::block_in_place(|| Cgroups::detect(&scope));
+        // Start-up only: a few small files, read and written in place.
+        let cgroups = Cgroups::detect(&scope);
         let mut sandbox = Sandbox {
             options,
             watchdog,
@@ -100,7 +101,7 @@ impl Sandbox {
             return sandbox;
         }
         match &sandbox.cgroups {
-            Ok(cgroups) => tokio::task::block_in_place(|| cgroups.clean()),
+            Ok(cgroups) => cgroups.clean(),
             // Root can always have cgroups; failing that, nothing is limited.
             Err(why) if root => {
                 sandbox.unavailable = Some(format!("replicas cannot get cgroups: {why}"));
@@ -197,7 +198,7 @@ impl Sandbox {
             }
         };
         if let Some(cgroup) = cgroup {
-            tokio::task::block_in_place(|| cgroup.kill_and_remove());
+            cgroup.kill_and_remove();
         }
         outcome
     }
