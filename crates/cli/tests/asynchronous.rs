@@ -149,7 +149,15 @@ async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
     assert_eq!(got.headers["x-function-status"], "200");
     assert_eq!(got.headers["x-function-name"], "echo");
     assert!(got.headers["x-duration-seconds"].to_str().unwrap().parse::<f64>().unwrap() > 0.0);
-    let status = p.api(Method::GET, &format!("/system/async/{id}"), "").await.json();
+    // The call is settled once its callback is through: just after the
+    // receiver has it.
+    let status_path = format!("/system/async/{id}");
+    let settled = eventually(Duration::from_secs(5), async || {
+        p.api(Method::GET, &status_path, "").await.json()["state"] == "done"
+    })
+    .await;
+    let status = p.api(Method::GET, &status_path, "").await.json();
+    assert!(settled, "{status}");
     assert_eq!((status["state"].as_str(), status["status"].as_u64()), (Some("done"), Some(200)), "{status}");
 
     // A flaky function succeeds on its third attempt (it counts them in its
