@@ -386,7 +386,11 @@ async fn an_ordinary_user_gets_sandboxes_too() {
         "who",
         "echo \"uid=$(id -u)\"; ls \"$STATE\" >/dev/null 2>&1 && echo state=SEEN || echo state=absent\n",
     );
+    // Its programs where it can reach them (a build folder may be private).
+    let bin = tempfile::tempdir().unwrap();
+    let programs = Programs::built().copied_to(bin.path());
     let p = Platform::start_as(
+        &programs,
         state.path(),
         &["--pids-limit", "32"],
         &["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],

@@ -74,6 +74,34 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").canonicalize().unwrap()
 }
 
+/// The programs a platform runs.
+pub struct Programs {
+    pub faas: PathBuf,
+    pub watchdog: PathBuf,
+    pub sandbox: PathBuf,
+}
+
+impl Programs {
+    /// As this test run built them.
+    pub fn built() -> Programs {
+        Programs { faas: PathBuf::from(FAAS), watchdog: watchdog(), sandbox: sandbox() }
+    }
+
+    /// Copies of them in `dir`, which anyone may enter: for a platform run
+    /// by another user, who may not reach the build folder.
+    pub fn copied_to(&self, dir: &Path) -> Programs {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = |from: &Path| {
+            let to = dir.join(from.file_name().unwrap());
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+            to
+        };
+        Programs { faas: copy(&self.faas), watchdog: copy(&self.watchdog), sandbox: copy(&self.sandbox) }
+    }
+}
+
 pub struct Platform {
     child: Child,
     pub addr: SocketAddr,
@@ -86,26 +114,26 @@ pub struct Platform {
 impl Platform {
     /// `faas serve` on a free port with `state` and extra arguments.
     pub fn start(state: &Path, extra: &[&str]) -> Platform {
-        Platform::start_as(state, extra, &[])
+        Platform::start_as(&Programs::built(), state, extra, &[])
     }
 
-    /// The same, started through `wrapper` (a program and its arguments,
-    /// such as `setpriv` to run it as another user).
-    pub fn start_as(state: &Path, extra: &[&str], wrapper: &[&str]) -> Platform {
+    /// The same with `programs`, started through `wrapper` (a program and
+    /// its arguments, such as `setpriv` to run it as another user).
+    pub fn start_as(programs: &Programs, state: &Path, extra: &[&str], wrapper: &[&str]) -> Platform {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(FAAS);
+                cmd.args(args).arg(&programs.faas);
                 cmd
             }
-            None => Command::new(FAAS),
+            None => Command::new(&programs.faas),
         };
         cmd.args(["serve", "--port", "0", "--state"])
             .arg(state)
             .arg("--watchdog")
-            .arg(watchdog())
+            .arg(&programs.watchdog)
             .args(extra)
-            .env("FAAS_SANDBOX", sandbox())
+            .env("FAAS_SANDBOX", &programs.sandbox)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
