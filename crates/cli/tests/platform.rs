@@ -67,6 +67,19 @@ async fn functions_and_secrets_survive_a_restart() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     p.wait_ready("reader", 2).await;
     assert_eq!(p.invoke("/function/reader", "").await.body, "hunter2");
+    // The longest name validation takes is stored and read as any other.
+    let long = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    assert_eq!(long.len(), 253);
+    let r = p.api(Method::POST, "/system/secrets", &json!({"name": long, "value": "far"}).to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let spec = json!({"service": "long", "image": format!("{}/wc", examples().display()),
+        "envProcess": format!("cat /var/openfaas/secrets/{long}"), "secrets": [long]});
+    p.deploy(spec, 1).await;
+    assert_eq!(p.invoke("/function/long", "").await.body, "far");
+    let r = p.api(Method::DELETE, "/system/functions", r#"{"functionName":"long"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let r = p.api(Method::DELETE, "/system/secrets", &json!({"name": long}).to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // The value is never in API output or logs.
     for path in ["/system/secrets", "/system/function/reader", "/system/logs?name=reader&tail=-1"] {
         assert!(!p.api(Method::GET, path, "").await.body.contains("hunter2"), "{path}");
@@ -312,6 +325,13 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
             "invalid secret name",
         ),
         (Method::POST, "/system/secrets", json!({"name": "empty"}).to_string(), 400, "value"),
+        (
+            Method::POST,
+            "/system/secrets",
+            json!({"name": format!("{}.b", "a".repeat(252)), "value": "x"}).to_string(),
+            400,
+            "at most 253",
+        ),
         (
             Method::POST,
             "/system/secrets",

@@ -120,6 +120,11 @@ async fn functions_run_as_swarm_services() {
 
     // A Python and a shell function, one with a secret and a read-only root.
     faas_at(dir, &url, &["secret", "create", "token", "--from-literal", "one"], None);
+    // Docker keeps secret names of 64 characters at most, the version included.
+    let long = "s".repeat(57);
+    let err =
+        faas_err(dir, None, &["secret", "create", &long, "--from-literal", "x", "--gateway", &url], None);
+    assert!(err.contains("at most 56 characters"), "{err}");
     faas_at(dir, &url, &["new", &py, "--lang", "python3-http", "--gateway", &url], None);
     faas_at(dir, &url, &["new", &sh, "--lang", "bash", "--append", "stack.yml"], None);
     std::fs::write(

@@ -10,8 +10,9 @@ use std::path::Path;
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent folder"))?;
     fs::create_dir_all(dir)?;
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{:08x}", name.to_string_lossy(), fastrand::u32(..)));
+    path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    // Not named after the file: a name of up to 255 bytes must still fit.
+    let tmp = dir.join(format!(".tmp-{:016x}", fastrand::u64(..)));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -53,5 +54,9 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 1, "no temporary file left");
+        // The longest name a file system takes.
+        let long = dir.path().join("x".repeat(255));
+        write_atomic(&long, b"three", 0o600).unwrap();
+        assert_eq!(fs::read(&long).unwrap(), b"three");
     }
 }

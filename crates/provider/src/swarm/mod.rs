@@ -313,6 +313,25 @@ fn secret_version_name(name: &str, version: u64) -> String {
     format!("{name}_v{version}")
 }
 
+/// Docker keeps secret names of at most 64 characters; a version suffix
+/// (`_v` and up to six digits) must fit beside the name.
+const MAX_SECRET_NAME: usize = 64 - 8;
+
+/// A secret name that fits Docker's limit with its version.
+fn check_secret_length(name: &str) -> Result<()> {
+    if name.len() > MAX_SECRET_NAME {
+        return Err(ProviderError::invalid(
+            "name",
+            format!(
+                "on Docker Swarm a secret name has at most {MAX_SECRET_NAME} characters (Docker keeps 64, \
+                 with the version ferrofaas adds); this one has {}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl SwarmProvider {
     pub fn docker(&self) -> &Docker {
         &self.docker
@@ -727,6 +746,7 @@ impl Provider for SwarmProvider {
     async fn create_secret(&self, secret: Secret) -> Result<()> {
         let (name, ns) = validate_secret(&secret)?;
         only_default_namespace(&ns)?;
+        check_secret_length(&name)?;
         let _lock = self.secrets.lock().await;
         if self.secret_versions().await?.contains_key(&name) || self.plain_secret(&name).await?.is_some() {
             return Err(ProviderError::Conflict(format!("secret {name} already exists in namespace {ns}")));
