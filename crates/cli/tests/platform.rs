@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use common::*;
@@ -19,7 +20,10 @@ async fn system_needs_credentials_functions_do_not() {
     assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
     let password = v["password"].as_str().unwrap().to_owned();
-    assert!(p.logs().contains(&password), "printed at first start");
+    // Not a terminal (a pipe, as a log file would be): not printed, and
+    // where it is said.
+    assert!(!p.logs().contains(&password), "the password went to a pipe");
+    assert!(p.logs().contains(&format!("it is in {}", creds.display())), "{}", p.logs());
 
     for path in
         ["/system/functions", "/system/info", "/system/secrets", "/system/logs?name=wc", "/system/bogus"]
@@ -443,4 +447,47 @@ async fn rolling_updates_and_scaling_fail_no_request() {
     let failed: Vec<_> = codes.iter().filter(|&&c| c != 200).collect();
     assert!(codes.len() > 50, "a light load, but a load: {} requests", codes.len());
     assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), codes.len());
+}
+
+/// At a terminal the first start shows the password (the admin is there to
+/// read it); `script` gives `faas serve` a pseudo-terminal.
+#[test]
+fn the_password_is_shown_at_a_terminal_only() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("SKIPPED: no script(1) (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let line = format!(
+        "{FAAS} serve --port 0 --state {} --watchdog {} --unsafe-no-sandbox",
+        state.path().display(),
+        watchdog().display()
+    );
+    let mut child = Command::new("/usr/bin/script")
+        .args(["-qfec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("listening on") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on the process group this test started.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("credentials.json")).unwrap()).unwrap();
+    assert!(seen.contains(&format!("password: {}", v["password"].as_str().unwrap())), "{seen}");
 }

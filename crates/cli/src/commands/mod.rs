@@ -17,7 +17,20 @@ pub mod swarm;
 pub mod template;
 pub mod version;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Prints the admin's username, and the password only to a terminal:
+/// standard output that goes to a file or a pipe ends up in logs. Either
+/// way it says where the credentials are kept.
+pub fn print_credentials(creds: &ferrofaas_gateway::Credentials, stored_in: &Path) {
+    use std::io::IsTerminal;
+    println!("  username: {}", creds.username);
+    if std::io::stdout().is_terminal() {
+        println!("  password: {}", creds.password);
+    } else {
+        println!("  password: not shown, as this output is not a terminal; it is in {}", stored_in.display());
+    }
+}
 
 /// `-f`, `--filter`, `--regex`: which stack file, and which of its functions.
 #[derive(clap::Args, Clone, Debug)]

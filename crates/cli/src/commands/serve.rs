@@ -152,8 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "Generated the gateway's admin credentials (shown only this once; stored in {}):",
                 path.display()
             );
-            println!("  username: {}", creds.username);
-            println!("  password: {}", creds.password);
+            super::print_credentials(&creds, &path);
         }
         Some(creds)
     };

@@ -158,8 +158,7 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     config.set_basic(&url, &creds.username, &creds.password);
     config.save()?;
     println!("ferrofaas is running on the Swarm: {url}");
-    println!("  username: {}", creds.username);
-    println!("  password: {}", creds.password);
+    super::print_credentials(&creds, &creds_path);
     println!("  (saved for faas in {}; /system/* needs them)", crate::auth_config::path().display());
     Ok(())
 }
