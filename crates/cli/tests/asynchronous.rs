@@ -160,6 +160,30 @@ async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
     assert!(settled, "{status}");
     assert_eq!((status["state"].as_str(), status["status"].as_u64()), (Some("done"), Some(200)), "{status}");
 
+    // A client's X-Call-Id never replaces a call: not a settled one...
+    let r = call(p.addr, Method::POST, "/async-function/echo", &[("x-call-id", &id)], "intruder").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.message().contains("taken by another call"), "{}", r.body);
+    // ...nor one pending or running: of two arriving at once with one id,
+    // one is accepted and the other refused.
+    let chosen = format!("client-chosen-{:x}", std::process::id());
+    let headers = [("x-call-id", chosen.as_str())];
+    let (a, b) = tokio::join!(
+        call(p.addr, Method::POST, "/async-function/echo", &headers, "first"),
+        call(p.addr, Method::POST, "/async-function/echo", &headers, "second"),
+    );
+    let mut codes = [a.status.as_u16(), b.status.as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [202, 409], "{} / {}", a.body, b.body);
+    assert_eq!(a.header("x-call-id").or(b.header("x-call-id")), Some(chosen.as_str()));
+    let r = call(p.addr, Method::POST, "/async-function/echo", &headers, "third").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let ran = eventually(Duration::from_secs(20), async || {
+        p.api(Method::GET, &format!("/system/async/{chosen}"), "").await.json()["state"] == "done"
+    })
+    .await;
+    assert!(ran, "the accepted one runs");
+
     // A flaky function succeeds on its third attempt (it counts them in its
     // replica's own /tmp).
     let flaky = "sh -c 'c=${TMPDIR:-/tmp}/flaky-count; n=$(cat $c 2>/dev/null || echo 0); n=$((n+1)); \
@@ -227,7 +251,8 @@ async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
 
     let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
     for line in [
-        "gateway_async_processed_total{function_name=\"echo.openfaas-fn\"} 1",
+        // The first call, and the one of the two that arrived with one id.
+        "gateway_async_processed_total{function_name=\"echo.openfaas-fn\"} 2",
         "gateway_async_retried_total{function_name=\"flaky.openfaas-fn\"} 2",
         "gateway_async_dead_lettered_total{function_name=\"broken.openfaas-fn\"} 2",
     ] {

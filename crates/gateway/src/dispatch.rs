@@ -112,6 +112,13 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
             }
             resp
         }
+        Err(QueueError::Exists(id)) => json_error(
+            StatusCode::CONFLICT,
+            &format!(
+                "X-Call-Id {id:?} is taken by another call: call ids are unique (leave X-Call-Id out and the \
+                 gateway makes one)"
+            ),
+        ),
         Err(e @ QueueError::Full(_)) => {
             let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
             resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -73,6 +73,8 @@ struct State {
     /// Retries waiting for their time: (not before, seq, id).
     waiting: BTreeSet<(u64, u64, String)>,
     running: HashSet<String>,
+    /// Ids of calls being written by `enqueue`: taken, as if stored.
+    arriving: HashSet<String>,
     dead: HashMap<String, (u64, DeadLetter)>,
     finished: HashMap<String, CallStatus>,
     processed: BTreeMap<String, u64>,
@@ -312,20 +314,31 @@ fn write_loop(db: Database, rx: std::sync::mpsc::Receiver<Batch>) {
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, call: crate::Call) -> Result<()> {
+        let id = call.id.clone();
         let seq = {
             let mut state = self.lock();
-            if state.entries.len() >= self.max_pending {
+            if state.entries.len() + state.arriving.len() >= self.max_pending {
                 return Err(QueueError::Full(state.entries.len()));
+            }
+            let known = state.entries.contains_key(&id)
+                || state.finished.contains_key(&id)
+                || state.dead.contains_key(&id);
+            if known || !state.arriving.insert(id.clone()) {
+                return Err(QueueError::Exists(id));
             }
             state.next_seq += 1;
             state.next_seq
         };
-        let entry = Entry::new(call);
-        let id = entry.call.id.clone();
-        let stored = encode(&Stored { seq, entry })?;
-        self.write(vec![Write::Put(Table::Pending, id.clone(), stored.clone())]).await?;
-        let Stored { entry, .. } = serde_json::from_slice(&stored).map_err(storage)?;
-        self.lock().place(seq, entry, now_ms());
+        let stored = Stored { seq, entry: Entry::new(call) };
+        let written = match encode(&stored) {
+            Ok(bytes) => self.write(vec![Write::Put(Table::Pending, id.clone(), bytes)]).await,
+            Err(e) => Err(e),
+        };
+        let mut state = self.lock();
+        state.arriving.remove(&id);
+        written?;
+        state.place(seq, stored.entry, now_ms());
+        drop(state);
         self.changed.notify_one();
         Ok(())
     }
@@ -500,6 +513,24 @@ mod tests {
             callback: None,
             accepted_at: now_ms(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_id_is_never_taken_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.redb");
+        let q = EmbeddedQueue::open(&path, 100).unwrap();
+        q.enqueue(call("same", "f")).await.unwrap();
+        let taken = |r: Result<()>| matches!(r, Err(QueueError::Exists(id)) if id == "same");
+        assert!(taken(q.enqueue(call("same", "g")).await), "pending");
+        let running = q.take("f.openfaas-fn").unwrap();
+        assert_eq!(running.call.function, "f", "the first one is what runs");
+        assert!(taken(q.enqueue(call("same", "g")).await), "running");
+        q.done("same", 1, Some(200), None).await.unwrap();
+        assert!(taken(q.enqueue(call("same", "g")).await), "settled");
+        drop(q);
+        let q = EmbeddedQueue::open(&path, 100).unwrap();
+        assert!(taken(q.enqueue(call("same", "g")).await), "and after a restart");
     }
 
     #[tokio::test]

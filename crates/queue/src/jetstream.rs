@@ -320,8 +320,34 @@ impl JetStreamQueue {
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, call: crate::Call) -> Result<()> {
         let entry = Entry::new(call);
-        self.publish(&entry).await?;
-        self.put_status(&Self::status_of(&entry, "queued", None, None)).await
+        let id = entry.call.id.clone();
+        if Self::last(&self.dead, dead_subject(&id)).await?.is_some() {
+            return Err(QueueError::Exists(id));
+        }
+        // The id is taken by its first status, written only if the subject
+        // has none (every gateway sharing the stream sees the same), and
+        // given back if the call cannot be stored.
+        let status = Self::status_of(&entry, "queued", None, None);
+        let bytes = serde_json::to_vec(&status).map_err(|e| err("encoding a status")(&e))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let ack = self
+            .js
+            .publish_with_headers(status_subject(&id), headers, Bytes::from(bytes))
+            .await
+            .map_err(|e| err("publishing a status")(&e))?;
+        match ack.await {
+            Ok(_) => {}
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                return Err(QueueError::Exists(id));
+            }
+            Err(e) => return Err(err("storing a status")(&e)),
+        }
+        if let Err(e) = self.publish(&entry).await {
+            let _ = self.status.purge().filter(status_subject(&id)).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn ready_functions(&self) -> Vec<String> {

@@ -136,6 +136,10 @@ pub enum QueueError {
     Full(usize),
     #[error("no such call: {0}")]
     NotFound(String),
+    /// A call with this id is pending, running, settled or dead-lettered:
+    /// ids are never reused while the queue knows them (409).
+    #[error("a call with the id {0:?} exists already")]
+    Exists(String),
     #[error("queue storage: {0}")]
     Storage(String),
 }
@@ -156,7 +160,9 @@ pub struct QueueStats {
 /// the caller (the dispatcher's fairness).
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Stores a call durably; `Full` past the bound.
+    /// Stores a call durably; `Full` past the bound, `Exists` if a call with
+    /// its id is known (pending, running, settled, or a dead letter): a call
+    /// is never replaced.
     async fn enqueue(&self, call: Call) -> Result<()>;
 
     /// Functions (`name.namespace`) with a call due now that is not running.
