@@ -386,3 +386,47 @@ async fn crash(nats: Option<&str>) {
     assert!(all, "{lost} accepted calls were never delivered");
     drop(p);
 }
+
+/// A body that trickles in (a byte every two seconds) is cut off with a 408
+/// once it falls below the minimum rate, on `/async-function/` and on the
+/// API, instead of holding its connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
+    let auth = p.auth.clone().unwrap();
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for (path, auth) in [("/async-function/echo", None), ("/system/functions", Some(auth))] {
+        for _ in 0..5 {
+            let (addr, path, auth) = (p.addr, path, auth.clone());
+            slow.push(tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+                let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1000\r\n\r\n");
+                s.write_all(head.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                loop {
+                    tokio::select! {
+                        read = s.read_to_end(&mut answer) => { let _ = read; break; }
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {
+                            if s.write_all(b"x").await.is_err() { break; }
+                        }
+                    }
+                }
+                String::from_utf8_lossy(&answer).into_owned()
+            }));
+        }
+    }
+    for task in slow {
+        let answer = task.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("too slowly"), "{answer}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "cut off in {:?}", started.elapsed());
+    // And a body at a normal pace still goes through.
+    assert_eq!(p.invoke("/async-function/echo", "quick").await.status, StatusCode::ACCEPTED);
+}

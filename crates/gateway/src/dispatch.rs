@@ -80,17 +80,19 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
         }
     }
     let method = req.method().as_str().to_owned();
-    let body = match Limited::new(req.into_body(), MAX_ASYNC_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    let body = match crate::request_body::read(req.into_body(), MAX_ASYNC_BODY, gw.config.read_timeout).await
+    {
+        Ok(body) => body,
+        Err(crate::request_body::ReadError::TooLarge(_)) => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("an asynchronous call carries at most {MAX_ASYNC_BODY} bytes"),
             );
         }
-        Err(e) => {
-            return json_error(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+        Err(e @ crate::request_body::ReadError::TooSlow) => {
+            return json_error(StatusCode::REQUEST_TIMEOUT, &e.to_string());
         }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let call = Call {
         id: id.clone(),

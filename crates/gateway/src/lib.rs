@@ -18,6 +18,7 @@ pub mod error;
 pub mod history;
 pub mod metrics;
 pub mod proxy;
+pub mod request_body;
 pub mod server;
 pub mod ui;
 

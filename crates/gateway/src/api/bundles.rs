@@ -16,7 +16,7 @@ pub async fn push(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>
         .get("image")
         .ok_or_else(|| ApiError::bad_request("the image parameter (name:tag) is required"))?
         .to_owned();
-    let archive = read_body(req, gw.config.max_bundle_body).await?;
+    let archive = read_body(req, gw.config.max_bundle_body, gw.config.read_timeout).await?;
     if archive.is_empty() {
         return Err(ApiError::bad_request("the body must be a tar archive"));
     }

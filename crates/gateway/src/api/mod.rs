@@ -10,33 +10,42 @@ pub mod secrets;
 pub mod system;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::request_body;
 
-/// Reads a whole body of at most `limit` bytes: 413 past it.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {} bytes", limit),
-        )),
-        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+/// How long a JSON body may take before the minimum rate applies.
+const JSON_GRACE: Duration = Duration::from_secs(10);
+
+/// Reads a whole body of at most `limit` bytes (413 past it), not too
+/// slowly (408; see [`request_body`]).
+pub async fn read_body(req: Request<Incoming>, limit: usize, grace: Duration) -> Result<Bytes, ApiError> {
+    request_body::read(req.into_body(), limit, grace).await.map_err(ApiError::from)
+}
+
+impl From<request_body::ReadError> for ApiError {
+    fn from(e: request_body::ReadError) -> ApiError {
+        let status = match e {
+            request_body::ReadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            request_body::ReadError::TooSlow => StatusCode::REQUEST_TIMEOUT,
+            request_body::ReadError::Broken(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
     }
 }
 
 /// Reads a JSON body into `T`; the message says what was wrong and where.
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
-    let bytes = read_body(req, limit).await?;
+    let bytes = read_body(req, limit, JSON_GRACE).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
