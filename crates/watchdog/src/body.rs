@@ -194,17 +194,15 @@ impl ChildStream {
     }
 
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if let Some(output) = self.running.output.as_mut() {
-            if self.buf.capacity() < CHUNK / 4 {
-                self.buf.reserve(CHUNK);
-            }
-            match ready!(poll_read_buf(output.as_mut(), cx, &mut self.buf)) {
-                Ok(0) => self.running.output = None,
-                Ok(_) => return Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze())))),
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
+        if self.buf.capacity() < CHUNK / 4 {
+            self.buf.reserve(CHUNK);
         }
-        match ready!(self.running.poll_wait(cx)) {
+        match ready!(self.running.poll_read_output(cx, &mut self.buf)) {
+            Some(Ok(_)) => return Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze())))),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => {}
+        }
+        match ready!(self.running.poll_exit_status(cx)) {
             Ok(status) if status.success() => Poll::Ready(None),
             Ok(status) => {
                 tracing::warn!(%status, "function exited with an error after its response had started");

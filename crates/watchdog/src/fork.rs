@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
 use crate::body::{Body, ChildStream, Deadline};
@@ -55,25 +55,22 @@ impl Forker {
 
         let mut timer = ExecDeadline::timer(deadline);
         let mut first = BytesMut::with_capacity(16 * 1024);
-        let read = match run.output.as_mut() {
-            Some(output) => tokio::select! {
-                read = output.read_buf(&mut first) => read,
-                () = expired(&mut timer) => return timed_out(run, deadline).await,
-            },
-            None => Ok(0),
+        let read = tokio::select! {
+            read = std::future::poll_fn(|cx| run.poll_read_output(cx, &mut first)) => read,
+            () = expired(&mut timer) => return timed_out(run, deadline).await,
         };
         match read {
-            Ok(0) => run.output = None,
-            Ok(_) => {
+            None => {}
+            Some(Ok(_)) => {
                 let stream =
                     ChildStream::new(first.freeze(), run, Deadline::new(deadline.map(|d| d.at), timer));
                 return ok_response(Body::child(stream), self.content_type(&parts));
             }
-            Err(e) => return failed(&format!("could not read the function's output: {e}")),
+            Some(Err(e)) => return failed(&format!("could not read the function's output: {e}")),
         }
         // No output at all: the exit status decides.
         let status = tokio::select! {
-            status = run.wait() => status,
+            status = run.exit_status() => status,
             () = expired(&mut timer) => return timed_out(run, deadline).await,
         };
         match status {
@@ -99,24 +96,16 @@ impl Forker {
         };
         let result = {
             let stdin = run.stdin.take();
-            let output = run.output.take();
             let write = async move {
                 if let Some(mut stdin) = stdin {
                     // The function may exit without reading all of it: not an error.
                     let _ = stdin.write_all(&input).await;
                 }
             };
-            let read = async move {
-                let mut out = Vec::new();
-                if let Some(mut output) = output {
-                    output.read_to_end(&mut out).await?;
-                }
-                Ok::<_, std::io::Error>(out)
-            };
             let run = &mut run;
             let all = async move {
-                let ((), read) = tokio::join!(write, read);
-                (read, run.wait().await)
+                let ((), (read, status)) = tokio::join!(write, run.read_all());
+                (read, status)
             };
             match deadline {
                 Some(d) => tokio::time::timeout_at(d.at, all).await.ok(),

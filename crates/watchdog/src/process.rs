@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::task::{Context, Poll, ready};
 
+use bytes::BytesMut;
+
 use http::request::Parts;
 use tokio::io::AsyncRead;
 use tokio::process::{ChildStdin, Command};
@@ -106,11 +108,18 @@ type ExitFuture = Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>;
 /// exit status, so no zombie is left behind.
 pub struct Running {
     pub stdin: Option<ChildStdin>,
-    /// `None` once end of file has been read.
+    /// `None` once the output has ended (see [`Running::poll_read_output`]).
     pub output: Option<Output>,
     exit: Option<ExitFuture>,
+    /// The exit status, once seen while reading the output.
+    exited: Option<io::Result<ExitStatus>>,
+    /// What may still be read after the exit (a pipe holds 64 KiB).
+    after_exit: usize,
     group: ProcessGroup,
 }
+
+/// The most output a process can have left in its pipe when it exits.
+const PIPE_CAPACITY: usize = 64 * 1024;
 
 impl Running {
     pub fn pid(&self) -> i32 {
@@ -130,6 +139,76 @@ impl Running {
 
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         std::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+
+    /// Reads the next piece of output into `buf`: `Some(n)`, or `None` once
+    /// it has ended: at end of file, or when the process has exited and what
+    /// it wrote before is read. A process it left behind may hold the pipe
+    /// open, but what that writes is not the function's answer, and waiting
+    /// for it would hold the response until `exec_timeout`.
+    pub fn poll_read_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<Option<io::Result<usize>>> {
+        loop {
+            if let Some(output) = self.output.as_mut() {
+                match tokio_util::io::poll_read_buf(output.as_mut(), cx, buf) {
+                    Poll::Ready(Ok(0)) => self.output = None,
+                    Poll::Ready(Ok(n)) => {
+                        if self.exited.is_some() {
+                            self.after_exit = self.after_exit.saturating_sub(n);
+                            if self.after_exit == 0 {
+                                self.output = None;
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(n)));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    // Exited, and nothing more in the pipe: the answer is whole.
+                    Poll::Pending if self.exited.is_some() => self.output = None,
+                    Poll::Pending => {}
+                }
+            }
+            if self.exited.is_none() && self.exit.is_some() {
+                let status = ready!(self.poll_wait(cx));
+                self.exited = Some(status);
+                self.after_exit = PIPE_CAPACITY;
+                if self.output.is_some() {
+                    continue;
+                }
+            }
+            return Poll::Ready(None);
+        }
+    }
+
+    /// Reads all the output (as [`Running::poll_read_output`] ends it) and
+    /// the exit status.
+    pub async fn read_all(&mut self) -> (io::Result<Vec<u8>>, io::Result<ExitStatus>) {
+        let mut buf = BytesMut::new();
+        loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            match std::future::poll_fn(|cx| self.poll_read_output(cx, &mut buf)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return (Err(e), self.exit_status().await),
+                None => break,
+            }
+        }
+        (Ok(buf.to_vec()), self.exit_status().await)
+    }
+
+    /// The exit status, once the output has ended.
+    pub fn poll_exit_status(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<ExitStatus>> {
+        match self.exited.take() {
+            Some(status) => Poll::Ready(status),
+            None => self.poll_wait(cx),
+        }
+    }
+
+    pub async fn exit_status(&mut self) -> io::Result<ExitStatus> {
+        std::future::poll_fn(|cx| self.poll_exit_status(cx)).await
     }
 
     /// SIGKILL to the process group; the exit status is still to be collected.
@@ -188,7 +267,7 @@ pub fn spawn_for_request(
         ),
     };
     let exit: ExitFuture = Box::pin(async move { child.wait().await });
-    Ok(Running { stdin, output: Some(output), exit: Some(exit), group })
+    Ok(Running { stdin, output: Some(output), exit: Some(exit), exited: None, after_exit: 0, group })
 }
 
 /// The request as environment variables, as the OpenFaaS watchdogs set them:

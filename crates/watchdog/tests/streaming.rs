@@ -214,3 +214,19 @@ async fn metrics_count_requests_by_code_and_method() {
     assert_eq!(wd.get("/_/health").await.status, StatusCode::OK);
     assert_eq!(wd.get("/_/ready").await.status, StatusCode::OK);
 }
+
+/// A child left running in the background (it holds STDOUT open) does not
+/// hold the answer: it ends when the function's own process has exited,
+/// with what it wrote, in both fork modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_child_does_not_hold_the_answer() {
+    for mode in ["streaming", "serializing"] {
+        for (fprocess, want) in [("sh -c 'sleep 300 & echo hi'", "hi\n"), ("sh -c 'sleep 300 &'", "")] {
+            let wd = Watchdog::start(&[("mode", mode), ("fprocess", fprocess), ("exec_timeout", "10s")]);
+            let started = Instant::now();
+            let r = call(wd.addr, Method::POST, "/", &[], "").await;
+            assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, want), "{mode} {fprocess}");
+            assert!(started.elapsed() < Duration::from_secs(3), "{mode} {fprocess}: {:?}", started.elapsed());
+        }
+    }
+}
