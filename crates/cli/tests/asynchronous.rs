@@ -117,7 +117,10 @@ async fn calls_run_retry_call_back_and_dead_letter_on_nats() {
 }
 
 async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
-    let p = Platform::start(state, extra);
+    // The test's callback receiver is on loopback, which must be allowed.
+    let mut args = vec!["--callback-allow", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let p = Platform::start(state, &args);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
 
@@ -429,4 +432,60 @@ async fn slow_bodies_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(20), "cut off in {:?}", started.elapsed());
     // And a body at a normal pace still goes through.
     assert_eq!(p.invoke("/async-function/echo", "quick").await.status, StatusCode::ACCEPTED);
+}
+
+/// Anyone may ask for a callback: by default none reaches this machine or
+/// its networks. A URL naming such an address is refused at once; a host
+/// name that resolves to one is refused when the callback is sent, which
+/// the call's state says; an operator's allow-list opens a block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_to_this_machine_are_refused_unless_allowed() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
+    let (cb, received) = receiver(0).await;
+    for url in [
+        format!("http://{cb}/done"),
+        format!("http://[::1]:{}/done", cb.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/x".to_owned(),
+    ] {
+        let r = call(p.addr, Method::POST, "/async-function/echo", &[("x-callback-url", &url)], "x").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.body);
+        assert!(r.message().contains("--callback-allow"), "{url}: {}", r.body);
+    }
+    // A name: refused when it is sent, and not tried again.
+    let by_name = format!("http://localhost:{}/done", cb.port());
+    let r = call(p.addr, Method::POST, "/async-function/echo", &[("x-callback-url", &by_name)], "x").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let id = r.header("x-call-id").unwrap().to_owned();
+    let status = |id: String| {
+        let p = &p;
+        async move { p.api(Method::GET, &format!("/system/async/{id}"), "").await.json() }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || status(id.clone()).await["state"] == "dead-lettered")
+            .await,
+        "{}",
+        status(id.clone()).await
+    );
+    let s = status(id.clone()).await;
+    assert!(s["error"].as_str().unwrap().contains("callback refused: X-Callback-Url: localhost"), "{s}");
+    assert!(s["error"].as_str().unwrap().contains("a loopback address"), "{s}");
+    assert!(received.lock().unwrap().is_empty(), "nothing reached the receiver");
+    drop(p);
+
+    // Allowed by the operator, the same callback is delivered.
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--callback-allow", "127.0.0.0/8", "--callback-allow", "::1"]);
+    p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
+    let r =
+        call(p.addr, Method::POST, "/async-function/echo", &[("x-callback-url", &by_name)], "allowed").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(
+        eventually(Duration::from_secs(20), async || !received.lock().unwrap().is_empty()).await,
+        "the allowed callback arrived"
+    );
+    assert_eq!(received.lock().unwrap()[0].body, "allowed");
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::Credentials;
+use crate::callback::CallbackPolicy;
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -25,6 +26,8 @@ pub struct GatewayConfig {
     pub autoscale: bool,
     /// How often the autoscaler samples load.
     pub autoscale_interval: Duration,
+    /// Where callbacks of asynchronous calls may go.
+    pub callbacks: CallbackPolicy,
 }
 
 impl Default for GatewayConfig {
@@ -39,6 +42,7 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(15),
             autoscale: true,
             autoscale_interval: Duration::from_secs(1),
+            callbacks: CallbackPolicy::default(),
         }
     }
 }

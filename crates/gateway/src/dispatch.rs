@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
+use crate::callback::CheckedConnector;
 use crate::error::json_error;
 use crate::proxy::X_CALL_ID;
 use crate::server::Gateway;
@@ -62,10 +63,11 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
     };
     let callback = match headers.get("x-callback-url").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(url)) if url.starts_with("http://") && url.parse::<http::Uri>().is_ok() => {
-            Some(url.to_owned())
-        }
-        Some(_) => {
+        Some(Ok(url)) => match gw.config.callbacks.check_url(url) {
+            Ok(()) => Some(url.to_owned()),
+            Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
+        },
+        Some(Err(_)) => {
             return json_error(StatusCode::BAD_REQUEST, "X-Callback-Url: an http:// URL is required");
         }
     };
@@ -137,7 +139,7 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
 pub struct Dispatcher {
     gateway: Arc<Gateway>,
     queue: Arc<dyn Queue>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<CheckedConnector, Full<Bytes>>,
     running: Mutex<HashMap<String, usize>>,
     freed: Notify,
 }
@@ -147,7 +149,8 @@ impl Dispatcher {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let policy = Arc::new(gateway.config.callbacks.clone());
+        let client = Client::builder(TokioExecutor::new()).build(CheckedConnector::new(policy, connector));
         Arc::new(Dispatcher { gateway, queue, client, running: Mutex::default(), freed: Notify::new() })
     }
 
@@ -253,7 +256,15 @@ impl Dispatcher {
                 let done = self.queue.done(&call.id, progress.attempts, Some(result.status), None).await;
                 self.settle(done, &call.id);
             }
-            Err(e) => {
+            // Refused by the policy: trying again changes nothing. Kept as
+            // a dead letter, with the answer, to replay once allowed.
+            Err(CallbackError::Refused(why)) => {
+                tracing::warn!(call = %call.id, "callback refused: {why}");
+                let attempts = progress.attempts;
+                self.dead_letter(call, attempts, Some(result), Some(format!("callback refused: {why}")))
+                    .await;
+            }
+            Err(CallbackError::Failed(e)) => {
                 let error = format!("callback to {url} failed: {e}");
                 tracing::warn!(call = %call.id, "{error}");
                 if progress.callback_attempts >= policy.attempts {
@@ -283,7 +294,7 @@ impl Dispatcher {
         }
     }
 
-    async fn callback(&self, url: &str, call: &Call, result: &Outcome) -> Result<(), String> {
+    async fn callback(&self, url: &str, call: &Call, result: &Outcome) -> Result<(), CallbackError> {
         let mut req = Request::post(url)
             .header("x-call-id", &call.id)
             .header("x-function-status", result.status.to_string())
@@ -292,14 +303,26 @@ impl Dispatcher {
         if let Some((_, ct)) = result.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             req = req.header("content-type", ct);
         }
-        let req = req.body(Full::new(Bytes::from(result.body.clone()))).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new(Bytes::from(result.body.clone())))
+            .map_err(|e| CallbackError::Failed(e.to_string()))?;
         match tokio::time::timeout(CALLBACK_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-            Ok(Ok(resp)) => Err(format!("it answered {}", resp.status())),
-            Ok(Err(e)) => Err(ferrofaas_types::error_chain(&e)),
-            Err(_) => Err(format!("no answer within {CALLBACK_TIMEOUT:?}")),
+            Ok(Ok(resp)) => Err(CallbackError::Failed(format!("it answered {}", resp.status()))),
+            Ok(Err(e)) => Err(match crate::callback::refusal_in(&e) {
+                Some(refused) => CallbackError::Refused(refused.to_string()),
+                None => CallbackError::Failed(ferrofaas_types::error_chain(&e)),
+            }),
+            Err(_) => Err(CallbackError::Failed(format!("no answer within {CALLBACK_TIMEOUT:?}"))),
         }
     }
+}
+
+enum CallbackError {
+    /// Refused by the callback policy.
+    Refused(String),
+    /// It could not be delivered this time.
+    Failed(String),
 }
 
 /// `Retry-After`: seconds, or an HTTP date (the wait until then); at most

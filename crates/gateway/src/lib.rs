@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod autoscale;
 pub mod body;
+pub mod callback;
 pub mod config;
 pub mod dispatch;
 pub mod error;

@@ -79,6 +79,12 @@ pub struct Args {
     /// Longest wait for a function's response (e.g. 60s, 2m)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Let callbacks of asynchronous calls (X-Callback-Url) reach this
+    /// address block too (10.1.0.0/16, 127.0.0.1, fd00::/8): by default
+    /// loopback, link-local, private and unique-local addresses are refused;
+    /// repeat for more
+    #[arg(long = "callback-allow", value_name = "NET")]
+    callback_allow: Vec<ferrofaas_gateway::callback::Net>,
     /// Run process replicas without a sandbox: as this user, able to read
     /// and change all it can (the state folder, other functions). Only for
     /// machines where sandboxes cannot be made, and functions you trust
@@ -222,6 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 upstream_timeout: args.upstream_timeout,
                 autoscale: !args.no_autoscale,
                 replica_wait: args.start_timeout,
+                callbacks: ferrofaas_gateway::callback::CallbackPolicy { allow: args.callback_allow.clone() },
                 ..GatewayConfig::default()
             },
         )
