@@ -409,7 +409,9 @@ async fn slow_bodies_are_cut_off() {
             slow.push(tokio::spawn(async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
                 let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-                let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1000\r\n\r\n");
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                );
                 s.write_all(head.as_bytes()).await.unwrap();
                 let mut answer = Vec::new();
                 loop {

@@ -359,13 +359,68 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
         ),
         (Method::GET, "/system/nothing-here", String::new(), 404, "no route"),
     ];
+    let auth = p.auth.clone().unwrap();
     for (method, path, body, status, needle) in cases {
-        let r = p.api(method.clone(), path, &body).await;
+        let r = if path.starts_with("/system/bundles") {
+            // An archive, sent as faas sends it: no Content-Type.
+            call(p.addr, method.clone(), path, &[("authorization", &auth)], &body).await
+        } else {
+            p.api(method.clone(), path, &body).await
+        };
         assert_eq!(r.status.as_u16(), status, "{method} {path} {}: {}", &body[..body.len().min(80)], r.body);
         assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
         let message = r.message();
         assert!(message.contains(needle), "{method} {path}: {message:?} should mention {needle:?}");
     }
+
+    // What a page of another site can make the admin's browser send (its
+    // Basic credentials attached): a form, or a request from another
+    // origin. Refused, and nothing changes.
+    let spec =
+        json!({"service": "csrf", "image": format!("{}/wc", examples().display()), "envProcess": "cat"})
+            .to_string();
+    for (headers, status, needle) in [
+        (vec![("content-type", "text/plain")], 415, "application/json"),
+        (vec![("content-type", "application/x-www-form-urlencoded")], 415, "application/json"),
+        (vec![("content-type", "multipart/form-data; boundary=x")], 415, "application/json"),
+        (vec![], 415, "without a Content-Type"),
+        (vec![("content-type", "application/json"), ("origin", "http://evil.example")], 403, "cross-origin"),
+        (vec![("content-type", "application/json"), ("origin", "null")], 403, "cross-origin"),
+        (vec![("content-type", "application/json"), ("sec-fetch-site", "cross-site")], 403, "cross-origin"),
+        (vec![("content-type", "application/json"), ("sec-fetch-site", "same-site")], 403, "cross-origin"),
+    ] {
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend(headers.iter().copied());
+        let r = call(p.addr, Method::POST, "/system/functions", &all, &spec).await;
+        assert_eq!(r.status.as_u16(), status, "{headers:?}: {}", r.body);
+        assert!(r.message().contains(needle), "{headers:?}: {}", r.body);
+    }
+    let r = call(
+        p.addr,
+        Method::POST,
+        "/system/bundles?image=x:2",
+        &[("authorization", &auth), ("content-type", "text/plain")],
+        "x",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
+    // The gateway's own origin writes (as the UI does).
+    let own = format!("http://{}", p.addr);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("origin", own.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let r = call(
+        p.addr,
+        Method::POST,
+        "/system/scale-function/keep",
+        &headers,
+        r#"{"serviceName":"keep","replicas":1}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
 
     assert_eq!(p.api(Method::GET, "/system/functions", "").await.json(), before_functions);
     assert_eq!(std::fs::read_dir(state.path().join("functions/openfaas-fn")).unwrap().count(), stored);

@@ -598,3 +598,73 @@ async fn the_ui_in_a_real_browser() {
     drop(b);
     p.stop();
 }
+
+/// A function's page, opened in the tab where the admin signed in: its own
+/// script runs (and its form), but in an origin of its own, so it can read
+/// neither the UI's storage (the admin's credentials) nor write to the API,
+/// not by `fetch`, not by posting a form the browser sends with what it
+/// holds; the API refuses a cross-origin write even when it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_functions_page_cannot_use_the_uis_credentials() {
+    if !available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let page = r#"<!doctype html><html><body><p id="own">waiting</p><p id="storage">waiting</p><p id="write">waiting</p>
+<form id="csrf" method="post" action="/system/functions" enctype="text/plain" target="sink">
+<input name='{"service":"stolen","image":"/bin","envProcess":"cat","x":"' value='"}'></form>
+<iframe name="sink" id="sink"></iframe>
+<script>
+document.getElementById("own").textContent = "script ran";
+try { const a = window.sessionStorage.getItem("ferrofaas-auth"); document.getElementById("storage").textContent = "read: " + a; }
+catch (e) { document.getElementById("storage").textContent = "storage blocked"; }
+fetch("/system/functions", {method: "POST", credentials: "include", headers: {"Content-Type": "application/json"},
+  body: JSON.stringify({service: "fetched", image: "/bin", envProcess: "cat"})})
+  .then(r => { document.getElementById("write").textContent = "fetch answered " + r.status; })
+  .catch(e => { document.getElementById("write").textContent = "fetch blocked"; });
+document.getElementById("csrf").submit();
+</script></body></html>"#;
+    let script = format!("#!/bin/sh\ncat > /dev/null\ncat <<'EOF'\n{page}\nEOF\n");
+    let bundle = tar(&[
+        (
+            "bundle.json",
+            r#"{"env":{"fprocess":"./page.sh","mode":"serializing","content_type":"text/html"}}"#,
+            0o644,
+        ),
+        ("page.sh", &script, 0o755),
+    ]);
+    assert_eq!(push_bundle(&p, "page:1.0", bundle).await.status, StatusCode::CREATED);
+    p.deploy(json!({"service": "page", "image": "page:1.0"}), 1).await;
+    let r = call(p.addr, Method::GET, "/function/page", &[], "").await;
+    assert!(
+        r.header("content-security-policy").unwrap().starts_with("sandbox allow-scripts"),
+        "{:?}",
+        r.headers
+    );
+
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("credentials.json")).unwrap()).unwrap();
+    let origin = format!("http://{}", p.addr);
+    let b = Browser::start().await;
+    b.goto(&format!("{origin}/")).await;
+    b.fill("#signin input[name=username]", creds["username"].as_str().unwrap()).await;
+    b.fill("#signin input[name=password]", creds["password"].as_str().unwrap()).await;
+    b.keys("\u{E007}").await;
+    b.find("#functions-view h2").await;
+    assert!(!b.js("return sessionStorage.getItem('ferrofaas-auth')", json!([])).await.is_null(), "signed in");
+
+    // The same tab, now on the function's page.
+    b.goto(&format!("{origin}/function/page")).await;
+    b.wait_text("#own", "its own script ran", |t| t == "script ran").await;
+    b.wait_text("#storage", "could not read the UI's storage", |t| t == "storage blocked").await;
+    b.wait_text("#write", "could not write with fetch", |t| {
+        t == "fetch blocked" || t.starts_with("fetch answered 4")
+    })
+    .await;
+    // The form went (the browser sends it), and the API refused it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let functions = p.api(Method::GET, "/system/functions", "").await.json();
+    let names: Vec<&str> = functions.as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(names, ["page"], "nothing was deployed from the function's page");
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use ferrofaas_provider::Provider;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -67,7 +67,12 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<Body> {
         let path = req.uri().path();
         if path.starts_with("/function/") {
-            return self.invoker.invoke(&self.provider, &self.autoscaler, req, forwarded_for).await;
+            let mut resp = self.invoker.invoke(&self.provider, &self.autoscaler, req, forwarded_for).await;
+            // A function's page runs in an origin of its own (opaque), not
+            // the gateway's: its scripts cannot read the UI's storage (the
+            // admin's credentials) nor write to the API as the UI.
+            resp.headers_mut().append(CONTENT_SECURITY_POLICY, FUNCTION_SANDBOX);
+            return resp;
         }
         if path.starts_with("/async-function/") {
             return match &self.queue {
@@ -94,6 +99,9 @@ impl Gateway {
                         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ferrofaas\""));
                 }
                 return resp;
+            }
+            if let Err(e) = check_write(&req) {
+                return e.into_response();
             }
             return match self.system(req).await {
                 Ok(resp) => resp,
@@ -190,6 +198,80 @@ impl Gateway {
             }
         }
     }
+}
+
+/// What every `/function/` response carries: a sandbox without
+/// `allow-same-origin`, so that a page a function serves (its scripts,
+/// forms and popups work) is of an opaque origin.
+const FUNCTION_SANDBOX: HeaderValue =
+    HeaderValue::from_static("sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads");
+
+/// A write to the API (any method but GET, HEAD, OPTIONS) comes from this
+/// origin or from no browser at all, with the content type its body has:
+/// a page of another site (or a function's page, whose origin is opaque)
+/// can make a browser send a form (`text/plain`, `multipart/form-data`,
+/// urlencoded) with credentials the browser holds, but not JSON, and not
+/// from this origin.
+fn check_write(req: &Request<Incoming>) -> Result<(), ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let headers = req.headers();
+    let forbidden = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "writes to the API come from the gateway's own origin (or not from a browser): this one is \
+             cross-origin",
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(forbidden());
+    }
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let authority = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, a)| a);
+        let hosts = [headers.get(http::header::HOST), headers.get("x-forwarded-host")];
+        let same = authority
+            .is_some_and(|a| hosts.iter().flatten().any(|h| h.as_bytes().eq_ignore_ascii_case(a.as_bytes())));
+        if !same {
+            return Err(forbidden());
+        }
+    }
+    let has_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if !has_body {
+        return Ok(());
+    }
+    let essence = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let (ok, want) = if req.uri().path().trim_end_matches('/') == "/system/bundles" {
+        let archive = matches!(
+            essence.as_deref(),
+            None | Some(
+                "application/x-tar" | "application/gzip" | "application/x-gzip" | "application/octet-stream"
+            )
+        );
+        (archive, "a tar archive (no Content-Type, or application/x-tar, application/gzip)")
+    } else {
+        (essence.as_deref() == Some("application/json"), "Content-Type: application/json")
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "this body is {}: the API takes {want}",
+            essence.map_or_else(|| "without a Content-Type".to_owned(), |e| format!("{e:?}"))
+        ),
+    ))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

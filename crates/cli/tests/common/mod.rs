@@ -211,10 +211,14 @@ impl Platform {
         }
     }
 
-    /// A call to the API with the admin credentials.
+    /// A call to the API with the admin credentials (a body is JSON).
     pub async fn api(&self, method: Method, path: &str, body: &str) -> Reply {
         let auth = self.auth.clone().expect("credentials");
-        call(self.addr, method, path, &[("authorization", &auth)], body).await
+        let mut headers = vec![("authorization", auth.as_str())];
+        if !body.is_empty() {
+            headers.push(("content-type", "application/json"));
+        }
+        call(self.addr, method, path, &headers, body).await
     }
 
     /// Deploys and waits until the function has `ready` replicas.
