@@ -228,3 +228,38 @@ async fn images_build_locally_and_unknown_images_are_refused() {
     faas_ok(dir, Some(&p), &["remove", "shell"], None);
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
+
+/// A replica the provider gives up on while a request waits for it ends
+/// that request then, with a 502 naming it, not at the upstream timeout:
+/// here its container is cut off the network (no reset can reach the
+/// gateway), fails its health checks and is replaced; the next request goes
+/// to the new replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_lost_mid_request_ends_it_then() {
+    if !docker_available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let env = r#"{"env":{"fprocess":"sh -c 'cat >/dev/null; sleep 20; echo late'","mode":"streaming","exec_timeout":"60s"}}"#;
+    assert_eq!(
+        push_bundle(&p, "sleeper:1", tar(&[("bundle.json", env, 0o644)])).await.status,
+        StatusCode::CREATED
+    );
+    p.deploy(serde_json::json!({"service": "sleeper", "image": "sleeper:1"}), 1).await;
+    let addr = p.addr;
+    let pending = tokio::spawn(async move { call(addr, Method::POST, "/function/sleeper", &[], "x").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ids = containers(state.path(), "sleeper");
+    assert_eq!(ids.len(), 1);
+    let cut = std::time::Instant::now();
+    docker(&["network", "disconnect", "ferrofaas", &ids[0]]);
+    let r = pending.await.unwrap();
+    let took = cut.elapsed();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert!(r.message().contains("exited before it answered"), "{}", r.body);
+    // Three missed health checks (2 s apart), not the function's 20 s.
+    assert!(took < Duration::from_secs(15), "ended {took:?} after the cut");
+    p.wait_ready("sleeper", 1).await;
+    assert_ne!(containers(state.path(), "sleeper"), ids, "replaced");
+}

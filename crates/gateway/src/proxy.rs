@@ -147,16 +147,34 @@ impl Invoker {
         }
         let lease = guard.lease.insert(lease);
 
-        let result =
-            tokio::time::timeout(self.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let request = self.client.request(Request::from_parts(parts, body));
+        // A replica the provider sees exit is not waited for (the address of
+        // a dead container may never answer).
+        let endpoint = lease.endpoint();
+        let result = tokio::time::timeout(self.timeout, async {
+            tokio::select! {
+                biased;
+                resp = request => Some(resp),
+                () = endpoint.gone() => None,
+            }
+        })
+        .await;
         let function = &guard.route.function;
         let mut resp = match result {
-            Ok(Ok(resp)) => {
+            Ok(None) => {
+                let instance = &lease.endpoint().instance;
+                tracing::warn!(%function, %instance, "replica exited with a request in flight");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("function {}: replica {instance} exited before it answered", function.name),
+                )
+            }
+            Ok(Some(Ok(resp))) => {
                 let (mut parts, incoming) = resp.into_parts();
                 ferrofaas_types::hop::strip(&mut parts.headers);
                 Response::from_parts(parts, Body::proxied(incoming))
             }
-            Ok(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 let instance = &lease.endpoint().instance;
                 tracing::warn!(%function, %instance, error = %ferrofaas_types::error_chain(&e), "replica failed");
                 json_error(
@@ -241,10 +259,22 @@ impl Invoker {
                 );
             }
         };
-        guard.lease = Some(lease);
-        let result = tokio::time::timeout(self.timeout, self.buffered.request(req)).await;
+        let lease = guard.lease.insert(lease);
+        let endpoint = lease.endpoint();
+        let result = tokio::time::timeout(self.timeout, async {
+            tokio::select! {
+                biased;
+                resp = self.buffered.request(req) => Some(resp),
+                () = endpoint.gone() => None,
+            }
+        })
+        .await;
         let (status, headers, body) = match result {
-            Ok(Ok(resp)) => {
+            Ok(None) => {
+                let o = outcome(StatusCode::BAD_GATEWAY, "the replica exited before it answered".to_owned());
+                (StatusCode::BAD_GATEWAY, o.headers, o.body)
+            }
+            Ok(Some(Ok(resp))) => {
                 let (parts, body) = resp.into_parts();
                 let body = crate::dispatch::read_result(body).await;
                 let headers = parts
@@ -254,7 +284,7 @@ impl Invoker {
                     .collect();
                 (parts.status, headers, body.to_vec())
             }
-            Ok(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 let o = outcome(
                     StatusCode::BAD_GATEWAY,
                     format!("the replica did not answer ({})", short_reason(&e)),

@@ -88,6 +88,10 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// Its CPU use, where the provider can read it.
     pub meter: Option<Arc<dyn CpuMeter>>,
+    /// Set when the provider has seen the replica exit: requests in flight
+    /// to it end at once (a dead container's address may never answer).
+    gone: AtomicBool,
+    gone_notify: Notify,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -100,7 +104,35 @@ impl Endpoint {
     pub fn new(instance: String, addr: SocketAddr) -> Endpoint {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
-        Endpoint { instance, addr, authority, in_flight: AtomicUsize::new(0), meter: None }
+        Endpoint {
+            instance,
+            addr,
+            authority,
+            in_flight: AtomicUsize::new(0),
+            meter: None,
+            gone: AtomicBool::new(false),
+            gone_notify: Notify::new(),
+        }
+    }
+
+    /// The replica has exited: it is picked no more, and what waits for it
+    /// ([`Endpoint::gone`]) stops waiting.
+    pub fn mark_gone(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.gone_notify.notify_waiters();
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the replica has exited.
+    pub async fn gone(&self) {
+        let notified = self.gone_notify.notified();
+        if self.is_gone() {
+            return;
+        }
+        notified.await;
     }
 
     pub fn with_meter(mut self, meter: Option<Arc<dyn CpuMeter>>) -> Endpoint {
@@ -165,22 +197,24 @@ impl FunctionRoute {
     pub fn pick(&self) -> Option<Lease> {
         let endpoints = self.endpoints.load();
         let n = endpoints.len();
+        // A replica seen exiting is skipped even before its route is
+        // updated: a request not sent yet goes to another.
         match n {
             0 => None,
-            1 => Some(Lease::new(Arc::clone(&endpoints[0]))),
+            1 => (!endpoints[0].is_gone()).then(|| Lease::new(Arc::clone(&endpoints[0]))),
             _ => {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
-                let mut best = &endpoints[start];
-                let mut best_load = best.in_flight();
-                for i in 1..n {
+                let mut best: Option<&Arc<Endpoint>> = None;
+                let mut best_load = usize::MAX;
+                for i in 0..n {
                     let candidate = &endpoints[(start + i) % n];
                     let load = candidate.in_flight();
-                    if load < best_load {
-                        best = candidate;
+                    if load < best_load && !candidate.is_gone() {
+                        best = Some(candidate);
                         best_load = load;
                     }
                 }
-                Some(Lease::new(Arc::clone(best)))
+                best.map(|b| Lease::new(Arc::clone(b)))
             }
         }
     }
@@ -347,6 +381,26 @@ mod tests {
         assert_eq!(freed.endpoint().in_flight(), 1);
         drop((l1, l3, freed));
         assert!(r.endpoints().iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[tokio::test]
+    async fn a_replica_seen_gone_is_skipped_and_its_waiters_end() {
+        let routes = Routes::default();
+        let r = routes.ensure(&f("a"));
+        let (a, b) = (ep(1), ep(2));
+        r.set_endpoints(vec![Arc::clone(&a), Arc::clone(&b)]);
+        let waiting = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.gone().await })
+        };
+        a.mark_gone();
+        tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
+        for _ in 0..4 {
+            assert_eq!(r.pick().unwrap().endpoint().addr.port(), 2, "not sent to the one that is gone");
+        }
+        b.mark_gone();
+        assert!(r.pick().is_none());
+        a.gone().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -132,17 +132,22 @@ async fn supervise<B: Backend>(
                         let endpoint = Arc::new(
                             Endpoint::new(instance.clone(), replica.addr()).with_meter(replica.meter()),
                         );
-                        let _ = events.send((id, Event::Ready(endpoint)));
+                        let _ = events.send((id, Event::Ready(Arc::clone(&endpoint))));
                         tracing::debug!(%instance, addr = %replica.addr(), "replica ready");
                         let reason = tokio::select! {
                             _ = &mut stop => {
                                 let _ = events.send((id, Event::Down));
+                                // It drains what it has; anything left after
+                                // that cannot be answered.
                                 replica.stop(timing.stop_timeout).await;
+                                endpoint.mark_gone();
                                 remove_dir(&dir);
                                 return;
                             }
                             reason = watch(&mut replica, timing.health_interval) => reason,
                         };
+                        // Exited or unhealthy: requests in flight to it end now.
+                        endpoint.mark_gone();
                         let _ = events.send((id, Event::Down));
                         reason
                     }
