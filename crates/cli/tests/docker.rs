@@ -232,8 +232,9 @@ async fn images_build_locally_and_unknown_images_are_refused() {
 /// A replica the provider gives up on while a request waits for it ends
 /// that request then, with a 502 naming it, not at the upstream timeout:
 /// here its container is cut off the network (no reset can reach the
-/// gateway), fails its health checks and is replaced; the next request goes
-/// to the new replica.
+/// gateway, and its address may go to another test's container, whose
+/// watchdog would pass its health checks), which the engine reports; it is
+/// replaced and the next request goes to the new replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_lost_mid_request_ends_it_then() {
     if !docker_available() {
@@ -258,8 +259,8 @@ async fn a_replica_lost_mid_request_ends_it_then() {
     let took = cut.elapsed();
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
     assert!(r.message().contains("exited before it answered"), "{}", r.body);
-    // Three missed health checks (2 s apart), not the function's 20 s.
-    assert!(took < Duration::from_secs(15), "ended {took:?} after the cut");
+    // The engine's event, not three missed health checks nor the 20 s.
+    assert!(took < Duration::from_secs(5), "ended {took:?} after the cut");
     p.wait_ready("sleeper", 1).await;
     assert_ne!(containers(state.path(), "sleeper"), ids, "replaced");
 }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
@@ -199,6 +199,12 @@ impl Backend for DockerBackend {
             host_config: Some(host),
             ..Default::default()
         };
+        // Engine events are kept from here on: a disconnection from the
+        // network (see `exited`) cannot fall between start and watch.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
         let created = self.docker.create_container(None, body).await.map_err(io::Error::other)?;
         let id = created.id;
         let started = async {
@@ -234,7 +240,7 @@ impl Backend for DockerBackend {
                 }
             }
         });
-        Ok(Box::new(Container { docker: self.docker.clone(), id, addr }))
+        Ok(Box::new(Container { docker: self.docker.clone(), id, addr, since }))
     }
 
     /// Secrets are read by the container's user, not ours.
@@ -331,6 +337,44 @@ struct Container {
     docker: Docker,
     id: String,
     addr: SocketAddr,
+    /// When it was created (Unix seconds), for the engine's event log.
+    since: String,
+}
+
+impl Container {
+    /// Resolves when the container is cut off the functions' network. Its
+    /// address goes back to the pool then and may soon be another
+    /// container's, whose watchdog would pass this one's health checks.
+    async fn disconnected(&self) -> String {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["network".to_owned()]),
+            ("event".to_owned(), vec!["disconnect".to_owned()]),
+            ("network".to_owned(), vec![NETWORK.to_owned()]),
+        ]);
+        let options = EventsOptionsBuilder::default().since(&self.since).filters(&filters).build();
+        let mut events = self.docker.events(Some(options));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    let ours = e.actor.and_then(|a| a.attributes).and_then(|mut a| a.remove("container"));
+                    if ours.as_deref() == Some(self.id.as_str()) {
+                        // A container that exits is disconnected too: its
+                        // exit code says more.
+                        let state =
+                            self.docker.inspect_container(&self.id, None).await.ok().and_then(|i| i.state);
+                        return match state {
+                            Some(s) if s.running == Some(false) => {
+                                format!("exit code {}", s.exit_code.unwrap_or(-1))
+                            }
+                            _ => format!("lost: disconnected from the {NETWORK} network"),
+                        };
+                    }
+                }
+                Err(e) => return format!("lost: engine events: {e}"),
+            }
+        }
+        "lost: engine events ended".to_owned()
+    }
 }
 
 #[async_trait]
@@ -342,13 +386,19 @@ impl Instance for Container {
     async fn exited(&mut self) -> String {
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
         let mut wait = self.docker.wait_container(&self.id, Some(options));
-        match wait.next().await {
-            Some(Ok(r)) => format!("exit code {}", r.status_code),
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                format!("exit code {code}")
+        let waited = async {
+            match wait.next().await {
+                Some(Ok(r)) => format!("exit code {}", r.status_code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    format!("exit code {code}")
+                }
+                Some(Err(e)) => format!("lost: {e}"),
+                None => "lost".to_owned(),
             }
-            Some(Err(e)) => format!("lost: {e}"),
-            None => "lost".to_owned(),
+        };
+        tokio::select! {
+            how = waited => how,
+            how = self.disconnected() => how,
         }
     }
 
