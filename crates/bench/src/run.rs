@@ -869,6 +869,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         accepted.requests_per_sec / fsyncs
     );
 
+    let q = measure_queue_memory(&ctx)?;
+    println!();
+    println!(
+        "| {QUEUED} asynchronous calls of 16 MiB stored (sent one after another; the function holds each for 30 s, so most wait) | gateway RSS |"
+    );
+    println!("| --- | ---: |");
+    println!("| the same gateway idle, before them (baseline) | {} |", fmt_kib(q.idle));
+    println!("| when all {QUEUED} are accepted | {} |", fmt_kib(q.after));
+    println!("| its peak (VmHWM) | {} |", fmt_kib(q.peak));
+    println!(
+        "| on disk: body files {} MiB, queue.redb {} KiB; accepted at {:.0} MiB/s | |",
+        q.files >> 20,
+        q.redb >> 10,
+        (QUEUED as f64 * 16.0) / q.secs
+    );
+
     println!();
     let idle = measure_idle_rss(&ctx)?;
     let gateway_idle = measure_gateway_idle_rss(&ctx)?;
@@ -900,6 +916,62 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         println!("| watchdog binary size | {} |", fmt_kib(meta.len() / 1024));
     }
     Ok(())
+}
+
+/// How many 16 MiB calls [`measure_queue_memory`] stores.
+const QUEUED: usize = 50;
+
+struct QueueMemory {
+    idle: u64,
+    after: u64,
+    peak: u64,
+    files: u64,
+    redb: u64,
+    secs: f64,
+}
+
+/// A gateway's memory while its queue holds [`QUEUED`] calls of 16 MiB,
+/// beside its own idle figure.
+fn measure_queue_memory(ctx: &Ctx) -> anyhow::Result<QueueMemory> {
+    // Large bodies are held 30 s; the readiness check's empty one is not.
+    let env = r#"{"mode": "streaming", "exec_timeout": "60s",
+        "fprocess": "sh -c 'n=$(wc -c); [ $n -lt 1000 ] || sleep 30; echo $n'"}"#;
+    let extra = ["--queue-max-function-bytes".to_owned(), "1Gi".to_owned()];
+    let setup = start_gateway_on(ctx, "gateway-queue-memory", env, &extra)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = setup.subject.unwrap_or_default();
+    let idle = rss_kib(pid, "VmRSS:").context("could not read the gateway's RSS")?;
+    let port = setup.port();
+    let body = vec![b'x'; 16 << 20];
+    let started = std::time::Instant::now();
+    for i in 0..QUEUED {
+        let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            s,
+            "POST /async-function/bench HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        s.write_all(&body)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        if !answer.starts_with("HTTP/1.1 202") {
+            bail!("call {i} of {QUEUED} was not accepted: {answer}");
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid, "VmRSS:").context("could not read the gateway's RSS")?;
+    let peak = rss_kib(pid, "VmHWM:").context("could not read the gateway's peak RSS")?;
+    let state = ctx.opts.out_dir.join("gateway-queue-memory/state");
+    let files = std::fs::read_dir(state.join("queue.bodies"))?
+        .flatten()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let redb = std::fs::metadata(state.join("queue.redb"))?.len();
+    drop(setup);
+    Ok(QueueMemory { idle, after, peak, files, redb, secs })
 }
 
 fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {

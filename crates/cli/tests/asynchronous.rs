@@ -296,7 +296,7 @@ async fn full_queue(extra: &[&str]) {
     assert_eq!(p.invoke("/async-function/slow", "").await.status, StatusCode::ACCEPTED);
     let r = p.invoke("/async-function/slow", "").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
-    assert!(r.message().contains("queue is full"), "{}", r.body);
+    assert!(r.message().contains("as many as it may (--queue-max)"), "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("1"));
 }
 
@@ -434,6 +434,116 @@ async fn slow_bodies_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(20), "cut off in {:?}", started.elapsed());
     // And a body at a normal pace still goes through.
     assert_eq!(p.invoke("/async-function/echo", "quick").await.status, StatusCode::ACCEPTED);
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// What the queue stores is bounded in bytes (a call's body, a function's
+/// share, the whole queue), each past its limit a clear 413 or 429; the
+/// bodies wait on disk, one file each, gone when their calls are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_calls_are_bounded_in_bytes_and_wait_on_disk() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(
+        state.path(),
+        &["--queue-max-body", "1Mi", "--queue-max-function-bytes", "3Mi", "--queue-max-bytes", "5Mi"],
+    );
+    let image = format!("{}/wc", examples().display());
+    let annotations = json!({"com.openfaas.queue.max_inflight": "1"});
+    for name in ["slow", "other"] {
+        let spec = json!({"service": name, "image": image, "envProcess": "sh -c 'sleep 1; wc -c'",
+            "annotations": annotations});
+        p.deploy(spec, 1).await;
+    }
+    // Refused from its length, before its body is read (a client that
+    // goes on writing it finds the connection closed).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let head =
+            format!("POST /async-function/slow HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 2 << 20);
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("at most 1048576 bytes"), "{answer}");
+    }
+
+    let body = "x".repeat(900 << 10);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = p.invoke("/async-function/slow", &body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        ids.push(r.header("x-call-id").unwrap().to_owned());
+    }
+    let r = p.invoke("/async-function/slow", &body).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.message().contains("function slow.openfaas-fn holds"), "{}", r.body);
+    assert!(r.message().contains("--queue-max-function-bytes"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let bodies = state.path().join("queue.bodies");
+    assert_eq!(files_in(&bodies), 3, "one file per body, running or waiting");
+    for _ in 0..2 {
+        let r = p.invoke("/async-function/other", &body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        ids.push(r.header("x-call-id").unwrap().to_owned());
+    }
+    let r = p.invoke("/async-function/other", &body).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.message().contains("--queue-max-bytes"), "{}", r.body);
+
+    let all_done = eventually(Duration::from_secs(30), async || {
+        for id in &ids {
+            if p.api(Method::GET, &format!("/system/async/{id}"), "").await.json()["state"] != "done" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(all_done, "{}", p.api(Method::GET, &format!("/system/async/{}", ids[4]), "").await.body);
+    assert_eq!(files_in(&bodies), 0, "their files went with them");
+    let redb = std::fs::metadata(state.path().join("queue.redb")).unwrap().len();
+    assert!(redb < 4 << 20, "the queue's file holds no large body: {redb} bytes");
+    // There is room again.
+    assert_eq!(p.invoke("/async-function/slow", &body).await.status, StatusCode::ACCEPTED);
+}
+
+/// Bodies being received are held in memory within `--queue-memory`: a
+/// client that sends a large body slowly holds its share, and another
+/// that would pass it is told to come back (429), not buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_being_received_stay_within_their_memory() {
+    use tokio::io::AsyncWriteExt;
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--queue-max-body", "1Mi", "--queue-memory", "1Mi"]);
+    let image = format!("{}/wc", examples().display());
+    p.deploy(json!({"service": "echo", "image": image, "envProcess": "wc -c"}), 1).await;
+    let mut slow = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let head =
+        format!("POST /async-function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 800 << 10);
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&[b'x'; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = p.invoke("/async-function/echo", &"y".repeat(500 << 10)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.message().contains("receiving as many bodies as it may hold"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        p.invoke("/async-function/echo", "small").await.status,
+        StatusCode::ACCEPTED,
+        "a small one fits"
+    );
+    drop(slow);
+    // Its share comes back when it is gone.
+    let back = eventually(Duration::from_secs(5), async || {
+        p.invoke("/async-function/echo", &"y".repeat(500 << 10)).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+    assert!(back);
 }
 
 /// Anyone may ask for a callback: by default none reaches this machine or

@@ -28,6 +28,12 @@ pub struct GatewayConfig {
     pub autoscale_interval: Duration,
     /// Where callbacks of asynchronous calls may go.
     pub callbacks: CallbackPolicy,
+    /// Largest body of an asynchronous call (413 past it).
+    pub max_async_body: usize,
+    /// Bytes of asynchronous calls held in memory at once: as many for the
+    /// bodies being received (429 past it) and again for the calls being
+    /// run (the dispatcher waits). What is queued is on disk.
+    pub async_memory: usize,
 }
 
 impl Default for GatewayConfig {
@@ -43,6 +49,8 @@ impl Default for GatewayConfig {
             autoscale: true,
             autoscale_interval: Duration::from_secs(1),
             callbacks: CallbackPolicy::default(),
+            max_async_body: 16 << 20,
+            async_memory: 32 << 20,
         }
     }
 }

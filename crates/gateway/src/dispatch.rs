@@ -10,6 +10,7 @@
 //! the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +34,6 @@ use crate::error::json_error;
 use crate::proxy::X_CALL_ID;
 use crate::server::Gateway;
 
-/// Largest request body an asynchronous call may carry.
-pub const MAX_ASYNC_BODY: usize = 16 << 20;
 /// Largest function answer kept for a callback or a dead letter.
 const MAX_RESULT_BODY: usize = 16 << 20;
 /// Calls running at once, all functions together.
@@ -42,8 +41,10 @@ const MAX_RUNNING: usize = 256;
 /// How long a callback may take.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `/async-function/...`: 404 for a function that does not exist, 429 when
-/// the queue is full, else 202 once the call is on disk.
+/// `/async-function/...`: 404 for a function that does not exist, 413 for
+/// a body past `max_async_body`, 429 when the queue (or the function's
+/// share of it) is full or the gateway is receiving as much as it may
+/// hold, else 202 once the call is on disk.
 pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>) -> Response<Body> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let (name, namespace, tail) = crate::proxy::target(pq.strip_prefix("/async-function/").unwrap_or(""));
@@ -82,18 +83,21 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
         }
     }
     let method = req.method().as_str().to_owned();
-    let body = match crate::request_body::read(req.into_body(), MAX_ASYNC_BODY, gw.config.read_timeout).await
-    {
-        Ok(body) => body,
+    let max = gw.config.max_async_body;
+    let read = crate::request_body::read_within(req.into_body(), max, gw.config.read_timeout, &gw.receiving);
+    // Held until the call is stored (or refused).
+    let (body, _held) = match read.await {
+        Ok(read) => read,
         Err(crate::request_body::ReadError::TooLarge(_)) => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("an asynchronous call carries at most {MAX_ASYNC_BODY} bytes"),
+                &format!("an asynchronous call carries at most {max} bytes"),
             );
         }
         Err(e @ crate::request_body::ReadError::TooSlow) => {
             return json_error(StatusCode::REQUEST_TIMEOUT, &e.to_string());
         }
+        Err(e @ crate::request_body::ReadError::Busy(_)) => return try_later(&e.to_string()),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let call = Call {
@@ -103,7 +107,7 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
         method,
         path,
         headers: kept,
-        body: body.to_vec(),
+        body,
         callback,
         accepted_at: now_ms(),
     };
@@ -123,16 +127,20 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
                  gateway makes one)"
             ),
         ),
-        Err(e @ QueueError::Full(_)) => {
-            let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
-            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
-        }
+        Err(e @ QueueError::Full(_)) => try_later(&e.to_string()),
+        Err(QueueError::TooLarge(why)) => json_error(StatusCode::PAYLOAD_TOO_LARGE, &why),
         Err(e) => {
             tracing::error!(error = %e, "could not store an asynchronous call");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "the call could not be stored")
         }
     }
+}
+
+/// 429 with `Retry-After: 1`.
+fn try_later(message: &str) -> Response<Body> {
+    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, message);
+    resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// Runs stored calls until `stop`.
@@ -141,6 +149,9 @@ pub struct Dispatcher {
     queue: Arc<dyn Queue>,
     client: Client<CheckedConnector, Full<Bytes>>,
     running: Mutex<HashMap<String, usize>>,
+    /// Bytes of the calls being run ([`Entry::size`]): at most the
+    /// gateway's `async_memory`, but one call always runs.
+    in_memory: AtomicU64,
     freed: Notify,
 }
 
@@ -151,7 +162,14 @@ impl Dispatcher {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let policy = Arc::new(gateway.config.callbacks.clone());
         let client = Client::builder(TokioExecutor::new()).build(CheckedConnector::new(policy, connector));
-        Arc::new(Dispatcher { gateway, queue, client, running: Mutex::default(), freed: Notify::new() })
+        Arc::new(Dispatcher {
+            gateway,
+            queue,
+            client,
+            running: Mutex::default(),
+            in_memory: AtomicU64::new(0),
+            freed: Notify::new(),
+        })
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -180,12 +198,20 @@ impl Dispatcher {
                     if self.running().get(f).copied().unwrap_or(0) >= limit {
                         continue;
                     }
-                    let Some(entry) = self.queue.take(f) else { continue };
+                    let held = self.in_memory.load(Ordering::Acquire);
+                    let room = match held {
+                        0 => u64::MAX,
+                        held => (self.gateway.config.async_memory as u64).saturating_sub(held),
+                    };
+                    let Some(entry) = self.queue.take(f, room).await else { continue };
+                    let size = entry.size();
+                    self.in_memory.fetch_add(size, Ordering::AcqRel);
                     *self.running().entry(f.clone()).or_default() += 1;
                     started = true;
                     let (me, key) = (Arc::clone(&self), f.clone());
                     tokio::spawn(async move {
                         me.attempt(entry).await;
+                        me.in_memory.fetch_sub(size, Ordering::AcqRel);
                         if let Some(n) = me.running().get_mut(&key) {
                             *n = n.saturating_sub(1);
                         }
@@ -303,9 +329,8 @@ impl Dispatcher {
         if let Some((_, ct)) = result.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             req = req.header("content-type", ct);
         }
-        let req = req
-            .body(Full::new(Bytes::from(result.body.clone())))
-            .map_err(|e| CallbackError::Failed(e.to_string()))?;
+        let req =
+            req.body(Full::new(result.body.clone())).map_err(|e| CallbackError::Failed(e.to_string()))?;
         match tokio::time::timeout(CALLBACK_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
             Ok(Ok(resp)) => Err(CallbackError::Failed(format!("it answered {}", resp.status()))),
@@ -356,7 +381,7 @@ mod tests {
         Outcome {
             status: 503,
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: Vec::new(),
+            body: Bytes::new(),
             duration_secs: 0.0,
         }
     }

@@ -215,7 +215,7 @@ impl Invoker {
         let outcome = |status: StatusCode, message: String| ferrofaas_queue::Outcome {
             status: status.as_u16(),
             headers: vec![("content-type".into(), "application/json".into())],
-            body: serde_json::json!({ "message": message }).to_string().into_bytes(),
+            body: Bytes::from(serde_json::json!({ "message": message }).to_string()),
             duration_secs: started.elapsed().as_secs_f64(),
         };
         let Some(route) = provider.routes().get(&call.function, &call.namespace) else {
@@ -248,7 +248,7 @@ impl Invoker {
         let req = req
             .header(X_CALL_ID, call.id.as_str())
             .header(X_START_TIME, nanos.to_string())
-            .body(Full::new(Bytes::from(call.body.clone())));
+            .body(Full::new(call.body.clone()));
         let req = match req {
             Ok(req) => req,
             Err(e) => {
@@ -282,7 +282,7 @@ impl Invoker {
                     .iter()
                     .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                     .collect();
-                (parts.status, headers, body.to_vec())
+                (parts.status, headers, body)
             }
             Ok(Some(Err(e))) => {
                 let o = outcome(

@@ -3,11 +3,13 @@
 //! grace period, so that a client sending a byte now and then (slowloris)
 //! cannot hold a connection and its buffer open.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 /// The slowest a body may arrive, after the grace period.
@@ -21,6 +23,59 @@ pub enum ReadError {
     TooSlow,
     /// The client broke off, or sent a broken body: 400.
     Broken(String),
+    /// The bodies being read at once already take all the memory they may
+    /// (a [`Budget`]): 429.
+    Busy(usize),
+}
+
+/// Bytes that bodies being read may take together: each reads only while
+/// its bytes fit, and gives them back when it is dropped.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Budget {
+        Budget { used: Arc::new(AtomicUsize::new(0)), max }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|&t| t <= self.max)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes of a [`Budget`] held by one body; given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Budget,
+    held: usize,
+}
+
+impl Reservation {
+    fn grow(&mut self, n: usize) -> bool {
+        let ok = self.budget.reserve(n);
+        if ok {
+            self.held += n;
+        }
+        ok
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Display for ReadError {
@@ -33,15 +88,49 @@ impl std::fmt::Display for ReadError {
                 MIN_RATE / 1024
             ),
             ReadError::Broken(e) => write!(f, "could not read the request body: {e}"),
+            ReadError::Busy(max) => write!(
+                f,
+                "the gateway is receiving as many bodies as it may hold at once ({max} bytes together)"
+            ),
         }
     }
 }
 
 /// Reads all of `body`: at most `limit` bytes, within `grace` plus the time
 /// its bytes take at [`MIN_RATE`].
-pub async fn read(mut body: Incoming, limit: usize, grace: Duration) -> Result<Bytes, ReadError> {
+pub async fn read(body: Incoming, limit: usize, grace: Duration) -> Result<Bytes, ReadError> {
+    read_counted(body, limit, grace, None).await
+}
+
+/// [`read`], with the body's bytes counted in `budget` for as long as the
+/// [`Reservation`] returned with them is kept: a body with a length
+/// reserves it first, one without as it arrives, and either ends with
+/// [`ReadError::Busy`] when the budget has no room.
+pub async fn read_within(
+    body: Incoming,
+    limit: usize,
+    grace: Duration,
+    budget: &Budget,
+) -> Result<(Bytes, Reservation), ReadError> {
+    let mut held = Reservation { budget: budget.clone(), held: 0 };
+    match body.size_hint().exact() {
+        Some(n) if n > limit as u64 => return Err(ReadError::TooLarge(limit)),
+        Some(n) if !held.grow(n as usize) => return Err(ReadError::Busy(budget.max)),
+        _ => {}
+    }
+    let bytes = read_counted(body, limit, grace, Some(&mut held)).await?;
+    Ok((bytes, held))
+}
+
+async fn read_counted(
+    mut body: Incoming,
+    limit: usize,
+    grace: Duration,
+    mut held: Option<&mut Reservation>,
+) -> Result<Bytes, ReadError> {
     let started = Instant::now();
-    let mut buf = BytesMut::new();
+    let exact = body.size_hint().exact().filter(|&n| n <= limit as u64);
+    let mut buf = BytesMut::with_capacity(exact.unwrap_or(0) as usize);
     loop {
         let allowed = grace + Duration::from_secs_f64(buf.len() as f64 / MIN_RATE as f64);
         let frame = match tokio::time::timeout_at(started + allowed, body.frame()).await {
@@ -53,6 +142,12 @@ pub async fn read(mut body: Incoming, limit: usize, grace: Duration) -> Result<B
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(ReadError::TooLarge(limit));
+            }
+            if let Some(held) = held.as_deref_mut()
+                && buf.len() + data.len() > held.held
+                && !held.grow(buf.len() + data.len() - held.held)
+            {
+                return Err(ReadError::Busy(held.budget.max));
             }
             buf.extend_from_slice(&data);
         }

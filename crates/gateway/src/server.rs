@@ -38,6 +38,8 @@ pub struct Gateway {
     /// Where asynchronous calls are stored; `None`: `/async-function/` is off.
     pub queue: Option<Arc<dyn Queue>>,
     pub(crate) invoker: Invoker,
+    /// Memory of the asynchronous bodies being received.
+    pub(crate) receiving: crate::request_body::Budget,
     /// Cancelled when the gateway stops: ends endless responses (log follows).
     pub shutdown: CancellationToken,
 }
@@ -49,6 +51,7 @@ impl Gateway {
             autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
             history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
             queue: None,
+            receiving: crate::request_body::Budget::new(config.async_memory.max(config.max_async_body)),
             provider,
             config,
             shutdown: CancellationToken::new(),

@@ -3,12 +3,14 @@
 //!
 //! - Calls are messages of the work-queue stream `FERROFAAS_CALLS`, on the
 //!   subject `ferrofaas.calls.<namespace>.<function>`; the stream's message
-//!   limit (discarding new ones) is the queue's bound. A call is acknowledged
-//!   by the server (stored) before its 202.
+//!   and byte limits (discarding new ones) are the queue's bounds, and a
+//!   call is at most one message (the server's `max_payload`). A call is
+//!   acknowledged by the server (stored) before its 202.
 //! - Every gateway pulls from the one durable consumer `ferrofaas-dispatch`;
 //!   a message it holds is kept from the others (its acknowledgement
 //!   deadline extended while it waits or runs) and acknowledged when the
-//!   call is settled. A gateway that dies holding messages lets them go when
+//!   call is settled; it holds at most [`HELD`] calls and [`HELD_BYTES`]
+//!   bytes. A gateway that dies holding messages lets them go when
 //!   the deadline passes: they are delivered again, to any gateway (at least
 //!   once).
 //! - A retry is the call published again with its progress (attempts, the
@@ -28,7 +30,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::{CallStatus, DeadLetter, Entry, Progress, Queue, QueueError, QueueStats, Result, now_ms};
+use crate::{CallStatus, DeadLetter, Entry, Limits, Progress, Queue, QueueError, QueueStats, Result, now_ms};
 
 const STREAM: &str = "FERROFAAS_CALLS";
 const SUBJECTS: &str = "ferrofaas.calls.>";
@@ -36,13 +38,17 @@ const CONSUMER: &str = "ferrofaas-dispatch";
 const STATUS_STREAM: &str = "FERROFAAS_STATUS";
 const DEAD_STREAM: &str = "FERROFAAS_DEAD";
 /// Messages one gateway holds at once.
-const HELD: i64 = 1024;
+pub const HELD: i64 = 1024;
+/// Bytes of messages one gateway holds at once (beyond them, the first).
+pub const HELD_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct JetStreamConfig {
     /// `nats://host:port`
     pub url: String,
-    pub max_pending: usize,
+    /// Calls and bytes of the calls stream (the per-function limit is not
+    /// kept here: JetStream has no byte limit per subject).
+    pub limits: Limits,
     /// How long a held message stays held without news from its holder.
     pub ack_wait: Duration,
 }
@@ -56,6 +62,8 @@ struct Held {
 #[derive(Default)]
 struct Local {
     held: HashMap<String, Held>,
+    /// Bytes of the messages held.
+    held_bytes: usize,
     ready: BTreeMap<String, VecDeque<(u64, String)>>,
     processed: BTreeMap<String, u64>,
     retried: BTreeMap<String, u64>,
@@ -69,7 +77,9 @@ pub struct JetStreamQueue {
     dead: stream::Stream,
     local: Mutex<Local>,
     changed: Notify,
-    max_pending: usize,
+    limits: Limits,
+    /// The server's largest message.
+    max_payload: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,19 +122,22 @@ pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
     let client = async_nats::connect(&config.url)
         .await
         .map_err(|e| err("connecting to NATS")(&format!("{} ({e})", config.url)))?;
+    let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec![SUBJECTS.to_owned()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            max_messages: config.max_pending as i64,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err("creating the calls stream")(&e))?;
+    // Made, or given this gateway's limits.
+    js.create_or_update_stream(stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec![SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_messages: config.limits.max_calls as i64,
+        max_bytes: config.limits.max_bytes.min(i64::MAX as u64) as i64,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| err("creating the calls stream")(&e))?;
+    let stream = js.get_stream(STREAM).await.map_err(|e| err("opening the calls stream")(&e))?;
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             CONSUMER,
@@ -169,7 +182,8 @@ pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
             dead,
             local: Mutex::default(),
             changed: Notify::new(),
-            max_pending: config.max_pending,
+            limits: config.limits,
+            max_payload,
             tasks: vec![pull, keep],
         }
     });
@@ -212,16 +226,19 @@ async fn pull_loop(queue: std::sync::Weak<JetStreamQueue>, consumer: consumer::P
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                 continue;
             }
-            // Wait for room: a gateway holds at most HELD calls.
-            while queue.lock().held.len() >= HELD as usize {
+            // Wait for room: a gateway holds at most HELD calls and
+            // HELD_BYTES bytes.
+            while !queue.has_room() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let mut local = queue.lock();
             let id = entry.call.id.clone();
             let key = key_of(&entry);
+            local.held_bytes += message.payload.len();
             if let Some(old) = local.held.insert(id.clone(), Held { entry, message, seq }) {
                 // Delivered again while held here (a deadline passed): the
                 // new delivery is the live one.
+                local.held_bytes -= old.message.payload.len();
                 local.ready.entry(key.clone()).or_default().retain(|(s, _)| *s != old.seq);
             }
             let line = local.ready.entry(key).or_default();
@@ -253,12 +270,32 @@ impl JetStreamQueue {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether this gateway may hold one more message.
+    fn has_room(&self) -> bool {
+        let local = self.lock();
+        local.held.is_empty() || (local.held.len() < HELD as usize && local.held_bytes < HELD_BYTES)
+    }
+
     async fn publish(&self, entry: &Entry) -> Result<()> {
         let payload = Bytes::from(serde_json::to_vec(entry).map_err(|e| err("encoding a call")(&e))?);
+        if payload.len() > self.max_payload {
+            return Err(QueueError::TooLarge(format!(
+                "the call takes {} bytes as a message; the NATS server takes at most {} (its max_payload)",
+                payload.len(),
+                self.max_payload
+            )));
+        }
         let ack = self.js.publish(subject(entry), payload).await.map_err(|e| err("publishing a call")(&e))?;
         match ack.await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("maximum messages") => Err(QueueError::Full(self.max_pending)),
+            Err(e) if e.to_string().contains("maximum messages") => Err(QueueError::Full(format!(
+                "the queue holds {} calls, as many as it may (--queue-max)",
+                self.limits.max_calls
+            ))),
+            Err(e) if e.to_string().contains("maximum bytes") => Err(QueueError::Full(format!(
+                "the queue holds as many bytes of calls as it may, {} (--queue-max-bytes)",
+                self.limits.max_bytes
+            ))),
             Err(e) => Err(err("storing a call")(&e)),
         }
     }
@@ -297,6 +334,7 @@ impl JetStreamQueue {
     fn release(&self, id: &str) -> Option<Held> {
         let mut local = self.lock();
         let held = local.held.remove(id)?;
+        local.held_bytes -= held.message.payload.len();
         if let Some(line) = local.ready.get_mut(&key_of(&held.entry)) {
             line.retain(|(_, i)| i != id);
         }
@@ -354,10 +392,15 @@ impl Queue for JetStreamQueue {
         self.lock().ready.iter().filter(|(_, l)| !l.is_empty()).map(|(k, _)| k.clone()).collect()
     }
 
-    fn take(&self, function: &str) -> Option<Entry> {
+    async fn take(&self, function: &str, room: u64) -> Option<Entry> {
         let mut local = self.lock();
-        let (_, id) = local.ready.get_mut(function)?.pop_front()?;
-        local.held.get(&id).map(|h| h.entry.clone())
+        let (_, id) = local.ready.get(function)?.front()?.clone();
+        let entry = local.held.get(&id).map(|h| h.entry.clone());
+        if entry.as_ref().is_some_and(|e| e.size() > room) {
+            return None;
+        }
+        local.ready.get_mut(function)?.pop_front();
+        entry
     }
 
     fn next_due(&self) -> Option<u64> {

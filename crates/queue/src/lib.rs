@@ -19,6 +19,7 @@ pub mod jetstream;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use ferrofaas_types::FunctionRef;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,7 @@ pub struct Call {
     pub path: String,
     pub headers: Vec<(String, String)>,
     #[serde(with = "b64")]
-    pub body: Vec<u8>,
+    pub body: Bytes,
     /// `X-Callback-Url`: where the result goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
@@ -45,6 +46,27 @@ impl Call {
     pub fn function_ref(&self) -> FunctionRef {
         FunctionRef { name: self.function.clone(), namespace: self.namespace.clone() }
     }
+
+    /// `name.namespace`, how the queue keys functions.
+    pub fn function_key(&self) -> String {
+        format!("{}.{}", self.function, self.namespace)
+    }
+
+    /// The bytes it takes to keep, body aside.
+    fn meta_size(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.id.len()
+            + self.path.len()
+            + self.method.len()
+            + headers
+            + self.callback.as_ref().map_or(0, String::len)) as u64
+    }
+
+    /// The bytes it takes to keep: its body, headers and the rest. What
+    /// the queue's byte limits count.
+    pub fn size(&self) -> u64 {
+        self.body.len() as u64 + self.meta_size()
+    }
 }
 
 /// The function's answer, kept while its callback is being delivered, and
@@ -54,8 +76,16 @@ pub struct Outcome {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     #[serde(with = "b64")]
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub duration_secs: f64,
+}
+
+impl Outcome {
+    /// The bytes it takes to keep.
+    pub fn size(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.body.len() + headers) as u64
+    }
 }
 
 /// Where a pending call is.
@@ -84,6 +114,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The bytes it takes to keep: the call and the answer kept for its
+    /// callback.
+    pub fn size(&self) -> u64 {
+        self.call.size() + self.progress.result.as_ref().map_or(0, Outcome::size)
+    }
+
     /// A call not tried yet.
     pub fn new(call: Call) -> Entry {
         Entry {
@@ -129,11 +165,36 @@ pub struct CallStatus {
     pub updated_at: u64,
 }
 
+/// How much the queue keeps at most: calls waiting or running and dead
+/// letters, counted by [`Call::size`] and [`Outcome::size`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls pending or running.
+    pub max_calls: usize,
+    /// Bytes of calls pending or running and of dead letters.
+    pub max_bytes: u64,
+    /// The same, of one function (on the embedded queue).
+    pub max_function_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_calls: 100_000, max_bytes: 1 << 30, max_function_bytes: 256 << 20 }
+    }
+}
+
+/// Bytes of a dead letter's last answer that [`Queue::dead_letters`] gives.
+pub const LISTED_ANSWER: usize = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The queue holds as many calls as it may (backpressure: 429).
-    #[error("the queue is full ({0} calls pending); try again later")]
-    Full(usize),
+    /// The queue, or the function's share of it, holds as much as it may
+    /// (backpressure: 429); the text says which limit.
+    #[error("{0}; try again later")]
+    Full(String),
+    /// One call larger than the queue takes (413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("no such call: {0}")]
     NotFound(String),
     /// A call with this id is pending, running, settled or dead-lettered:
@@ -168,8 +229,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Functions (`name.namespace`) with a call due now that is not running.
     fn ready_functions(&self) -> Vec<String>;
 
-    /// The oldest due call of a function, marked running.
-    fn take(&self, function: &str) -> Option<Entry>;
+    /// The oldest due call of a function, marked running, with its bodies
+    /// read back; `None` if there is none or if it is larger than `room`
+    /// bytes ([`Entry::size`]): the caller bounds what it holds in memory.
+    async fn take(&self, function: &str, room: u64) -> Option<Entry>;
 
     /// When the next waiting retry falls due (ms since the epoch).
     fn next_due(&self) -> Option<u64>;
@@ -188,6 +251,8 @@ pub trait Queue: Send + Sync + 'static {
     async fn dead_letter(&self, id: &str, letter: DeadLetter) -> Result<()>;
 
     async fn status(&self, id: &str) -> Result<Option<CallStatus>>;
+    /// The dead letters, oldest first; without the calls' bodies, and with
+    /// the first [`LISTED_ANSWER`] bytes of their last answers.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
     /// A dead letter queued again, with fresh attempts.
     async fn replay(&self, id: &str) -> Result<()>;
@@ -207,8 +272,10 @@ mod b64 {
         s.serialize_str(&ferrofaas_types::base64::encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
         let text = String::deserialize(d)?;
-        ferrofaas_types::base64::decode(&text).ok_or_else(|| serde::de::Error::custom("invalid base64"))
+        ferrofaas_types::base64::decode(&text)
+            .map(bytes::Bytes::from)
+            .ok_or_else(|| serde::de::Error::custom("invalid base64"))
     }
 }

@@ -72,6 +72,21 @@ pub struct Args {
     /// answers 429
     #[arg(long, default_value_t = 100_000)]
     queue_max: usize,
+    /// Most bytes of asynchronous calls (bodies, headers, answers kept for
+    /// callbacks) and dead letters stored at once; past it 429
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    queue_max_bytes: u64,
+    /// The same for one function, so that one cannot fill the queue for
+    /// all (embedded queue)
+    #[arg(long, default_value = "256Mi", value_parser = parse_size)]
+    queue_max_function_bytes: u64,
+    /// Largest body of one asynchronous call; past it 413
+    #[arg(long, default_value = "16Mi", value_parser = parse_size)]
+    queue_max_body: u64,
+    /// Memory for asynchronous bodies: as much for those being received
+    /// (past it 429) and for the calls being run (the rest wait on disk)
+    #[arg(long, default_value = "32Mi", value_parser = parse_size)]
+    queue_memory: u64,
     /// Longest a request waits for a replica to start (from zero, or while
     /// replicas start); then 504
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -206,13 +221,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the process provider in {}", state.display()))?
         }
     };
+    let limits = ferrofaas_queue::Limits {
+        max_calls: args.queue_max,
+        max_bytes: args.queue_max_bytes,
+        max_function_bytes: args.queue_max_function_bytes,
+    };
     let queue: Arc<dyn ferrofaas_queue::Queue> = match args.queue.as_str() {
-        "embedded" => ferrofaas_queue::embedded::open(&state.join("queue.redb"), args.queue_max)
+        "embedded" => ferrofaas_queue::embedded::open(&state.join("queue.redb"), limits)
             .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?,
         url if url.starts_with("nats://") => {
             ferrofaas_queue::jetstream::connect(ferrofaas_queue::jetstream::JetStreamConfig {
                 url: url.to_owned(),
-                max_pending: args.queue_max,
+                limits,
                 ack_wait: args.queue_ack_wait,
             })
             .await
@@ -229,6 +249,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 autoscale: !args.no_autoscale,
                 replica_wait: args.start_timeout,
                 callbacks: ferrofaas_gateway::callback::CallbackPolicy { allow: args.callback_allow.clone() },
+                max_async_body: usize::try_from(args.queue_max_body).unwrap_or(usize::MAX),
+                async_memory: usize::try_from(args.queue_memory).unwrap_or(usize::MAX),
                 ..GatewayConfig::default()
             },
         )

@@ -38,6 +38,7 @@ impl From<request_body::ReadError> for ApiError {
             request_body::ReadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             request_body::ReadError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             request_body::ReadError::Broken(_) => StatusCode::BAD_REQUEST,
+            request_body::ReadError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError::new(status, e.to_string())
     }
