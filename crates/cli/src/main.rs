@@ -65,8 +65,25 @@ enum Command {
     Version(commands::version::Args),
 }
 
+/// Large buffers (asynchronous bodies of up to 16 MiB, uploads) are mapped
+/// on their own and given back to the system when freed: glibc's malloc
+/// otherwise raises its mapping threshold after the first one is freed and
+/// keeps later ones in its heap, so the gateway's memory would stay at its
+/// peak (measured: 64 MiB instead of 30 after 50 queued 16 MiB calls).
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        return_large_buffers();
+    }
     init_logging(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
@@ -132,7 +133,12 @@ async fn a_bundle_built_elsewhere_is_pushed_then_deployed() {
         ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
         ("shout.sh", "#!/bin/sh\necho v2; tr a-z A-Z\n", 0o755),
     ]);
-    assert_eq!(push_bundle(&p, "shout:1.0", archive).await.status, StatusCode::CREATED);
+    let first = r.json()["digest"].as_str().unwrap().to_owned();
+    let r = push_bundle(&p, "shout:1.0", archive).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json()["replaced"], first.as_str(), "a re-push says what the tag named before");
+    // The function runs what it was deployed with until it is deployed again.
+    assert_eq!(p.invoke("/function/shout", "x").await.body, "X");
     let r = p
         .api(Method::PUT, "/system/functions", &json!({"service": "shout", "image": "shout:1.0"}).to_string())
         .await;
@@ -150,6 +156,83 @@ async fn a_bundle_built_elsewhere_is_pushed_then_deployed() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.message().contains("push it first"), "{}", r.body);
     assert_eq!(r.json()["field"], "image", "the field at fault, for the UI");
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A bundle or an image cannot reach outside itself: links out of a
+/// bundle, a gzip bomb, a folder image outside the operator's roots or in
+/// the state folder, a name Docker would not take; and an upload is
+/// written to disk as it arrives, not kept in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_and_images_stay_within_their_bounds() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--bundle-max-unpacked", "300Mi"]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bundle.json", state.path().join("credentials.json")).unwrap();
+    let r = push_bundle(&p, "sneaky:1", b.into_inner().unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.message().contains("leaves the bundle"), "{}", r.body);
+    assert!(!r.body.contains("admin"), "{}", r.body);
+
+    // 1 GiB of zeros in a small gzip.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    {
+        let mut t = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1 << 30);
+        h.set_mode(0o644);
+        h.set_cksum();
+        t.append_data(&mut h, "zeros", std::io::repeat(0).take(1 << 30)).unwrap();
+        t.finish().unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    let r = push_bundle(&p, "bomb:1", bomb).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.message().contains("--bundle-max-unpacked"), "{}", r.body);
+
+    let deploy = async |image: &str| {
+        let spec =
+            json!({"service": "probe", "image": image, "envProcess": "cat", "envVars": {"mode": "static"}});
+        p.api(Method::POST, "/system/functions", &spec.to_string()).await
+    };
+    for (image, why) in [
+        (state.path().display().to_string(), "state folder"),
+        (state.path().join("functions").display().to_string(), "state folder"),
+        ("/etc".to_owned(), "not under a folder this gateway runs images from"),
+        ("a:b:c".to_owned(), "not a valid image reference"),
+        ("Shout:1".to_owned(), "not a valid image reference"),
+    ] {
+        let r = deploy(&image).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{image}: {}", r.body);
+        assert!(r.message().contains(why), "{image}: {}", r.body);
+        assert_eq!(r.json()["field"], "image");
+    }
+    let r = push_bundle(&p, "a:b:c", tar(&[("x", "x", 0o644)])).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    // 256 MiB pushed: the gateway's memory does not grow by it.
+    let before = peak_rss_kib(p.pid());
+    let mut big = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(256 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    big.append_data(&mut h, "data", std::io::repeat(7).take(256 << 20)).unwrap();
+    let r = push_bundle(&p, "big:1", big.into_inner().unwrap()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let after = peak_rss_kib(p.pid());
+    assert!(after < before + 64 * 1024, "peak RSS {before} KiB before, {after} KiB after");
+    assert_eq!(std::fs::read_dir(state.path().join("uploads")).unwrap().count(), 0, "the upload is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,8 @@ pub struct GatewayConfig {
     pub replica_wait: Duration,
     /// Largest JSON body of the API.
     pub max_api_body: usize,
-    /// Largest bundle upload.
-    pub max_bundle_body: usize,
+    /// Largest bundle upload (written to `upload_dir`, not memory).
+    pub max_bundle_body: u64,
     /// Time to read a request's head.
     pub read_timeout: Duration,
     /// On shutdown, how long open requests get to finish.
@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     /// bodies being received (429 past it) and again for the calls being
     /// run (the dispatcher waits). What is queued is on disk.
     pub async_memory: usize,
+    /// Where uploads (bundles) are written while they arrive.
+    pub upload_dir: std::path::PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +53,7 @@ impl Default for GatewayConfig {
             callbacks: CallbackPolicy::default(),
             max_async_body: 16 << 20,
             async_memory: 32 << 20,
+            upload_dir: std::env::temp_dir(),
         }
     }
 }

@@ -58,6 +58,7 @@ impl From<ProviderError> for ApiError {
             ProviderError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             ProviderError::Invalid { field, message } => ApiError::invalid(&field, &message),
             ProviderError::Unsupported(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
+            ProviderError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
             ProviderError::Internal(m) => {
                 tracing::error!(error = %m, "provider failed");
                 ApiError::new(

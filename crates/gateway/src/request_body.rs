@@ -122,6 +122,86 @@ pub async fn read_within(
     Ok((bytes, held))
 }
 
+/// The next bytes of `body`, `received` of them so far, unless it has been
+/// longer than `grace` plus what they take at [`MIN_RATE`] since `started`.
+async fn next_data(
+    body: &mut Incoming,
+    started: Instant,
+    grace: Duration,
+    received: usize,
+) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        let allowed = grace + Duration::from_secs_f64(received as f64 / MIN_RATE as f64);
+        match tokio::time::timeout_at(started + allowed, body.frame()).await {
+            Err(_) => return Err(ReadError::TooSlow),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(ReadError::Broken(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// A request body written to a file of its own (mode 0600), removed when
+/// this is dropped.
+#[derive(Debug)]
+pub struct Spooled {
+    path: std::path::PathBuf,
+    len: u64,
+}
+
+impl Spooled {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// [`read`] into a new file in `dir` instead of memory: at most `limit`
+/// bytes (refused from its length first, when it has one).
+pub async fn spool(
+    mut body: Incoming,
+    limit: u64,
+    grace: Duration,
+    dir: &std::path::Path,
+) -> Result<Spooled, ReadError> {
+    use tokio::io::AsyncWriteExt;
+    if body.size_hint().exact().is_some_and(|n| n > limit) {
+        return Err(ReadError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+    }
+    let path = dir.join(format!(".upload-{:016x}", fastrand::u64(..)));
+    let broken = |e: std::io::Error| ReadError::Broken(format!("could not keep it: {e}"));
+    let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).await;
+    let mut spooled = Spooled { path, len: 0 };
+    let mut file = tokio::io::BufWriter::with_capacity(256 << 10, file.map_err(broken)?);
+    let started = Instant::now();
+    while let Some(data) = next_data(&mut body, started, grace, spooled.len as usize).await? {
+        if spooled.len + data.len() as u64 > limit {
+            return Err(ReadError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+        }
+        file.write_all(&data).await.map_err(broken)?;
+        spooled.len += data.len() as u64;
+    }
+    file.flush().await.map_err(broken)?;
+    Ok(spooled)
+}
+
 async fn read_counted(
     mut body: Incoming,
     limit: usize,
@@ -132,24 +212,18 @@ async fn read_counted(
     let exact = body.size_hint().exact().filter(|&n| n <= limit as u64);
     let mut buf = BytesMut::with_capacity(exact.unwrap_or(0) as usize);
     loop {
-        let allowed = grace + Duration::from_secs_f64(buf.len() as f64 / MIN_RATE as f64);
-        let frame = match tokio::time::timeout_at(started + allowed, body.frame()).await {
-            Err(_) => return Err(ReadError::TooSlow),
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(ReadError::Broken(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
+        let Some(data) = next_data(&mut body, started, grace, buf.len()).await? else {
+            return Ok(buf.freeze());
         };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(ReadError::TooLarge(limit));
-            }
-            if let Some(held) = held.as_deref_mut()
-                && buf.len() + data.len() > held.held
-                && !held.grow(buf.len() + data.len() - held.held)
-            {
-                return Err(ReadError::Busy(held.budget.max));
-            }
-            buf.extend_from_slice(&data);
+        if buf.len() + data.len() > limit {
+            return Err(ReadError::TooLarge(limit));
         }
+        if let Some(held) = held.as_deref_mut()
+            && buf.len() + data.len() > held.held
+            && !held.grow(buf.len() + data.len() - held.held)
+        {
+            return Err(ReadError::Busy(held.budget.max));
+        }
+        buf.extend_from_slice(&data);
     }
 }

@@ -8,7 +8,9 @@
 //!   (`POST /system/bundles?image=name:tag`, a tar archive): how a function
 //!   built on another machine reaches a remote gateway;
 //! - `name@sha256:<hex>` or `sha256:<hex>`: a pushed bundle by digest;
-//! - `/absolute/path`: a folder on the gateway's machine, used in place.
+//! - `/absolute/path`: a folder on the gateway's machine, used in place,
+//!   only under the folders the operator names (`faas serve --image-root`)
+//!   and never the state folder, inside it or around it.
 //!
 //! Pushed bundles are stored once per digest (`bundles/blobs/<hex>`); tags
 //! live in one index file written atomically.
@@ -19,14 +21,26 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{BundleInfo, ProviderError, Result, fsutil};
 
-/// Most bytes a bundle may unpack to.
-const MAX_UNPACKED: u64 = 4 << 30;
+/// How large bundles may be, unpacked: each, and all a store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// Bytes one bundle may unpack to (a gzip bomb stops there).
+    pub max_unpacked: u64,
+    /// Bytes of all the bundles a gateway keeps, unpacked.
+    pub max_store: u64,
+}
+
+impl Default for BundleLimits {
+    fn default() -> BundleLimits {
+        BundleLimits { max_unpacked: 1 << 30, max_store: 8 << 30 }
+    }
+}
+
 /// Most entries in one bundle archive.
 const MAX_ENTRIES: usize = 200_000;
 pub const MANIFEST: &str = "bundle.json";
@@ -48,14 +62,38 @@ pub struct Manifest {
 
 impl Manifest {
     /// Reads `bundle.json` from a bundle folder (absent: an empty manifest).
+    /// A `bundle.json` that is a link is refused, not followed (it could
+    /// name any file the gateway may read).
     pub fn read(dir: &Path) -> Result<Manifest> {
-        match fs::read(dir.join(MANIFEST)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ProviderError::invalid("image", format!("{} in {} is invalid: {e}", MANIFEST, dir.display()))
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(e) => Err(ProviderError::internal("reading bundle manifest", e)),
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(MANIFEST));
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ProviderError::invalid(
+                    "image",
+                    format!("{MANIFEST} in {} is a link: it must be a file of the bundle", dir.display()),
+                ));
+            }
+            Err(e) => return Err(ProviderError::internal("reading bundle manifest", e)),
+        };
+        let meta = file.metadata().map_err(|e| ProviderError::internal("reading bundle manifest", e))?;
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            return Err(ProviderError::invalid(
+                "image",
+                format!("{MANIFEST} in {} must be a file of at most 1 MiB", dir.display()),
+            ));
         }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| ProviderError::internal("reading bundle manifest", e))?;
+        // Its text is not repeated: only where it is wrong.
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ProviderError::invalid("image", format!("{} in {} is invalid: {e}", MANIFEST, dir.display()))
+        })
     }
 }
 
@@ -69,55 +107,49 @@ pub enum ImageRef {
 
 impl ImageRef {
     pub fn parse(image: &str) -> Result<ImageRef> {
-        let bad = |why: &str| ProviderError::invalid("image", format!("{image:?} {why}"));
         if image.starts_with('/') {
             return Ok(ImageRef::Path(PathBuf::from(image)));
         }
-        if let Some(hex) = image.strip_prefix("sha256:") {
-            return parse_hex(hex).map(ImageRef::Digest).ok_or_else(|| bad("is not a sha256 digest"));
-        }
-        if let Some((name, digest)) = image.split_once('@') {
-            validate_repo(name).map_err(&bad)?;
-            let hex = digest.strip_prefix("sha256:").ok_or_else(|| bad("has a digest that is not sha256"))?;
-            return parse_hex(hex).map(ImageRef::Digest).ok_or_else(|| bad("is not a sha256 digest"));
-        }
-        let (name, tag) = match image.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => (name, tag),
-            _ => (image, "latest"),
-        };
-        validate_repo(name).map_err(&bad)?;
-        let tag_ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !tag_ok {
-            return Err(bad("has an invalid tag"));
-        }
-        Ok(ImageRef::Tag { name: name.to_owned(), tag: tag.to_owned() })
+        let r = ferrofaas_types::names::parse_image_reference(image)
+            .map_err(|why| ProviderError::invalid("image", why))?;
+        Ok(match r.digest {
+            Some(hex) => ImageRef::Digest(hex.to_ascii_lowercase()),
+            None => ImageRef::Tag { name: r.name.to_owned(), tag: r.tag.unwrap_or("latest").to_owned() },
+        })
     }
-}
-
-fn parse_hex(hex: &str) -> Option<String> {
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
-}
-
-fn validate_repo(name: &str) -> std::result::Result<(), &'static str> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b':')
-                })
-        });
-    if ok { Ok(()) } else { Err("is not a valid name (lowercase letters, digits, '.', '_', '-', '/')") }
 }
 
 pub struct BundleStore {
     dir: PathBuf,
+    /// Where absolute-path images may be (canonical), and the state folder
+    /// they may never be, hold or be in.
+    image_roots: Vec<PathBuf>,
+    state_dir: Option<PathBuf>,
+    limits: BundleLimits,
     /// `name:tag` -> info; guarded so that pushes do not lose each other's tags.
     index: Mutex<BTreeMap<String, BundleInfo>>,
+    /// Unpacked bytes of every blob, and the blob each deployed function
+    /// runs (kept while a tag moves on).
+    usage: Mutex<Usage>,
+}
+
+#[derive(Default)]
+struct Usage {
+    sizes: BTreeMap<String, u64>,
+    used_by: BTreeMap<String, String>,
+}
+
+/// Bytes of the files under `dir` (links and folders count nothing).
+fn unpacked_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => unpacked_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 impl BundleStore {
@@ -128,7 +160,113 @@ impl BundleStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e),
         };
-        Ok(BundleStore { dir, index: Mutex::new(index) })
+        let mut usage = Usage::default();
+        for entry in fs::read_dir(dir.join("blobs"))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                // An unpacking the gateway did not finish.
+                let _ = fs::remove_dir_all(entry.path());
+            } else if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                usage.sizes.insert(name, unpacked_size(&entry.path()));
+            }
+        }
+        Ok(BundleStore {
+            dir,
+            image_roots: Vec::new(),
+            state_dir: None,
+            limits: BundleLimits::default(),
+            index: Mutex::new(index),
+            usage: Mutex::new(usage),
+        })
+    }
+
+    pub fn with_limits(mut self, limits: BundleLimits) -> BundleStore {
+        self.limits = limits;
+        self
+    }
+
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`BundleStore::resolve`] for a function's deployment: the bundle it
+    /// runs is kept however its tag moves, until [`BundleStore::release`].
+    pub fn resolve_for(&self, function: &str, image: &str) -> Result<PathBuf> {
+        let path = self.resolve(image)?;
+        let hex = path.strip_prefix(self.dir.join("blobs")).ok().and_then(|p| p.to_str()).map(str::to_owned);
+        let mut usage = self.usage();
+        match hex {
+            Some(hex) => usage.used_by.insert(function.to_owned(), hex),
+            None => usage.used_by.remove(function),
+        };
+        Ok(path)
+    }
+
+    /// The function is gone: its bundle is kept only if tagged or used.
+    pub fn release(&self, function: &str) {
+        self.usage().used_by.remove(function);
+    }
+
+    /// Unpacked bytes of the bundles stored.
+    pub fn stored_bytes(&self) -> u64 {
+        self.usage().sizes.values().sum()
+    }
+
+    /// Removes the blobs no tag names and no function runs; their bytes.
+    fn prune(&self) -> u64 {
+        let tagged: std::collections::BTreeSet<String> = self
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|i| i.digest.trim_start_matches("sha256:").to_owned())
+            .collect();
+        let mut usage = self.usage();
+        let used: std::collections::BTreeSet<String> = usage.used_by.values().cloned().collect();
+        let unused: Vec<String> =
+            usage.sizes.keys().filter(|h| !tagged.contains(*h) && !used.contains(*h)).cloned().collect();
+        let mut freed = 0;
+        for hex in unused {
+            match fs::remove_dir_all(self.blob(&hex)) {
+                Ok(()) => freed += usage.sizes.remove(&hex).unwrap_or(0),
+                Err(e) => tracing::warn!(bundle = %hex, error = %e, "could not remove an unused bundle"),
+            }
+        }
+        freed
+    }
+
+    /// Allows absolute-path images under `roots`, never touching `state_dir`.
+    pub fn with_image_roots(mut self, roots: &[PathBuf], state_dir: &Path) -> io::Result<BundleStore> {
+        self.image_roots = roots.iter().map(fs::canonicalize).collect::<io::Result<_>>()?;
+        self.state_dir = Some(fs::canonicalize(state_dir)?);
+        Ok(self)
+    }
+
+    /// The folder an absolute-path image names, if it may be used.
+    fn path_image(&self, path: &Path, image: &str) -> Result<PathBuf> {
+        let bad = |why: String| ProviderError::invalid("image", format!("{image:?} {why}"));
+        if self.image_roots.is_empty() {
+            return Err(bad(
+                "is a folder of this machine, and this gateway runs none (faas serve --image-root FOLDER \
+                 allows those under FOLDER); push the bundle instead: faas deploy does"
+                    .to_owned(),
+            ));
+        }
+        let real =
+            fs::canonicalize(path).map_err(|_| bad(format!("names no folder ({})", path.display())))?;
+        if !self.image_roots.iter().any(|root| real.starts_with(root)) {
+            let roots: Vec<String> = self.image_roots.iter().map(|r| r.display().to_string()).collect();
+            return Err(bad(format!(
+                "is not under a folder this gateway runs images from (--image-root: {})",
+                roots.join(", ")
+            )));
+        }
+        if let Some(state) = &self.state_dir
+            && (real.starts_with(state) || state.starts_with(&real))
+        {
+            return Err(bad("is, holds or is in the gateway's state folder: never an image".to_owned()));
+        }
+        Ok(real)
     }
 
     fn blob(&self, hex: &str) -> PathBuf {
@@ -138,7 +276,7 @@ impl BundleStore {
     /// The folder an image names.
     pub fn resolve(&self, image: &str) -> Result<PathBuf> {
         let path = match ImageRef::parse(image)? {
-            ImageRef::Path(p) => p,
+            ImageRef::Path(p) => self.path_image(&p, image)?,
             ImageRef::Digest(hex) => self.blob(&hex),
             ImageRef::Tag { name, tag } => {
                 let key = format!("{name}:{tag}");
@@ -164,34 +302,43 @@ impl BundleStore {
         Ok(path)
     }
 
-    /// Stores a tar archive (gzipped or not) under `image` (`name[:tag]`).
-    /// Blocking: call from a blocking thread.
-    pub fn push(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+    /// Stores the tar archive (gzipped or not) in the file `archive` under
+    /// `image` (`name[:tag]`). The tag moves to it if it named another
+    /// bundle (the answer says which): functions deployed from the tag run
+    /// what they were deployed with until they are deployed again. When the
+    /// store would pass its limit, bundles no tag names and no function
+    /// runs are removed first. Blocking: call from a blocking thread.
+    pub fn push(&self, image: &str, archive: &Path) -> Result<BundleInfo> {
         let (name, tag) = match ImageRef::parse(image)? {
             ImageRef::Tag { name, tag } => (name, tag),
             _ => return Err(ProviderError::invalid("image", "push to a name[:tag], not a path or digest")),
         };
-        let hex = format!("{:x}", Sha256::digest(&archive));
+        let io = |e: io::Error| ProviderError::internal("reading the uploaded bundle", e);
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut fs::File::open(archive).map_err(io)?, &mut hasher).map_err(io)?;
+        let hex = format!("{:x}", hasher.finalize());
         let target = self.blob(&hex);
         if !target.is_dir() {
             let tmp = self.dir.join("blobs").join(format!(".tmp-{hex}-{:08x}", fastrand::u32(..)));
-            let unpacked = unpack(&archive, &tmp).and_then(|()| {
-                fs::rename(&tmp, &target).map_err(|e| ProviderError::internal("storing bundle", e))
+            let stored = unpack(archive, &tmp, self.limits.max_unpacked).and_then(|unpacked| {
+                self.make_room(unpacked)?;
+                fs::rename(&tmp, &target).map_err(|e| ProviderError::internal("storing bundle", e))?;
+                self.usage().sizes.insert(hex.clone(), unpacked);
+                Ok(())
             });
-            if let Err(e) = unpacked {
+            if let Err(e) = stored {
                 let _ = fs::remove_dir_all(&tmp);
                 if !target.is_dir() {
                     return Err(e);
                 }
             }
         }
-        let info = BundleInfo {
-            image: format!("{name}:{tag}"),
-            digest: format!("sha256:{hex}"),
-            size: archive.len() as u64,
-        };
+        let key = format!("{name}:{tag}");
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index.insert(info.image.clone(), info.clone());
+        let replaced =
+            index.get(&key).map(|old| old.digest.clone()).filter(|d| *d != format!("sha256:{hex}"));
+        let info = BundleInfo { image: key, digest: format!("sha256:{hex}"), size, replaced };
+        index.insert(info.image.clone(), BundleInfo { replaced: None, ..info.clone() });
         let bytes =
             serde_json::to_vec_pretty(&*index).map_err(|e| ProviderError::internal("bundle index", e))?;
         fsutil::write_atomic(&self.dir.join("tags.json"), &bytes, 0o600)
@@ -199,21 +346,43 @@ impl BundleStore {
         Ok(info)
     }
 
+    /// Room for `bytes` more within the store's limit, pruning if need be.
+    fn make_room(&self, bytes: u64) -> Result<()> {
+        let max = self.limits.max_store;
+        if self.stored_bytes() + bytes > max {
+            let freed = self.prune();
+            if freed > 0 {
+                tracing::info!(freed, "removed bundles no tag names and no function runs");
+            }
+        }
+        let stored = self.stored_bytes();
+        if stored + bytes > max {
+            return Err(ProviderError::TooLarge(format!(
+                "the bundle unpacks to {bytes} bytes and the store holds {stored} of its {max} \
+                 (faas serve --bundle-store-max); remove functions or tags it no longer needs"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn list(&self) -> Vec<BundleInfo> {
         self.index.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }
 
-/// Unpacks a (possibly gzipped) tar archive into `dest`, refusing paths that
-/// leave it, special files, and archives that unpack too large.
-pub(crate) fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
+/// Unpacks the (possibly gzipped) tar archive in the file `archive` into
+/// `dest`, refusing paths and links that leave it, special files, and
+/// archives that unpack to more than `max_unpacked` bytes; the bytes it
+/// unpacked to.
+pub(crate) fn unpack(archive: &Path, dest: &Path, max_unpacked: u64) -> Result<u64> {
     let bad = |why: String| ProviderError::invalid("archive", why);
     fs::create_dir_all(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))?;
-    let reader: Box<dyn Read> = if archive.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(archive))
-    } else {
-        Box::new(archive)
-    };
+    let mut file = io::BufReader::new(
+        fs::File::open(archive).map_err(|e| ProviderError::internal("reading the uploaded bundle", e))?,
+    );
+    let gzipped = io::BufRead::fill_buf(&mut file).is_ok_and(|b| b.starts_with(&[0x1f, 0x8b]));
+    let reader: Box<dyn Read> =
+        if gzipped { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
     let mut tar = tar::Archive::new(reader);
     let mut total = 0u64;
     let entries = tar.entries().map_err(|e| bad(format!("not a tar archive: {e}")))?;
@@ -227,9 +396,22 @@ pub(crate) fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
             let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
             return Err(bad(format!("{path}: only files, folders and links are allowed")));
         }
+        if kind.is_symlink() || kind.is_hard_link() {
+            let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+            let target = entry.link_name().ok().flatten().map(|t| t.into_owned()).unwrap_or_default();
+            if !link_stays_inside(&path, &target, kind.is_hard_link()) {
+                return Err(bad(format!(
+                    "{}: a link to {} leaves the bundle (links may point only inside it)",
+                    path.display(),
+                    target.display()
+                )));
+            }
+        }
         total += entry.header().size().unwrap_or(0);
-        if total > MAX_UNPACKED {
-            return Err(bad(format!("unpacks to more than {} GiB", MAX_UNPACKED >> 30)));
+        if total > max_unpacked {
+            return Err(ProviderError::TooLarge(format!(
+                "the bundle unpacks to more than {max_unpacked} bytes (faas serve --bundle-max-unpacked)"
+            )));
         }
         let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
         match entry.unpack_in(dest) {
@@ -241,7 +423,68 @@ pub(crate) fn unpack(archive: &[u8], dest: &Path) -> Result<()> {
     if total == 0 && fs::read_dir(dest).map(|mut d| d.next().is_none()).unwrap_or(true) {
         return Err(bad("the archive is empty".into()));
     }
-    readable_by_all(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))
+    readable_by_all(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))?;
+    let root = fs::canonicalize(dest).map_err(|e| ProviderError::internal("unpacking bundle", e))?;
+    links_inside(&root, &root)?;
+    Ok(total)
+}
+
+/// Every symbolic link under `dir` resolves to something inside `root`, as
+/// the kernel resolves it (through other links): the check by name in
+/// [`unpack`] cannot see a link to a folder that another link's `..` then
+/// climbs out of.
+fn links_inside(root: &Path, dir: &Path) -> Result<()> {
+    let io = |e: io::Error| ProviderError::internal("checking a bundle's links", e);
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let kind = entry.file_type().map_err(io)?;
+        if kind.is_dir() {
+            links_inside(root, &entry.path())?;
+        } else if kind.is_symlink() {
+            let inside = fs::canonicalize(entry.path()).is_ok_and(|t| t.starts_with(root));
+            if !inside {
+                let target = fs::read_link(entry.path()).unwrap_or_default();
+                let path = entry.path();
+                return Err(ProviderError::invalid(
+                    "archive",
+                    format!(
+                        "{}: a link to {} leaves the bundle or points to nothing in it",
+                        path.strip_prefix(root).unwrap_or(&path).display(),
+                        target.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a link at `path` (relative to the bundle) pointing to `target`
+/// stays inside the bundle, read as the kernel would: a symbolic link's
+/// target relative to the link's folder, a hard link's to the bundle; an
+/// absolute target never stays inside (in a sandbox or a container it
+/// would name that root's file, on the host the host's).
+fn link_stays_inside(path: &Path, target: &Path, hard: bool) -> bool {
+    use std::path::Component;
+    if target.as_os_str().is_empty() || target.is_absolute() {
+        return false;
+    }
+    let base = if hard { Path::new("") } else { path.parent().unwrap_or(Path::new("")) };
+    let mut depth: i64 = 0;
+    for c in base.components().chain(target.components()) {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 /// Makes a bundle readable by whoever its replicas run as (a sandboxed
@@ -267,7 +510,15 @@ fn readable_by_all(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn archive(files: &[(&str, &[u8])]) -> Bytes {
+    /// Pushes `bytes` as an uploaded archive (a file, as the gateway
+    /// leaves it).
+    fn put(store: &BundleStore, image: &str, bytes: Vec<u8>) -> Result<BundleInfo> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), bytes).unwrap();
+        store.push(image, file.path())
+    }
+
+    fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, data) in files {
             let mut h = tar::Header::new_gnu();
@@ -277,7 +528,7 @@ mod tests {
             h.set_cksum();
             b.append_data(&mut h, path, *data).unwrap();
         }
-        Bytes::from(b.into_inner().unwrap())
+        b.into_inner().unwrap()
     }
 
     #[test]
@@ -305,7 +556,7 @@ mod tests {
             ("lib/x.txt", b"x"),
             ("run.sh", b"cat"),
         ]);
-        let info = store.push("cat:1", a.clone()).unwrap();
+        let info = put(&store, "cat:1", a.clone()).unwrap();
         assert_eq!(info.image, "cat:1");
         let path = store.resolve("cat:1").unwrap();
         assert_eq!(fs::read(path.join("lib/x.txt")).unwrap(), b"x");
@@ -320,18 +571,164 @@ mod tests {
         assert_eq!(store.resolve(&info.digest).unwrap(), path);
         assert!(store.resolve("cat:2").is_err());
         // Same content again: same blob; the index survives a reopen.
-        store.push("cat:latest", a).unwrap();
+        put(&store, "cat:latest", a).unwrap();
         let reopened = BundleStore::open(dir.path().join("bundles")).unwrap();
         assert_eq!(reopened.resolve("cat").unwrap(), path);
         assert_eq!(reopened.list().len(), 2);
+    }
+
+    fn with_links(links: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "sub/file", &b"x"[..]).unwrap();
+        for (path, target) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, path, target).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn links_may_point_only_inside_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::open(dir.path().join("bundles")).unwrap();
+        let ok =
+            put(&store, "ok", with_links(&[("a", "sub/file"), ("sub/b", "../a"), ("c", "./sub")])).unwrap();
+        let path = store.resolve(&ok.digest).unwrap();
+        assert_eq!(fs::read(path.join("sub/b")).unwrap(), b"x");
+        for (links, what) in [
+            (vec![("passwd", "/etc/passwd")], "passwd: a link to /etc/passwd leaves the bundle"),
+            (vec![("up", "../../state")], "up: a link to ../../state leaves the bundle"),
+            (vec![("sub/up", "../..")], "a link to ../.. leaves"),
+            // Each fine by its name; together out: `here/..` is the
+            // bundle's parent.
+            (vec![("here", "."), ("sub/x", "../here/../y")], "leaves the bundle"),
+            (vec![("nothing", "sub/missing")], "points to nothing"),
+        ] {
+            let err = put(&store, "bad", with_links(&links)).unwrap_err().to_string();
+            assert!(err.contains(what), "{links:?}: {err}");
+        }
+        assert_eq!(store.list().len(), 1, "none of them stored");
+        let leftovers = fs::read_dir(dir.path().join("bundles/blobs")).unwrap().count();
+        assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn folder_images_only_under_the_operators_roots_and_never_the_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (images, other) = (dir.path().join("images"), dir.path().join("other"));
+        for d in [&state.join("functions"), &images.join("fn"), &other] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let name = |p: &Path| p.display().to_string();
+        let closed = BundleStore::open(state.join("bundles")).unwrap();
+        let err = closed.resolve(&name(&images.join("fn"))).unwrap_err().to_string();
+        assert!(err.contains("--image-root"), "{err}");
+        let store = BundleStore::open(state.join("bundles"))
+            .unwrap()
+            .with_image_roots(&[images.clone(), dir.path().to_owned()], &state)
+            .unwrap();
+        assert_eq!(
+            store.resolve(&name(&images.join("fn"))).unwrap(),
+            images.join("fn").canonicalize().unwrap()
+        );
+        assert!(store.resolve(&name(&other)).is_ok(), "under the second root");
+        let outside = store.resolve("/etc").unwrap_err().to_string();
+        assert!(outside.contains("not under a folder this gateway runs images from"), "{outside}");
+        for within in [state.clone(), state.join("functions"), dir.path().to_owned()] {
+            let err = store.resolve(&name(&within)).unwrap_err().to_string();
+            assert!(err.contains("state folder"), "{within:?}: {err}");
+        }
+        // A link into the state folder is the state folder.
+        std::os::unix::fs::symlink(&state, images.join("sneaky")).unwrap();
+        let err = store.resolve(&name(&images.join("sneaky"))).unwrap_err().to_string();
+        assert!(err.contains("state folder"), "{err}");
+        let err = store.resolve(&name(&images.join("fn/../../state"))).unwrap_err().to_string();
+        assert!(err.contains("state folder"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_that_is_a_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("secret.json"), br#"{"admin_password": "hunter2"}"#).unwrap();
+        let bundle = dir.path().join("fn");
+        fs::create_dir(&bundle).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.json"), bundle.join(MANIFEST)).unwrap();
+        let err = Manifest::read(&bundle).unwrap_err().to_string();
+        assert!(err.contains("is a link"), "{err}");
+        assert!(!err.contains("admin_password"), "{err}");
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_unpacked_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = BundleLimits { max_unpacked: 8 << 20, max_store: 1 << 30 };
+        let store = BundleStore::open(dir.path().join("bundles")).unwrap().with_limits(limits);
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = gzip(&archive(&[("zeros", &zeros)]));
+        assert!(bomb.len() < 200 << 10, "{} bytes", bomb.len());
+        let err = put(&store, "bomb", bomb).unwrap_err();
+        assert!(matches!(err, ProviderError::TooLarge(_)), "{err}");
+        assert!(err.to_string().contains("--bundle-max-unpacked"), "{err}");
+        assert_eq!(fs::read_dir(dir.path().join("bundles/blobs")).unwrap().count(), 0, "nothing left");
+        assert!(put(&store, "small", gzip(&archive(&[("f", &[1; 1000])]))).is_ok());
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_makes_room_from_what_nothing_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = BundleLimits { max_unpacked: 1 << 20, max_store: 2500 << 10 };
+        let store = BundleStore::open(dir.path().join("bundles")).unwrap().with_limits(limits);
+        let mb = |b: u8| archive(&[("f", &vec![b; 1 << 20])]);
+        let first = put(&store, "app:1", mb(1)).unwrap();
+        assert_eq!(first.replaced, None);
+        // The tag moves on; a function still runs the first.
+        store.resolve_for("app.openfaas-fn", "app:1").unwrap();
+        let second = put(&store, "app:1", mb(2)).unwrap();
+        assert_eq!(
+            second.replaced.as_deref(),
+            Some(first.digest.as_str()),
+            "the answer says what it replaced"
+        );
+        assert_eq!(fs::read(store.resolve("app:1").unwrap().join("f")).unwrap()[0], 2);
+        // Full: the first is still run by a function, the second tagged.
+        let err = put(&store, "app:1", mb(3)).unwrap_err();
+        assert!(
+            matches!(err, ProviderError::TooLarge(_)) && err.to_string().contains("--bundle-store-max"),
+            "{err}"
+        );
+        assert!(store.resolve(&first.digest).is_ok(), "what runs is kept");
+        // Once the function is gone (or deployed again), its old one goes.
+        store.release("app.openfaas-fn");
+        let third = put(&store, "app:1", mb(3)).unwrap();
+        assert_eq!(third.replaced.as_deref(), Some(second.digest.as_str()));
+        assert!(store.resolve(&first.digest).is_err(), "pruned");
+        assert_eq!(store.stored_bytes(), 2 << 20);
+        // The sizes are read back at start.
+        let reopened = BundleStore::open(dir.path().join("bundles")).unwrap();
+        assert_eq!(reopened.stored_bytes(), 2 << 20);
     }
 
     #[test]
     fn refuses_bad_archives() {
         let dir = tempfile::tempdir().unwrap();
         let store = BundleStore::open(dir.path().join("bundles")).unwrap();
-        assert!(store.push("x", Bytes::from_static(b"not a tar at all, just text")).is_err());
-        assert!(store.push("x", archive(&[])).is_err());
+        assert!(put(&store, "x", b"not a tar at all, just text".to_vec()).is_err());
+        assert!(put(&store, "x", archive(&[])).is_err());
         // A path that climbs out, written by hand (tar::Builder refuses to).
         let mut h = tar::Header::new_gnu();
         h.as_gnu_mut().unwrap().name[..10].copy_from_slice(b"../evil.sh");
@@ -342,7 +739,7 @@ mod tests {
         raw.extend_from_slice(b"x");
         raw.resize(512 * 2, 0);
         raw.extend_from_slice(&[0; 1024]);
-        let err = store.push("x", Bytes::from(raw)).unwrap_err();
+        let err = put(&store, "x", raw).unwrap_err();
         assert!(err.to_string().contains("leaves the bundle"), "{err}");
         assert!(!dir.path().join("bundles/blobs/evil.sh").exists());
         assert!(store.list().is_empty());

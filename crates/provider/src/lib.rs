@@ -14,7 +14,6 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use ferrofaas_types::{
     FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, ProviderInfo, Secret,
 };
@@ -47,6 +46,9 @@ pub enum ProviderError {
     /// 501: this provider cannot do that.
     #[error("{0}")]
     Unsupported(String),
+    /// 413: more than a limit allows (a bundle, the bundle store).
+    #[error("{0}")]
+    TooLarge(String),
     /// 500; the message is logged, not shown to clients.
     #[error("{0}")]
     Internal(String),
@@ -101,6 +103,9 @@ pub struct BundleInfo {
     pub digest: String,
     /// Bytes of the uploaded archive.
     pub size: u64,
+    /// The digest the tag named before this push moved it, if another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 /// A place where functions run.
@@ -149,9 +154,10 @@ pub trait Provider: Send + Sync + 'static {
 
     async fn delete_secret(&self, name: &str, namespace: &str) -> Result<()>;
 
-    /// Stores a function bundle (a tar archive, optionally gzipped) under
-    /// `image`, for providers that run bundles rather than container images.
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+    /// Stores a function bundle (a tar archive, optionally gzipped, in the
+    /// file `archive`) under `image`, for providers that run bundles rather
+    /// than container images. A tag pushed again names the new bundle.
+    async fn push_bundle(&self, image: &str, archive: &std::path::Path) -> Result<BundleInfo> {
         let _ = (image, archive);
         Err(ProviderError::Unsupported("this provider does not store function bundles".into()))
     }

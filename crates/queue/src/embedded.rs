@@ -264,9 +264,10 @@ impl BodyFiles {
         std::fs::File::open(&self.dir)?.sync_all()
     }
 
-    /// At most `max` bytes of body `n`.
-    fn read(&self, n: u64, max: usize) -> std::io::Result<Bytes> {
-        let mut bytes = Vec::new();
+    /// At most `max` bytes of body `n`, `len` long.
+    fn read(&self, n: u64, len: u64, max: usize) -> std::io::Result<Bytes> {
+        // Sized once: a growing buffer would double past the body.
+        let mut bytes = Vec::with_capacity(len.min(max as u64) as usize);
         std::fs::File::open(self.path(n))?.take(max as u64).read_to_end(&mut bytes)?;
         Ok(Bytes::from(bytes))
     }
@@ -293,7 +294,7 @@ fn read_blobs(
     let mut out = Vec::with_capacity(blobs.len());
     for &(blob, max) in blobs {
         let bytes = if blob.file {
-            files.read(blob.n, max).map_err(|e| format!("{}: {e}", files.path(blob.n).display()))?
+            files.read(blob.n, blob.len, max).map_err(|e| format!("{}: {e}", files.path(blob.n).display()))?
         } else {
             let value = table
                 .get(blob.n)

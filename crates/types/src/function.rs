@@ -199,6 +199,10 @@ impl FunctionDeployment {
         if self.image.len() > 1024 || self.image.contains(char::is_control) {
             return Err(InvalidDeployment::new("image", "is not a valid image reference"));
         }
+        // A folder (process provider), else Docker's grammar.
+        if !self.image.starts_with('/') {
+            names::parse_image_reference(&self.image).map_err(|why| InvalidDeployment::new("image", why))?;
+        }
         if self.env_process.contains('\0') {
             return Err(InvalidDeployment::new("envProcess", "must not contain NUL"));
         }

@@ -119,6 +119,33 @@ pub struct Args {
     /// like (a runtime installed in /opt, say); repeat for more
     #[arg(long = "sandbox-path", value_name = "PATH", value_parser = parse_host_path)]
     sandbox_paths: Vec<PathBuf>,
+    /// Let functions of the process provider use a folder under FOLDER as
+    /// their image (`image: /FOLDER/fn`), in place; never the state
+    /// folder. Without it only pushed bundles run; repeat for more
+    #[arg(long = "image-root", value_name = "FOLDER", value_parser = parse_folder)]
+    image_roots: Vec<PathBuf>,
+    /// Most bytes one pushed bundle may unpack to
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    bundle_max_unpacked: u64,
+    /// Most bytes of all pushed bundles kept, unpacked (process provider);
+    /// when a push would pass it, bundles no tag names and no function runs
+    /// are removed first
+    #[arg(long, default_value = "8Gi", value_parser = parse_size)]
+    bundle_store_max: u64,
+}
+
+fn parse_folder(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if !path.is_absolute() {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    if !path.is_dir() {
+        return Err(format!("{s:?} is not a folder"));
+    }
+    if path == Path::new("/") {
+        return Err("\"/\" would make every folder of this machine an image".to_owned());
+    }
+    Ok(path)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -186,13 +213,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let provider: Arc<dyn Provider> = match args.provider.as_str() {
         "docker" => {
             let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
-            ferrofaas_provider::docker::start(ferrofaas_provider::docker::DockerConfig::new(
-                state.clone(),
-                image_watchdog,
-                args.pids_limit,
-            ))
-            .await
-            .with_context(|| format!("starting the Docker provider in {}", state.display()))?
+            let config = ferrofaas_provider::docker::DockerConfig {
+                bundle_max_unpacked: args.bundle_max_unpacked,
+                ..ferrofaas_provider::docker::DockerConfig::new(
+                    state.clone(),
+                    image_watchdog,
+                    args.pids_limit,
+                )
+            };
+            ferrofaas_provider::docker::start(config)
+                .await
+                .with_context(|| format!("starting the Docker provider in {}", state.display()))?
         }
         "swarm" => {
             let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
@@ -200,6 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 network: args.network.clone(),
                 watchdog: image_watchdog,
                 pids_limit: args.pids_limit,
+                bundle_max_unpacked: args.bundle_max_unpacked,
             })
             .await
             .context("starting the Swarm provider")?
@@ -216,7 +248,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     paths: args.sandbox_paths.clone(),
                 })
             };
-            ferrofaas_provider::process::start(ProcessConfig::new(state.clone(), watchdog, sandbox))
+            let config = ProcessConfig {
+                image_roots: args.image_roots.clone(),
+                bundle_limits: ferrofaas_provider::bundles::BundleLimits {
+                    max_unpacked: args.bundle_max_unpacked,
+                    max_store: args.bundle_store_max,
+                },
+                ..ProcessConfig::new(state.clone(), watchdog, sandbox)
+            };
+            ferrofaas_provider::process::start(config)
                 .await
                 .with_context(|| format!("starting the process provider in {}", state.display()))?
         }
@@ -226,6 +266,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_bytes: args.queue_max_bytes,
         max_function_bytes: args.queue_max_function_bytes,
     };
+    // Uploads being received; what a killed gateway left goes.
+    let uploads = state.join("uploads");
+    let _ = std::fs::remove_dir_all(&uploads);
+    std::fs::create_dir_all(&uploads)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&uploads, std::fs::Permissions::from_mode(0o700))
+        })
+        .with_context(|| format!("making {}", uploads.display()))?;
     let queue: Arc<dyn ferrofaas_queue::Queue> = match args.queue.as_str() {
         "embedded" => ferrofaas_queue::embedded::open(&state.join("queue.redb"), limits)
             .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?,
@@ -251,6 +300,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 callbacks: ferrofaas_gateway::callback::CallbackPolicy { allow: args.callback_allow.clone() },
                 max_async_body: usize::try_from(args.queue_max_body).unwrap_or(usize::MAX),
                 async_memory: usize::try_from(args.queue_memory).unwrap_or(usize::MAX),
+                upload_dir: uploads.clone(),
                 ..GatewayConfig::default()
             },
         )
@@ -261,7 +311,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  provider: {}; state: {}", provider.info().orchestration, state.display());
 
     if let Some(stack) = &stack {
-        deploy_stack(&*provider, stack).await?;
+        deploy_stack(&*provider, stack, &uploads).await?;
     }
 
     ferrofaas_gateway::run(gateway, listener, shutdown_signal(signals)).await?;
@@ -286,16 +336,18 @@ fn find_program(name: &str, given: Option<&Path>, flag: &str) -> anyhow::Result<
 /// Deploys (or updates) every function of a stack: built first if it has a
 /// `lang` (as `faas up` does), used as it is if its handler folder is a
 /// bundle; pushed to the provider's bundle store under its image name.
-async fn deploy_stack(provider: &dyn Provider, stack: &stack::Stack) -> anyhow::Result<()> {
+async fn deploy_stack(provider: &dyn Provider, stack: &stack::Stack, uploads: &Path) -> anyhow::Result<()> {
     let dir = stack.dir();
     let mode = crate::progress::Mode::pick(false, false);
     for (name, f) in &stack.functions {
         let bundle = tokio::task::block_in_place(|| crate::builder::build(name, f, stack, mode, false))?;
         let image = f.image(name);
-        provider
-            .push_bundle(&image, bundle::pack(&bundle)?)
-            .await
-            .with_context(|| format!("function {name}: storing its bundle"))?;
+        let archive = uploads.join(format!(".stack-{name}.tar"));
+        std::fs::write(&archive, bundle::pack(&bundle)?)
+            .with_context(|| format!("function {name}: writing {}", archive.display()))?;
+        let pushed = provider.push_bundle(&image, &archive).await;
+        let _ = std::fs::remove_file(&archive);
+        pushed.with_context(|| format!("function {name}: storing its bundle"))?;
         let spec = f.deployment(name, image, &f.env(&dir)?);
         match provider.deploy(spec.clone()).await {
             Ok(()) => println!("  deployed {name}"),

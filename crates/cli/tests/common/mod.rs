@@ -132,6 +132,12 @@ impl Platform {
             .arg(state)
             .arg("--watchdog")
             .arg(&programs.watchdog)
+            // The tests' functions are folders: the examples, and bundles
+            // they write in temporary folders.
+            .arg("--image-root")
+            .arg(examples())
+            .arg("--image-root")
+            .arg(std::env::temp_dir())
             .args(extra)
             .env("FAAS_SANDBOX", &programs.sandbox)
             .env("RUST_LOG", "info")

@@ -5,7 +5,7 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Query, json, read_body};
+use super::{Query, json};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::server::Gateway;
@@ -16,11 +16,15 @@ pub async fn push(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>
         .get("image")
         .ok_or_else(|| ApiError::bad_request("the image parameter (name:tag) is required"))?
         .to_owned();
-    let archive = read_body(req, gw.config.max_bundle_body, gw.config.read_timeout).await?;
+    // On disk as it arrives, removed once stored.
+    let limit = gw.config.max_bundle_body;
+    let archive =
+        crate::request_body::spool(req.into_body(), limit, gw.config.read_timeout, &gw.config.upload_dir)
+            .await?;
     if archive.is_empty() {
         return Err(ApiError::bad_request("the body must be a tar archive"));
     }
-    let info = gw.provider.push_bundle(&image, archive).await?;
+    let info = gw.provider.push_bundle(&image, archive.path()).await?;
     tracing::info!(image = %info.image, digest = %info.digest, size = info.size, "bundle stored");
     Ok(json(StatusCode::CREATED, &info))
 }

@@ -40,13 +40,17 @@ pub async fn push_bundle(
     docker: &Docker,
     watchdog: &Path,
     image: &str,
-    archive: Bytes,
+    archive: &Path,
+    max_unpacked: u64,
 ) -> Result<BundleInfo> {
     crate::bundles::ImageRef::parse(image)?;
     let dir = std::env::temp_dir().join(format!("ferrofaas-bundle-{:08x}", fastrand::u32(..)));
-    let unpack_dir = dir.clone();
+    let (unpack_dir, archive) = (dir.clone(), archive.to_owned());
     let unpacked = tokio::task::spawn_blocking(move || {
-        crate::bundles::unpack(&archive, &unpack_dir).map(|()| archive.len())
+        crate::bundles::unpack(&archive, &unpack_dir, max_unpacked)?;
+        std::fs::metadata(&archive)
+            .map(|m| m.len())
+            .map_err(|e| ProviderError::internal("reading the bundle", e))
     })
     .await
     .map_err(|e| ProviderError::internal("unpacking the bundle", e))?;
@@ -63,7 +67,7 @@ pub async fn push_bundle(
     })
     .await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(BundleInfo { image: tag, digest: built?, size: size as u64 })
+    Ok(BundleInfo { image: tag, digest: built?, size, replaced: None })
 }
 
 /// The images built from bundles on this engine.
@@ -76,7 +80,12 @@ pub async fn list_bundles(docker: &Docker) -> Result<Vec<BundleInfo>> {
         .into_iter()
         .flat_map(|i| {
             let (id, size) = (i.id.clone(), i.size.max(0) as u64);
-            i.repo_tags.into_iter().map(move |t| BundleInfo { image: t, digest: id.clone(), size })
+            i.repo_tags.into_iter().map(move |t| BundleInfo {
+                image: t,
+                digest: id.clone(),
+                size,
+                replaced: None,
+            })
         })
         .collect())
 }

@@ -27,7 +27,6 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
-use bytes::Bytes;
 use ferrofaas_types::{FunctionDeployment, FunctionRef, ProviderInfo};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
@@ -57,11 +56,19 @@ pub struct DockerConfig {
     pub timing: Timing,
     /// Most processes and threads one replica may have.
     pub pids_limit: u64,
+    /// Most bytes a pushed bundle may unpack to.
+    pub bundle_max_unpacked: u64,
 }
 
 impl DockerConfig {
     pub fn new(state_dir: PathBuf, watchdog: PathBuf, pids_limit: u64) -> DockerConfig {
-        DockerConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog, pids_limit }
+        DockerConfig {
+            timing: LocalConfig::new(state_dir.clone()).timing,
+            state_dir,
+            watchdog,
+            pids_limit,
+            bundle_max_unpacked: crate::bundles::BundleLimits::default().max_unpacked,
+        }
     }
 }
 
@@ -85,6 +92,7 @@ pub async fn start(config: DockerConfig) -> io::Result<Arc<DockerProvider>> {
         owner: config.state_dir.display().to_string(),
         network: OnceCell::new(),
         pids_limit: config.pids_limit,
+        bundle_max_unpacked: config.bundle_max_unpacked,
     };
     LocalProvider::start(backend, LocalConfig { state_dir: config.state_dir, timing: config.timing }).await
 }
@@ -97,6 +105,7 @@ pub struct DockerBackend {
     owner: String,
     network: OnceCell<()>,
     pids_limit: u64,
+    bundle_max_unpacked: u64,
 }
 
 /// What a replica of one version runs.
@@ -248,8 +257,8 @@ impl Backend for DockerBackend {
         SecretAccess { file_mode: 0o444, dir_mode: 0o555, owner: None }
     }
 
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
-        image::push_bundle(&self.docker, &self.watchdog, image, archive).await
+    async fn push_bundle(&self, image: &str, archive: &std::path::Path) -> Result<BundleInfo> {
+        image::push_bundle(&self.docker, &self.watchdog, image, archive, self.bundle_max_unpacked).await
     }
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use ferrofaas_types::names::{self, DEFAULT_NAMESPACE};
 use ferrofaas_types::{
     FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, ProviderInfo, Secret,
@@ -92,7 +91,7 @@ pub trait Backend: Send + Sync + 'static {
         let _ = function;
     }
 
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+    async fn push_bundle(&self, image: &str, archive: &Path) -> Result<BundleInfo> {
         let _ = (image, archive);
         Err(ProviderError::Unsupported("this provider does not store function bundles".into()))
     }
@@ -458,7 +457,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
         Ok(())
     }
 
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+    async fn push_bundle(&self, image: &str, archive: &Path) -> Result<BundleInfo> {
         self.backend.push_bundle(image, archive).await
     }
 

@@ -26,13 +26,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use ferrofaas_sandbox::cgroup::{Cgroup, Limits};
 use ferrofaas_sandbox::{Identity, SECRETS_DIR, TMP_DIR};
 use ferrofaas_types::function::{parse_cpu, parse_memory};
@@ -44,7 +43,7 @@ use tokio::process::{Child, Command};
 use self::meter::{CgroupMeter, ProcMeter};
 use self::sandbox::{Replica, Sandbox};
 pub use self::sandbox::{SandboxOptions, UID_BASE};
-use crate::bundles::{self, BundleStore, Manifest};
+use crate::bundles::{self, BundleLimits, BundleStore, Manifest};
 use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider, SecretAccess};
 use crate::{BundleInfo, ProviderError, Result};
 
@@ -65,19 +64,31 @@ pub struct ProcessConfig {
     pub timing: Timing,
     /// `None`: replicas run unsandboxed (`--unsafe-no-sandbox`).
     pub sandbox: Option<SandboxOptions>,
+    /// Folders under which an absolute-path image may be (`--image-root`).
+    pub image_roots: Vec<PathBuf>,
+    pub bundle_limits: BundleLimits,
 }
 
 impl ProcessConfig {
     pub fn new(state_dir: PathBuf, watchdog: PathBuf, sandbox: Option<SandboxOptions>) -> ProcessConfig {
-        ProcessConfig { timing: LocalConfig::new(state_dir.clone()).timing, state_dir, watchdog, sandbox }
+        ProcessConfig {
+            timing: LocalConfig::new(state_dir.clone()).timing,
+            state_dir,
+            watchdog,
+            sandbox,
+            image_roots: Vec::new(),
+            bundle_limits: BundleLimits::default(),
+        }
     }
 }
 
 /// The process provider on its state folder, with its stored functions
 /// started.
 pub async fn start(config: ProcessConfig) -> io::Result<Arc<ProcessProvider>> {
-    let bundles = BundleStore::open(config.state_dir.join("bundles"))?;
     crate::fsutil::create_private_dir(&config.state_dir)?;
+    let bundles = BundleStore::open(config.state_dir.join("bundles"))?
+        .with_image_roots(&config.image_roots, &config.state_dir)?
+        .with_limits(config.bundle_limits);
     let sandbox = match config.sandbox {
         Some(options) => Some(Sandbox::start(options, config.watchdog.clone(), &config.state_dir).await),
         None => {
@@ -117,7 +128,8 @@ impl Backend for ProcessBackend {
     }
 
     async fn prepare(&self, spec: &FunctionDeployment) -> Result<(ProcessSpec, String)> {
-        let bundle_dir = self.bundles.resolve(&spec.image)?;
+        let bundle_dir =
+            self.bundles.resolve_for(&format!("{}.{}", spec.service, spec.namespace), &spec.image)?;
         let manifest = Manifest::read(&bundle_dir)?;
         let env = function_env(&manifest, spec)?;
         let isolation = Isolation::from_labels(&spec.labels)?;
@@ -243,6 +255,7 @@ impl Backend for ProcessBackend {
     }
 
     fn removed(&self, function: &FunctionRef) {
+        self.bundles.release(&format!("{}.{}", function.name, function.namespace));
         if let Some(sandbox) = &self.sandbox {
             sandbox.release(function);
         }
@@ -254,10 +267,10 @@ impl Backend for ProcessBackend {
         }
     }
 
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
+    async fn push_bundle(&self, image: &str, archive: &Path) -> Result<BundleInfo> {
         let bundles = Arc::clone(&self.bundles);
-        let image = image.to_owned();
-        tokio::task::spawn_blocking(move || bundles.push(&image, archive))
+        let (image, archive) = (image.to_owned(), archive.to_owned());
+        tokio::task::spawn_blocking(move || bundles.push(&image, &archive))
             .await
             .map_err(|e| ProviderError::internal("storing bundle", e))?
     }

@@ -40,7 +40,6 @@ use bollard::models::{
 use bollard::query_parameters::{
     ListSecretsOptionsBuilder, ListServicesOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder,
 };
-use bytes::Bytes;
 use ferrofaas_types::names::DEFAULT_NAMESPACE;
 use ferrofaas_types::{
     FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, ProviderInfo, Secret,
@@ -92,6 +91,8 @@ pub struct SwarmConfig {
     pub watchdog: PathBuf,
     /// Most processes and threads one replica may have.
     pub pids_limit: u64,
+    /// Most bytes a pushed bundle may unpack to.
+    pub bundle_max_unpacked: u64,
 }
 
 pub struct SwarmProvider {
@@ -101,6 +102,7 @@ pub struct SwarmProvider {
     logs_client: Docker,
     router: Arc<routing::Router>,
     watchdog: PathBuf,
+    bundle_max_unpacked: u64,
     network: String,
     pids_limit: u64,
     /// Does the engine take a health check's start interval (API 1.44)?
@@ -161,6 +163,7 @@ pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
         watchdog: config.watchdog,
         network: config.network,
         pids_limit: config.pids_limit,
+        bundle_max_unpacked: config.bundle_max_unpacked,
         secrets: Mutex::new(()),
         loops,
     }))
@@ -834,8 +837,15 @@ impl Provider for SwarmProvider {
         Ok(())
     }
 
-    async fn push_bundle(&self, image: &str, archive: Bytes) -> Result<BundleInfo> {
-        crate::docker::image::push_bundle(&self.docker, &self.watchdog, image, archive).await
+    async fn push_bundle(&self, image: &str, archive: &std::path::Path) -> Result<BundleInfo> {
+        crate::docker::image::push_bundle(
+            &self.docker,
+            &self.watchdog,
+            image,
+            archive,
+            self.bundle_max_unpacked,
+        )
+        .await
     }
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {
