@@ -109,6 +109,17 @@ impl Ctx<'_> {
     }
 
     fn watchdog(&self, name: &str, port: u16, env: &[(&str, String)]) -> anyhow::Result<Child> {
+        self.watchdog_at(&self.opts.watchdog, name, port, env)
+    }
+
+    /// [`Ctx::watchdog`], the executable at `program`.
+    fn watchdog_at(
+        &self,
+        program: &Path,
+        name: &str,
+        port: u16,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Child> {
         let mut all: Vec<(&str, String)> = vec![
             ("port", port.to_string()),
             ("listen_address", "127.0.0.1".into()),
@@ -116,7 +127,7 @@ impl Ctx<'_> {
             ("healthcheck_interval", "0s".into()),
         ];
         all.extend(env.iter().cloned());
-        self.spawn(name, &self.opts.watchdog, &[], &all)
+        self.spawn(name, program, &[], &all)
     }
 }
 
@@ -886,11 +897,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
 
     println!();
-    let idle = measure_idle_rss(&ctx)?;
+    let idle = measure_idle_rss(&ctx, &opts.watchdog)?;
+    // The one `cargo build` puts beside faas, which process replicas run
+    // when there is no static build.
+    let dynamic = opts.faas.parent().map(|d| d.join("faas-watchdog")).filter(|p| p.is_file());
+    let dynamic_idle = dynamic.as_deref().map(|p| measure_idle_rss(&ctx, p)).transpose()?;
     let gateway_idle = measure_gateway_idle_rss(&ctx)?;
     println!("| memory | RSS |");
     println!("| --- | ---: |");
-    println!("| watchdog idle, streaming mode (after start-up, before any request) | {} |", fmt_kib(idle));
+    println!(
+        "| watchdog idle, streaming mode (after start-up, before any request): the static build | {} (PSS {}) |",
+        fmt_kib(idle.0),
+        fmt_kib(idle.1)
+    );
+    if let Some((rss, pss)) = dynamic_idle {
+        println!(
+            "| the same, dynamically linked (`cargo build`'s, the fallback) | {} (PSS {}) |",
+            fmt_kib(rss),
+            fmt_kib(pss)
+        );
+    }
     if let Some(sandbox) = measure_sandbox_rss(&ctx)? {
         println!(
             "| a sandboxed replica, idle: its watchdog | {} (PSS {}) |",
@@ -974,16 +1000,18 @@ fn measure_queue_memory(ctx: &Ctx) -> anyhow::Result<QueueMemory> {
     Ok(QueueMemory { idle, after, peak, files, redb, secs })
 }
 
-fn measure_idle_rss(ctx: &Ctx) -> anyhow::Result<u64> {
+/// RSS and PSS (KiB) of the watchdog at `program`, idle in streaming mode.
+fn measure_idle_rss(ctx: &Ctx, program: &Path) -> anyhow::Result<(u64, u64)> {
     let port = free_port()?;
-    let wd =
-        ctx.watchdog("watchdog-idle", port, &[("mode", "streaming".into()), ("fprocess", "cat".into())])?;
+    let env = [("mode", "streaming".into()), ("fprocess", "cat".into())];
+    let wd = ctx.watchdog_at(program, "watchdog-idle", port, &env)?;
     let id = wd.id();
     let setup = Setup::of(vec![wd], String::new(), Some(id));
     wait_status(port, "/_/health", 200)?;
     std::thread::sleep(Duration::from_millis(500));
     let pid = setup.subject.unwrap_or_default();
-    rss_kib(pid, "VmRSS:").context("could not read the watchdog's RSS")
+    let rss = rss_kib(pid, "VmRSS:").context("could not read the watchdog's RSS")?;
+    Ok((rss, pss_kib(pid).unwrap_or(0)))
 }
 
 /// RSS and PSS in KiB: a sandboxed replica's watchdog, and the sandbox's

@@ -81,6 +81,7 @@ fn return_large_buffers() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ferrofaas_types::info::set_build_sha(env!("FERROFAAS_GIT_SHA"));
     if matches!(cli.command, Command::Serve(_)) {
         return_large_buffers();
     }

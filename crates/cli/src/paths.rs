@@ -20,6 +20,31 @@ pub fn credentials_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("credentials.json")
 }
 
+/// The static build of the watchdog beside `faas` (`scripts/build-watchdog`
+/// puts it in `target/<triple>/release/`), if there is one: what images
+/// get and process replicas run, the one `docs/PERFORMANCE.md` measures.
+/// One older than the dynamic build beside `faas` is stale (the watchdog
+/// was changed and built again since) and is not used.
+pub fn static_watchdog() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let found = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
+        .map(|target| dir.join(format!("../{target}/release/faas-watchdog")))
+        .into_iter()
+        .find(|p| p.is_file())?;
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(s), Some(d)) = (modified(&found), modified(&dir.join("faas-watchdog")))
+        && s < d
+    {
+        tracing::warn!(
+            watchdog = %found.display(),
+            "the static watchdog is older than the one beside faas: run scripts/build-watchdog again"
+        );
+        return None;
+    }
+    std::fs::canonicalize(found).ok()
+}
+
 /// The `faas-watchdog` that goes into images: `given`, else the static build
 /// beside `faas` (`scripts/build-watchdog`), else the one beside `faas`.
 pub fn image_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -27,13 +52,11 @@ pub fn image_watchdog(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(p.is_file(), "no faas-watchdog at {}", p.display());
         return Ok(std::fs::canonicalize(p)?);
     }
+    if let Some(found) = static_watchdog() {
+        return Ok(found);
+    }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().ok_or_else(|| anyhow::anyhow!("faas has no folder"))?;
-    let statics = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
-        .map(|target| dir.join(format!("../{target}/release/faas-watchdog")));
-    if let Some(found) = statics.iter().find(|p| p.is_file()) {
-        return Ok(std::fs::canonicalize(found)?);
-    }
     let dynamic = dir.join("faas-watchdog");
     anyhow::ensure!(
         dynamic.is_file(),

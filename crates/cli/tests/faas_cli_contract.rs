@@ -64,9 +64,20 @@ async fn the_faas_cli_workflow() {
     )
     .await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "hi from faas-cli"));
+    // As OpenFaaS's gateway: when the call started (ns since the epoch),
+    // how long it took (s), and its id.
+    let started: u128 = r.header("x-start-time").expect("X-Start-Time").parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    assert!(started <= now && now - started < 60_000_000_000, "{started} vs {now}");
+    let took: f64 = r.header("x-duration-seconds").expect("X-Duration-Seconds").parse().unwrap();
+    assert!((0.0..60.0).contains(&took), "{took}");
+    assert!(r.header("x-call-id").is_some());
+    // A client's own start time is kept.
+    let r = call(p.addr, Method::GET, "/function/echo", &[("x-start-time", "1700000000000000000")], "").await;
+    assert_eq!(r.header("x-start-time"), Some("1700000000000000000"));
 
     // list: 200 and an array; replicas and availableReplicas are numbers;
-    // createdAt is RFC 3339; invocationCount counts the call above.
+    // createdAt is RFC 3339; invocationCount counts the calls above.
     let r = call(p.addr, Method::GET, "/system/functions", &basic, "").await;
     assert_eq!(r.status, StatusCode::OK);
     let list = r.json();
@@ -74,7 +85,12 @@ async fn the_faas_cli_workflow() {
     assert_eq!(echo["image"], image.as_str());
     assert_eq!(echo["replicas"], 1);
     assert_eq!(echo["availableReplicas"], 1);
-    assert_eq!(echo["invocationCount"].as_f64(), Some(1.0));
+    assert_eq!(echo["invocationCount"].as_f64(), Some(2.0));
+    // Labels and annotations are objects even when empty (clients index
+    // into them).
+    assert!(echo["labels"].is_object() && echo["annotations"].is_object(), "{echo}");
+    let one = call(p.addr, Method::GET, "/system/function/echo", &basic, "").await.json();
+    assert!(one["labels"].is_object() && one["annotations"].is_object(), "{one}");
     assert!(ferrofaas_types::time::parse(echo["createdAt"].as_str().unwrap()).is_some());
     let r = call(p.addr, Method::GET, "/system/functions?namespace=openfaas-fn", &basic, "").await;
     assert_eq!(r.json().as_array().unwrap().len(), 1);
@@ -154,6 +170,20 @@ async fn the_faas_cli_workflow() {
     assert!(info["provider"]["version"]["release"].is_string());
     assert!(info["version"]["release"].is_string());
     assert!(info["arch"].is_string());
+    // The commit it was built from, on both (this is a git checkout).
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    for sha in [&info["version"]["sha"], &info["provider"]["version"]["sha"]] {
+        let sha = sha.as_str().unwrap();
+        match &head {
+            Some(head) => assert_eq!(sha, head),
+            None => assert!(sha.starts_with("unknown"), "{sha}"),
+        }
+    }
 
     // namespace list: a JSON array of strings.
     let r = call(p.addr, Method::GET, "/system/namespaces", &[("authorization", auth.as_str())], "").await;

@@ -27,6 +27,7 @@ use crate::error::json_error;
 
 pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -137,10 +138,15 @@ impl Invoker {
                 id
             }
         };
-        if !headers.contains_key(&X_START_TIME) {
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-            headers.insert(X_START_TIME, HeaderValue::from(nanos as u64));
-        }
+        let start_time = match headers.get(&X_START_TIME) {
+            Some(t) => t.clone(),
+            None => {
+                let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let t = HeaderValue::from(nanos as u64);
+                headers.insert(X_START_TIME, t.clone());
+                t
+            }
+        };
         append_forwarded_for(headers, forwarded_for);
         if let Some(host) = headers.get(HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
@@ -195,7 +201,15 @@ impl Invoker {
                 )
             }
         };
-        resp.headers_mut().insert(X_CALL_ID, call_id);
+        // As OpenFaaS's gateway answers: when the call started (ns since the
+        // epoch) and how long the function took to answer.
+        let duration = format!("{:.6}", guard.start.elapsed().as_secs_f64());
+        let headers = resp.headers_mut();
+        headers.insert(X_CALL_ID, call_id);
+        headers.insert(X_START_TIME, start_time);
+        if let Ok(v) = HeaderValue::from_str(&duration) {
+            headers.insert(X_DURATION_SECONDS, v);
+        }
         resp
     }
 }

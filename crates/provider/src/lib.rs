@@ -88,7 +88,7 @@ pub fn provider_info(name: &str, orchestration: &str) -> ProviderInfo {
         orchestration: orchestration.into(),
         version: ferrofaas_types::VersionInfo {
             commit_message: String::new(),
-            sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
+            sha: ferrofaas_types::info::build_sha(),
             release: env!("CARGO_PKG_VERSION").into(),
         },
     }

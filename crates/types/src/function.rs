@@ -81,9 +81,11 @@ pub struct FunctionStatus {
     pub constraints: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
     pub secrets: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    /// Always an object, `{}` when empty, as OpenFaaS answers (clients
+    /// index into it).
+    #[serde(default, deserialize_with = "null_default")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "null_default")]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<FunctionResources>,

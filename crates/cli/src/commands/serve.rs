@@ -33,7 +33,9 @@ pub struct Args {
     /// State folder: functions, secrets, bundles, credentials
     #[arg(long, env = "FERROFAAS_STATE")]
     state: Option<PathBuf>,
-    /// The faas-watchdog executable replicas run (default: next to faas)
+    /// The faas-watchdog executable replicas run (default: the static build
+    /// next to faas, which scripts/build-watchdog makes, else the one next
+    /// to faas)
     #[arg(long, env = "FAAS_WATCHDOG")]
     watchdog: Option<PathBuf>,
     /// Leave /system/* without authentication
@@ -237,7 +239,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .context("starting the Swarm provider")?
         }
         _ => {
-            let watchdog = find_program("faas-watchdog", args.watchdog.as_deref(), "--watchdog")?;
+            // The static build when there is one (it is what is measured),
+            // else the one beside faas.
+            let watchdog = match (&args.watchdog, paths::static_watchdog()) {
+                (None, Some(found)) => found,
+                (given, _) => find_program("faas-watchdog", given.as_deref(), "--watchdog")?,
+            };
+            tracing::info!(watchdog = %watchdog.display(), "process replicas run this watchdog");
             let sandbox = if args.unsafe_no_sandbox {
                 None
             } else {

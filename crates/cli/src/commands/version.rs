@@ -18,11 +18,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
-    println!("faas (ferrofaas CLI)\n  version: {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "faas (ferrofaas CLI)\n  version: {}\n  commit: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("FERROFAAS_GIT_SHA")
+    );
     let client = Client::for_args(&args.gateway, None)?;
     match client.get_json::<GatewayInfo>("/system/info").await {
         Ok(info) => {
-            println!("Gateway\n  uri: {}\n  version: {}", client.url, info.version.release);
+            println!(
+                "Gateway\n  uri: {}\n  version: {}\n  commit: {}",
+                client.url, info.version.release, info.version.sha
+            );
             println!(
                 "Provider\n  name: {}\n  orchestration: {}\n  version: {}",
                 info.provider.name, info.provider.orchestration, info.provider.version.release

@@ -132,12 +132,12 @@ impl Platform {
             .arg(state)
             .arg("--watchdog")
             .arg(&programs.watchdog)
-            // The tests' functions are folders: the examples, and bundles
-            // they write in temporary folders.
-            .arg("--image-root")
-            .arg(examples())
+            // The tests' functions are folders: bundles they write in
+            // temporary folders, and the examples (for a platform run as
+            // another user, the build folder may be private).
             .arg("--image-root")
             .arg(std::env::temp_dir())
+            .args(if wrapper.is_empty() { vec!["--image-root".into(), examples()] } else { Vec::new() })
             .args(extra)
             .env("FAAS_SANDBOX", &programs.sandbox)
             .env("RUST_LOG", "info")

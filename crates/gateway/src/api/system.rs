@@ -12,7 +12,7 @@ pub fn info(gw: &Gateway) -> Response<Body> {
         provider: gw.provider.info(),
         version: VersionInfo {
             commit_message: String::new(),
-            sha: option_env!("FERROFAAS_GIT_SHA").unwrap_or("").into(),
+            sha: ferrofaas_types::info::build_sha(),
             release: env!("CARGO_PKG_VERSION").into(),
         },
         arch: std::env::consts::ARCH.into(),
