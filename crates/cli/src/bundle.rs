@@ -11,6 +11,9 @@ use bytes::Bytes;
 pub fn pack(dir: &Path) -> anyhow::Result<Bytes> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
+    // Plain entries only: a file that looks sparse (a linker's output) is
+    // written whole, as every reader takes it.
+    tar.sparse(false);
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", dir).with_context(|| format!("packing {}", dir.display()))?;

@@ -23,8 +23,6 @@ pub fn credentials_file(state_dir: &std::path::Path) -> PathBuf {
 /// The static build of the watchdog beside `faas` (`scripts/build-watchdog`
 /// puts it in `target/<triple>/release/`), if there is one: what images
 /// get and process replicas run, the one `docs/PERFORMANCE.md` measures.
-/// One older than the dynamic build beside `faas` is stale (the watchdog
-/// was changed and built again since) and is not used.
 pub fn static_watchdog() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
@@ -32,16 +30,6 @@ pub fn static_watchdog() -> Option<PathBuf> {
         .map(|target| dir.join(format!("../{target}/release/faas-watchdog")))
         .into_iter()
         .find(|p| p.is_file())?;
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(s), Some(d)) = (modified(&found), modified(&dir.join("faas-watchdog")))
-        && s < d
-    {
-        tracing::warn!(
-            watchdog = %found.display(),
-            "the static watchdog is older than the one beside faas: run scripts/build-watchdog again"
-        );
-        return None;
-    }
     std::fs::canonicalize(found).ok()
 }
 

@@ -179,3 +179,49 @@ async fn alertmanager_webhooks_scale_as_openfaas() {
     let r = call(p.addr, Method::POST, "/system/alert", &[], &hook("firing")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "behind the API's auth");
 }
+
+/// OpenFaaS's conformance load on a function with only min 1 and max 2 (no
+/// target: Community Edition's rule): two clients at 5 requests a second
+/// each, a new connection per request. It gets its second replica within
+/// the minute, and is back to one within a minute after the load stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_min_and_max_it_scales_as_openfaas_does() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let spec = json!({
+        "service": "ce",
+        "image": format!("{}/wc", examples().display()),
+        "envProcess": "cat",
+        "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "2"},
+    });
+    p.deploy(spec, 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (stop, addr) = (Arc::clone(&stop), p.addr);
+        clients.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(200));
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                if call(addr, Method::GET, "/function/ce", &[], "").await.status != StatusCode::OK {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let started = std::time::Instant::now();
+    let up = eventually(Duration::from_secs(60), async || replicas(&p, "ce").await.0 == 2).await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        assert_eq!(c.await.unwrap(), 0, "requests failed");
+    }
+    assert!(up, "still {:?} after a minute of 10 requests/s\n{}", replicas(&p, "ce").await, p.logs());
+    eprintln!("scaled up after {took:?}");
+    let started = std::time::Instant::now();
+    let down = eventually(Duration::from_secs(60), async || replicas(&p, "ce").await.0 == 1).await;
+    assert!(down, "still {:?} a minute after the load", replicas(&p, "ce").await);
+    eprintln!("back to one after {:?}", started.elapsed());
+}

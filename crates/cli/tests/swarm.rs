@@ -143,7 +143,12 @@ def handle(event, context):
     let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap();
     let stack = stack.replace(
         &format!("    image: {py}:latest\n"),
-        &format!("    image: {py}:latest\n    secrets: [token]\n    readonly_root_filesystem: true\n"),
+        // Scaled by hand below and kept there under load (the autoscaler's
+        // default, Community Edition's rule, would add replicas).
+        &format!(
+            "    image: {py}:latest\n    secrets: [token]\n    readonly_root_filesystem: true\n    labels:\n      \
+             com.openfaas.scale.factor: \"0\"\n"
+        ),
     );
     std::fs::write(dir.join("stack.yml"), &stack).unwrap();
     faas_at(dir, &url, &["up"], None);

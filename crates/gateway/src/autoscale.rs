@@ -3,6 +3,12 @@
 //! [`ScalingPolicy`]); functions at zero replicas are started by the first
 //! request that comes for them ([`Autoscaler::wake`]).
 //!
+//! A function whose labels name no target scales as OpenFaaS Community
+//! Edition does ([`AlertScaling`]): its alert rule (more than 5 answers of
+//! 200 a second over 10 s, for 5 s) adds a step of replicas, again every
+//! 30 s while it holds, and once it no longer holds the function goes back
+//! to min. With a target, what follows applies.
+//!
 //! Every tick (a second) each function's load is sampled from the gateway's
 //! own counters: requests per second over the last 10 s (`rps`), requests in
 //! flight averaged over them (`capacity`), or the CPU its replicas used
@@ -19,7 +25,7 @@ use std::time::Duration;
 
 use ferrofaas_provider::{FunctionRoute, Provider};
 use ferrofaas_types::FunctionRef;
-use ferrofaas_types::scaling::{ScalingPolicy, ScalingType};
+use ferrofaas_types::scaling::{AlertScaling, ScalingPolicy, ScalingType};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +41,8 @@ pub struct Observation {
     pub at: Instant,
     /// Invocations started, ever (a counter).
     pub started_total: u64,
+    /// Invocations answered with 200, ever (a counter).
+    pub ok_total: u64,
     pub in_flight: i64,
     /// CPU its replicas used since the last sample, in millicores, if the
     /// provider measures it.
@@ -47,11 +55,54 @@ pub struct Recommender {
     samples: VecDeque<Observation>,
     recommendations: VecDeque<(Instant, u64)>,
     last_request: Instant,
+    /// Community Edition's rule: since when it has held, and when it last
+    /// fired (`Some` while firing).
+    holds_since: Option<Instant>,
+    fired_at: Option<Instant>,
 }
 
 impl Recommender {
     pub fn new(now: Instant) -> Recommender {
-        Recommender { samples: VecDeque::new(), recommendations: VecDeque::new(), last_request: now }
+        Recommender {
+            samples: VecDeque::new(),
+            recommendations: VecDeque::new(),
+            last_request: now,
+            holds_since: None,
+            fired_at: None,
+        }
+    }
+
+    /// Answers of 200 per second over the window, if long enough to tell.
+    fn ok_rate(&self) -> Option<f64> {
+        let (first, last) = (self.samples.front()?, self.samples.back()?);
+        let span = last.at.duration_since(first.at).as_secs_f64();
+        (span >= 1.0).then(|| last.ok_total.saturating_sub(first.ok_total) as f64 / span)
+    }
+
+    /// Community Edition's rule: the replicas it asks for now, if any.
+    fn alert(
+        &mut self,
+        alert: AlertScaling,
+        policy: &ScalingPolicy,
+        current: u64,
+        now: Instant,
+    ) -> Option<u64> {
+        let holds = self.ok_rate()? > AlertScaling::RATE;
+        if !holds {
+            self.holds_since = None;
+            // Resolved: back to min.
+            return self.fired_at.take().map(|_| policy.min.max(1)).filter(|&min| min != current);
+        }
+        let since = *self.holds_since.get_or_insert(now);
+        if now.duration_since(since) < AlertScaling::FOR {
+            return None;
+        }
+        if self.fired_at.is_some_and(|at| now.duration_since(at) < AlertScaling::REPEAT) {
+            return None;
+        }
+        self.fired_at = Some(now);
+        let wanted = current.saturating_add(alert.step(policy.max)).min(policy.max);
+        (wanted != current).then_some(wanted)
     }
 
     /// The load per the policy's type over the window, if there is enough
@@ -94,7 +145,19 @@ impl Recommender {
             return None;
         }
         let idle = now.duration_since(self.last_request);
-        let wanted = if policy.zero && idle >= policy.zero_duration && sample.in_flight <= 0 {
+        let to_zero = policy.zero && idle >= policy.zero_duration && sample.in_flight <= 0;
+        if let Some(alert) = policy.alert {
+            if to_zero {
+                (self.holds_since, self.fired_at) = (None, None);
+                return Some(0);
+            }
+            return if alert.factor > 0 && policy.min != policy.max {
+                self.alert(alert, policy, current, now)
+            } else {
+                None
+            };
+        }
+        let wanted = if to_zero {
             0
         } else {
             let load = self.load(policy.kind)?;
@@ -243,6 +306,7 @@ impl Autoscaler {
                 let sample = Observation {
                     at: now,
                     started_total: route.stats.started_total(),
+                    ok_total: route.stats.count_of(200),
                     in_flight: route.stats.in_flight(),
                     cpu_millicores: cpu.get(&route.function).copied().flatten(),
                 };
@@ -321,6 +385,7 @@ mod tests {
             target,
             target_proportion: 1.0,
             down_window: Duration::from_secs(30),
+            alert: None,
             ..ScalingPolicy::default()
         }
     }
@@ -339,6 +404,20 @@ mod tests {
             Sim { r: Recommender::new(Instant::now()), started: 0, replicas }
         }
 
+        /// Seconds at which the replicas changed, and to what.
+        async fn changes(&mut self, p: &ScalingPolicy, secs: u64, rps: u64, from: u64) -> Vec<(u64, u64)> {
+            let seen = self.run(p, secs, rps, 0).await;
+            let mut last = from;
+            let mut changes = Vec::new();
+            for (i, &n) in seen.iter().enumerate() {
+                if n != last {
+                    changes.push((i as u64 + 1, n));
+                    last = n;
+                }
+            }
+            changes
+        }
+
         async fn run(&mut self, p: &ScalingPolicy, secs: u64, rps: u64, in_flight: i64) -> Vec<u64> {
             let mut seen = Vec::new();
             for _ in 0..secs {
@@ -347,6 +426,8 @@ mod tests {
                 let sample = Observation {
                     at: Instant::now(),
                     started_total: self.started,
+                    // Every request answered 200.
+                    ok_total: self.started,
                     in_flight,
                     cpu_millicores: None,
                 };
@@ -357,6 +438,43 @@ mod tests {
             }
             seen
         }
+    }
+
+    /// Community Edition's defaults, as OpenFaaS's conformance tests load a
+    /// function with only min 1 and max 2: two clients at 5 requests a
+    /// second each. Its rule holds after a second or two, fires 5 s later,
+    /// and resolves once the 10 s rate is back under 5 after the load.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_target_community_editions_rule_scales() {
+        let labels = [("com.openfaas.scale.min", "1"), ("com.openfaas.scale.max", "2")];
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let p = ScalingPolicy::from_labels(&labels).unwrap();
+        assert!(p.alert.is_some());
+        let mut sim = Sim::new(1);
+        let up = sim.changes(&p, 60, 10, 1).await;
+        assert_eq!(up.len(), 1, "up once, then held at max: {up:?}");
+        assert!((5..=8).contains(&up[0].0) && up[0].1 == 2, "{up:?}");
+        let down = sim.changes(&p, 60, 0, 2).await;
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert!(down[0].0 <= 6 && down[0].1 == 1, "back to min soon after: {down:?}");
+        // At 5 a second or less it never fires.
+        let mut calm = Sim::new(1);
+        assert!(calm.changes(&p, 60, 5, 1).await.is_empty());
+    }
+
+    /// Each firing adds 20% of max (4 of 20), again every 30 s while the
+    /// rule holds; a factor of 0 turns it off.
+    #[tokio::test(start_paused = true)]
+    async fn community_editions_rule_steps_by_its_factor() {
+        let p = ScalingPolicy::default();
+        let mut sim = Sim::new(1);
+        let up = sim.changes(&p, 70, 100, 1).await;
+        let replicas: Vec<u64> = up.iter().map(|c| c.1).collect();
+        assert_eq!(replicas, vec![5, 9, 13], "{up:?}");
+        assert_eq!((up[1].0 - up[0].0, up[2].0 - up[1].0), (30, 30), "{up:?}");
+        let off = ScalingPolicy { alert: Some(AlertScaling { factor: 0 }), ..ScalingPolicy::default() };
+        let mut sim = Sim::new(1);
+        assert!(sim.changes(&off, 30, 100, 1).await.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -441,8 +559,13 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             // No reading at first; then 350 millicores.
             let cpu = (i > 0).then_some(350.0);
-            let sample =
-                Observation { at: Instant::now(), started_total: 0, in_flight: 1, cpu_millicores: cpu };
+            let sample = Observation {
+                at: Instant::now(),
+                started_total: 0,
+                ok_total: 0,
+                in_flight: 1,
+                cpu_millicores: cpu,
+            };
             if let Some(n) = r.observe(&p, replicas, sample) {
                 replicas = n;
             }

@@ -83,15 +83,19 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
         &mut out,
         "gateway_service_target_load",
         "gauge",
-        "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type.",
+        "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type; \
+         for Community Edition's rule (scaling_type alert), the requests per second of all its replicas \
+         above which it fires.",
     );
     for (route, name) in routes.iter().zip(&names) {
         let policy = autoscaler.policy(&route.function);
+        let (kind, target) = match policy.alert {
+            Some(_) => ("alert", ferrofaas_types::scaling::AlertScaling::RATE),
+            None => (policy.kind.as_str(), policy.target),
+        };
         let _ = writeln!(
             out,
-            "gateway_service_target_load{{function_name=\"{name}\",scaling_type=\"{}\"}} {}",
-            policy.kind.as_str(),
-            policy.target
+            "gateway_service_target_load{{function_name=\"{name}\",scaling_type=\"{kind}\"}} {target}"
         );
     }
 

@@ -392,7 +392,8 @@ pub(crate) fn unpack(archive: &Path, dest: &Path, max_unpacked: u64) -> Result<u
             return Err(bad(format!("more than {MAX_ENTRIES} entries")));
         }
         let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_hard_link()) {
+        let sparse = kind == tar::EntryType::GNUSparse;
+        if !(kind.is_file() || sparse || kind.is_dir() || kind.is_symlink() || kind.is_hard_link()) {
             let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
             return Err(bad(format!("{path}: only files, folders and links are allowed")));
         }
@@ -407,7 +408,9 @@ pub(crate) fn unpack(archive: &Path, dest: &Path, max_unpacked: u64) -> Result<u
                 )));
             }
         }
-        total += entry.header().size().unwrap_or(0);
+        // A sparse file counts what it unpacks to, holes included.
+        let real = entry.header().as_gnu().filter(|_| sparse).and_then(|g| g.real_size().ok());
+        total += real.unwrap_or(0).max(entry.header().size().unwrap_or(0));
         if total > max_unpacked {
             return Err(ProviderError::TooLarge(format!(
                 "the bundle unpacks to more than {max_unpacked} bytes (faas serve --bundle-max-unpacked)"

@@ -324,6 +324,12 @@ impl InvocationStats {
         self.in_flight.load(Ordering::Relaxed).max(0)
     }
 
+    /// Finished invocations that answered `code`.
+    pub fn count_of(&self, code: u16) -> u64 {
+        let by_code = self.by_code.lock().unwrap_or_else(|e| e.into_inner());
+        by_code.iter().find(|(c, _)| *c == code).map_or(0, |(_, h)| h.count)
+    }
+
     /// Finished invocations, all codes.
     pub fn invocation_count(&self) -> u64 {
         self.by_code.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, h)| h.count).sum()

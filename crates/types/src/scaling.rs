@@ -14,6 +14,33 @@ pub const LABEL_TARGET_PROPORTION: &str = "com.openfaas.scale.target-proportion"
 pub const LABEL_ZERO: &str = "com.openfaas.scale.zero";
 pub const LABEL_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
 pub const LABEL_DOWN_WINDOW: &str = "com.openfaas.scale.down.window";
+/// Community Edition's scale-up step, percent of max.
+pub const LABEL_FACTOR: &str = "com.openfaas.scale.factor";
+
+/// OpenFaaS Community Edition's scaling: what a function gets whose labels
+/// name no `type`, `target` or `target-proportion`. Its alert fires when
+/// the function, all replicas together, answers more than [`Self::RATE`]
+/// requests a second with 200 (over the last 10 s) for [`Self::FOR`]; each
+/// firing adds `factor` percent of max (at least one replica), again every
+/// [`Self::REPEAT`] while it fires; once resolved, the function goes back to
+/// min. (OpenFaaS's own rule and AlertManager settings, built in.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertScaling {
+    /// `com.openfaas.scale.factor`: 20 by default, 0 turns scaling off.
+    pub factor: u64,
+}
+
+impl AlertScaling {
+    pub const RATE: f64 = 5.0;
+    pub const FOR: Duration = Duration::from_secs(5);
+    pub const REPEAT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_FACTOR: u64 = 20;
+
+    /// Replicas one firing adds, of `max`.
+    pub fn step(&self, max: u64) -> u64 {
+        (max * self.factor).div_ceil(100).max(1)
+    }
+}
 
 /// What load is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +63,12 @@ impl ScalingType {
     }
 }
 
-/// A function's scaling policy. Defaults: 1 to 20 replicas, 50 requests per
-/// second per replica, aiming at 90% of that, never to zero; scale-downs
-/// wait for the load to stay low for 5 minutes.
+/// A function's scaling policy. Defaults: 1 to 20 replicas by
+/// [`AlertScaling`] (Community Edition's rule), never to zero. With a
+/// `type`, `target` or `target-proportion` label, the replicas track a
+/// target instead (as OpenFaaS Pro's labels mean): 50 requests per second
+/// per replica by default, aiming at 90% of that; scale-downs wait for the
+/// load to stay low for 5 minutes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingPolicy {
     pub min: u64,
@@ -54,6 +84,8 @@ pub struct ScalingPolicy {
     pub zero_duration: Duration,
     /// A scale-down takes the highest recommendation of this long a window.
     pub down_window: Duration,
+    /// `Some`: Community Edition's alert rule decides, not the target.
+    pub alert: Option<AlertScaling>,
 }
 
 impl Default for ScalingPolicy {
@@ -67,6 +99,7 @@ impl Default for ScalingPolicy {
             zero: false,
             zero_duration: Duration::from_secs(15 * 60),
             down_window: Duration::from_secs(5 * 60),
+            alert: Some(AlertScaling { factor: AlertScaling::DEFAULT_FACTOR }),
         }
     }
 }
@@ -129,13 +162,20 @@ impl ScalingPolicy {
         if let Some(d) = labels.duration(LABEL_DOWN_WINDOW, "30s or 15m")? {
             p.down_window = d;
         }
+        let factor = labels.whole(LABEL_FACTOR, 0..=100, "from 0 to 100 (percent)")?;
+        let targeted =
+            [LABEL_TYPE, LABEL_TARGET, LABEL_TARGET_PROPORTION].iter().any(|l| labels.get(l).is_some());
+        p.alert =
+            (!targeted).then(|| AlertScaling { factor: factor.unwrap_or(AlertScaling::DEFAULT_FACTOR) });
         Ok(p)
     }
 
     /// Does the autoscaler manage this function? Not when min = max (then
-    /// its replicas are what it was deployed or scaled to).
+    /// its replicas are what it was deployed or scaled to), nor with a
+    /// factor of 0 (Community Edition's way to turn it off); scaling to
+    /// zero still applies.
     pub fn autoscaled(&self) -> bool {
-        self.min != self.max || self.zero
+        (self.min != self.max && self.alert.is_none_or(|a| a.factor > 0)) || self.zero
     }
 
     /// Replicas per unit of load at which one more replica is wanted.
@@ -157,7 +197,26 @@ mod tests {
         let p = ScalingPolicy::from_labels(&BTreeMap::new()).unwrap();
         assert_eq!(p, ScalingPolicy::default());
         assert!(p.autoscaled());
-        assert_eq!(p.threshold(), 45.0);
+        assert_eq!((p.min, p.max), (1, 20));
+        assert_eq!(p.alert, Some(AlertScaling { factor: 20 }), "Community Edition's rule");
+        assert_eq!(p.alert.unwrap().step(p.max), 4);
+        // Any target label: the target decides.
+        let p = ScalingPolicy::from_labels(&labels(&[(LABEL_TARGET, "10")])).unwrap();
+        assert_eq!(p.alert, None);
+        assert_eq!(p.threshold(), 9.0);
+        let p = ScalingPolicy::from_labels(&labels(&[(LABEL_TYPE, "rps")])).unwrap();
+        assert_eq!((p.alert, p.threshold()), (None, 45.0));
+    }
+
+    #[test]
+    fn the_factor_steps_and_zero_turns_it_off() {
+        let p = ScalingPolicy::from_labels(&labels(&[(LABEL_MAX, "2"), (LABEL_FACTOR, "100")])).unwrap();
+        assert_eq!(p.alert.unwrap().step(p.max), 2);
+        let p = ScalingPolicy::from_labels(&labels(&[(LABEL_MAX, "2")])).unwrap();
+        assert_eq!(p.alert.unwrap().step(p.max), 1, "at least one");
+        let off = ScalingPolicy::from_labels(&labels(&[(LABEL_FACTOR, "0")])).unwrap();
+        assert!(!off.autoscaled());
+        assert!(ScalingPolicy::from_labels(&labels(&[(LABEL_FACTOR, "101")])).is_err());
     }
 
     #[test]

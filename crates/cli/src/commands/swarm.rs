@@ -173,6 +173,8 @@ async fn build_gateway_image(docker: &Docker, watchdog: &std::path::Path) -> any
         image::base_image("minimal")
     );
     let mut tar = tar::Builder::new(Vec::new());
+    // The engine reads no GNU sparse entries.
+    tar.sparse(false);
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
     header.set_mode(0o644);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use ferrofaas_types::FunctionRef;
-use ferrofaas_types::scaling::ScalingPolicy;
+use ferrofaas_types::scaling::{AlertScaling, LABEL_FACTOR, ScalingPolicy};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,6 @@ use super::{json, read_json};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::server::Gateway;
-
-/// The scale-up step, percent of max.
-pub const LABEL_FACTOR: &str = "com.openfaas.scale.factor";
-const DEFAULT_FACTOR: u64 = 20;
 
 #[derive(Deserialize)]
 struct Webhook {
@@ -55,7 +51,7 @@ fn replicas_for(firing: bool, current: u64, policy: &ScalingPolicy, factor: u64)
     if !firing {
         return policy.min;
     }
-    let step = (policy.max * factor).div_ceil(100).max(1);
+    let step = AlertScaling { factor }.step(policy.max);
     current.saturating_add(step).min(policy.max)
 }
 
@@ -104,7 +100,7 @@ pub async fn post(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>
             .labels
             .get(LABEL_FACTOR)
             .and_then(|f| f.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_FACTOR, |f| f.min(100));
+            .map_or(AlertScaling::DEFAULT_FACTOR, |f| f.min(100));
         let to = if factor == 0 {
             status.replicas
         } else {

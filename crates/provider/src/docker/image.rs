@@ -256,6 +256,9 @@ fn quote(v: &str) -> String {
 /// without its own Dockerfile and build marker).
 fn build_context(bundle: &Path, dockerfile: &str, watchdog: &Path) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
+    // The engine reads no GNU sparse entries, and a linker's output can
+    // look sparse (holes it never wrote).
+    tar.sparse(false);
     tar.follow_symlinks(false);
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
