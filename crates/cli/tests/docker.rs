@@ -74,7 +74,12 @@ def handle(event, context):
     let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap();
     std::fs::write(
         dir.join("stack.yml"),
-        format!("{stack}    secrets: [db]\n    readonly_root_filesystem: true\n    limits:\n      memory: 96Mi\n      cpu: 500m\n"),
+        // Scaled by hand below, and kept there under load (factor 0: the
+        // autoscaler leaves it).
+        format!(
+            "{stack}    secrets: [db]\n    readonly_root_filesystem: true\n    limits:\n      memory: 96Mi\n      \
+             cpu: 500m\n    labels:\n      com.openfaas.scale.factor: \"0\"\n"
+        ),
     )
     .unwrap();
     // The bundle goes to the gateway, which builds the image on its engine.

@@ -235,6 +235,42 @@ async fn bundles_and_images_stay_within_their_bounds() {
     assert_eq!(std::fs::read_dir(state.path().join("uploads")).unwrap().count(), 0, "the upload is gone");
 }
 
+/// A function whose replicas cannot start says why, in the API and in
+/// `faas describe`, and says nothing once they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_is_not_ready_says_why() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &[]);
+    let image = format!("{}/wc", examples().display());
+    // A watchdog it cannot start: a mode there is none of.
+    let spec =
+        json!({"service": "broken", "image": image, "envProcess": "cat", "envVars": {"mode": "bogus"}});
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut last = serde_json::Value::Null;
+    let said = eventually(Duration::from_secs(20), async || {
+        last = p.api(Method::GET, "/system/function/broken", "").await.json();
+        last["reason"].as_str().is_some_and(|r| r.contains("exited during start-up"))
+    })
+    .await;
+    assert!(said, "{last}");
+    assert_eq!(last["availableReplicas"], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = faas(dir.path(), Some(&p), &["describe", "broken"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Status:             Not Ready\nReason:             replica broken-"), "{text}");
+    // Fixed: ready, and no reason any more.
+    let spec = json!({"service": "broken", "image": image, "envProcess": "cat"});
+    let r = p.api(Method::PUT, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    p.wait_ready("broken", 1).await;
+    let healed = eventually(Duration::from_secs(10), async || {
+        p.api(Method::GET, "/system/function/broken", "").await.json().get("reason").is_none()
+    })
+    .await;
+    assert!(healed, "{}", p.api(Method::GET, "/system/function/broken", "").await.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_fields_are_named_and_traffic_has_a_history() {
     let state = tempfile::tempdir().unwrap();
@@ -559,14 +595,16 @@ async fn rolling_updates_and_scaling_fail_no_request() {
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &[]);
     let image = format!("{}/wc", examples().display());
-    p.deploy(json!({"service": "roll", "image": image, "envProcess": "echo v1"}), 1).await;
+    // Scaled by hand, kept there under load (factor 0: no autoscaling).
+    let labels = json!({"com.openfaas.scale.factor": "0"});
+    p.deploy(json!({"service": "roll", "image": image, "envProcess": "echo v1", "labels": labels}), 1).await;
     let r =
         p.api(Method::POST, "/system/scale-function/roll", r#"{"serviceName":"roll","replicas":3}"#).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     p.wait_ready("roll", 3).await;
     let codes = under_load(p.addr, "/function/roll", async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let spec = json!({"service": "roll", "image": image, "envProcess": "echo v2"});
+        let spec = json!({"service": "roll", "image": image, "envProcess": "echo v2", "labels": labels});
         let r = p.api(Method::PUT, "/system/functions", &spec.to_string()).await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
         let rolled = eventually(Duration::from_secs(20), async || {

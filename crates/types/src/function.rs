@@ -104,6 +104,11 @@ pub struct FunctionStatus {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<FunctionUsage>,
+    /// Why it has fewer ready replicas than it should, when it has: the
+    /// last failure the provider saw (ferrofaas's own; OpenFaaS clients
+    /// ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl FunctionStatus {

@@ -40,6 +40,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if f.env_process.is_empty() { "<default>" } else { &f.env_process },
         client.url,
     );
+    if let Some(reason) = &f.reason {
+        // After Status, where it explains it.
+        let at = out.find("Replicas:").unwrap_or(out.len());
+        out.insert_str(at, &format!("Reason:             {reason}\n"));
+    }
     let section = |out: &mut String, title: &str, map: &std::collections::BTreeMap<String, String>| {
         if !map.is_empty() {
             out.push_str(&format!("{title}:\n"));

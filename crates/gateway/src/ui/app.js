@@ -331,6 +331,9 @@ async function refreshFunction() {
     $("fn-error").textContent = "";
     setText($("fn-image"), data.image);
     setText($("fn-replicas"), `${data.availableReplicas}/${data.replicas}`);
+    // The provider's last replica failure, while replicas are missing.
+    setText($("fn-reason"), data.reason || "");
+    for (const node of document.querySelectorAll(".why")) node.hidden = !data.reason;
     setText($("fn-invocations"), String(data.invocationCount));
     setText($("fn-secrets"), (data.secrets || []).join(", ") || "none");
     setText($("fn-labels"), pairsText(data.labels, "=").replace(/\n/g, ", ") || "none");

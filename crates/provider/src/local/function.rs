@@ -21,10 +21,12 @@ enum Command<S> {
 }
 
 /// Desired and ready replicas, as last reconciled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub desired: u64,
     pub ready: u64,
+    /// The last replica failure, while fewer are ready than desired.
+    pub problem: Option<String>,
 }
 
 pub struct FunctionHandle<B: Backend> {
@@ -41,7 +43,7 @@ impl<B: Backend> FunctionHandle<B> {
     ) -> FunctionHandle<B> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let counts = Arc::new(Mutex::new(Counts { desired, ready: 0 }));
+        let counts = Arc::new(Mutex::new(Counts { desired, ready: 0, problem: None }));
         let supervisor = Supervisor {
             spec,
             desired,
@@ -50,6 +52,7 @@ impl<B: Backend> FunctionHandle<B> {
             slots: Vec::new(),
             next_id: 0,
             stopping: Vec::new(),
+            problem: None,
             counts: Arc::clone(&counts),
             events_tx,
             events_rx,
@@ -75,7 +78,7 @@ impl<B: Backend> FunctionHandle<B> {
     }
 
     pub fn counts(&self) -> Counts {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -92,6 +95,8 @@ struct Supervisor<B: Backend> {
     slots: Vec<Slot>,
     next_id: u64,
     stopping: Vec<JoinHandle<()>>,
+    /// The last replica failure (see [`Counts::problem`]).
+    problem: Option<String>,
     counts: Arc<Mutex<Counts>>,
     events_tx: mpsc::UnboundedSender<(u64, Event)>,
     events_rx: mpsc::UnboundedReceiver<(u64, Event)>,
@@ -117,10 +122,19 @@ impl<B: Backend> Supervisor<B> {
                 },
                 Some((id, event)) = self.events_rx.recv() => {
                     if let Some(slot) = self.slots.iter_mut().find(|s| s.handle.id == id) {
-                        slot.endpoint = match event {
-                            Event::Ready(endpoint) => Some(endpoint),
-                            Event::Down => None,
-                        };
+                        match event {
+                            Event::Ready(endpoint) => slot.endpoint = Some(endpoint),
+                            Event::Down => slot.endpoint = None,
+                            Event::Failed(why) => {
+                                slot.endpoint = None;
+                                self.problem = Some(why);
+                            }
+                        }
+                    }
+                    // All there: the last failure is history.
+                    let ready = self.slots.iter().filter(|s| s.endpoint.is_some()).count() as u64;
+                    if ready >= self.desired {
+                        self.problem = None;
                     }
                 }
             }
@@ -189,7 +203,9 @@ impl<B: Backend> Supervisor<B> {
         let ready = endpoints.len() as u64;
         self.route.set_endpoints(endpoints);
         self.route.set_desired(self.desired);
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = Counts { desired: self.desired, ready };
+        let problem = self.problem.clone().filter(|_| ready < self.desired);
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) =
+            Counts { desired: self.desired, ready, problem };
     }
 
     async fn stop_all(&mut self) {

@@ -135,6 +135,8 @@ struct Entry<B: Backend> {
     /// `None` when the function could not be started (e.g. its image is
     /// gone); it is still listed, with no replicas.
     handle: Option<FunctionHandle<B>>,
+    /// Why it could not be started, then.
+    unstartable: Option<String>,
 }
 
 pub struct LocalProvider<B: Backend> {
@@ -171,16 +173,18 @@ impl<B: Backend> LocalProvider<B> {
         let mut functions = provider.functions.lock().await;
         for f in stored {
             let function = f.function();
-            let (handle, identity) = match provider.generation(&f.spec, 0).await {
-                Ok((spec, identity)) => (Some(provider.spawn(&function, spec, f.replicas)), Some(identity)),
+            let (handle, identity, unstartable) = match provider.generation(&f.spec, 0).await {
+                Ok((spec, identity)) => {
+                    (Some(provider.spawn(&function, spec, f.replicas)), Some(identity), None)
+                }
                 Err(e) => {
                     tracing::error!(%function, error = %e, "cannot start a stored function");
                     provider.routes.ensure(&function);
-                    (None, None)
+                    (None, None, Some(format!("it cannot be started: {e}")))
                 }
             };
             tracing::info!(%function, replicas = f.replicas, "restored function");
-            functions.insert(function, Entry { stored: f, generation: 0, identity, handle });
+            functions.insert(function, Entry { stored: f, generation: 0, identity, handle, unstartable });
         }
         drop(functions);
         Ok(provider)
@@ -242,10 +246,15 @@ impl<B: Backend> LocalProvider<B> {
     fn status_of(&self, entry: &Entry<B>) -> FunctionStatus {
         let spec = &entry.stored.spec;
         let counts = entry.handle.as_ref().map(|h| h.counts()).unwrap_or_default();
+        let reason = match &entry.unstartable {
+            Some(why) => Some(why.clone()),
+            None => counts.problem.filter(|_| counts.ready < entry.stored.replicas),
+        };
         FunctionStatus {
             replicas: entry.stored.replicas,
             available_replicas: counts.ready,
             created_at: entry.stored.created_at.clone(),
+            reason,
             ..FunctionStatus::of(spec)
         }
     }
@@ -314,7 +323,13 @@ impl<B: Backend> Provider for LocalProvider<B> {
         tracing::info!(%function, image = %stored.spec.image, replicas, "deployed");
         functions.insert(
             function,
-            Entry { stored, generation: 0, identity: Some(identity), handle: Some(handle) },
+            Entry {
+                stored,
+                generation: 0,
+                identity: Some(identity),
+                handle: Some(handle),
+                unstartable: None,
+            },
         );
         Ok(())
     }

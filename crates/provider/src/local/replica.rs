@@ -63,6 +63,8 @@ pub struct Timing {
 pub enum Event {
     Ready(Arc<Endpoint>),
     Down,
+    /// It stopped or could not start, for this reason (it starts again).
+    Failed(String),
 }
 
 pub struct Shared<B: Backend> {
@@ -165,6 +167,7 @@ async fn supervise<B: Backend>(
             Duration::from_millis(100).saturating_mul(1 << failures.min(7)).min(Duration::from_secs(10));
         failures = failures.saturating_add(1);
         tracing::warn!(function = %spec.function, %instance, %reason, retry_in = ?delay, "replica down");
+        let _ = events.send((id, Event::Failed(format!("replica {instance} {reason}"))));
         shared
             .log
             .push(&instance, &format!("ferrofaas: replica {instance} {reason}; restarting in {delay:?}"));

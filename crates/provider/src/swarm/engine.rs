@@ -24,6 +24,9 @@ pub struct Task {
     pub status: TaskStatus,
     #[serde(default)]
     pub networks_attachments: Vec<NetworkAttachment>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub updated_at: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -31,6 +34,9 @@ pub struct Task {
 pub struct TaskStatus {
     #[serde(default)]
     pub state: String,
+    /// Why it failed or was rejected ("No such image: ...").
+    #[serde(default)]
+    pub err: String,
     #[serde(default)]
     pub container_status: Option<ContainerStatus>,
 }
@@ -130,6 +136,16 @@ impl Endpoint {
         Ok(body)
     }
 
+    /// The tasks of one service, whatever their state (Swarm keeps a few
+    /// of the past ones).
+    pub async fn service_tasks(&self, service_id: &str) -> io::Result<Vec<Task>> {
+        let mut filters = HashMap::new();
+        filters.insert("service", vec![service_id]);
+        let query = serde_json::to_string(&filters).map_err(io::Error::other)?;
+        let body = self.get(&format!("/tasks?filters={}", percent_encode(&query))).await?;
+        serde_json::from_slice(&body).map_err(|e| io::Error::other(format!("the engine's task list: {e}")))
+    }
+
     /// The tasks Swarm wants running.
     pub async fn running_tasks(&self) -> io::Result<Vec<Task>> {
         let mut filters = HashMap::new();
@@ -163,12 +179,15 @@ mod tests {
             "NetworksAttachments":[
               {"Network":{"ID":"n0","Spec":{"Name":"ingress"}},"Addresses":["10.0.0.4/24"]},
               {"Network":{"ID":"n1","Spec":{"Name":"ferrofaas"}},"Addresses":["10.0.1.7/24"]}]},
-            {"ID":"t2","ServiceID":"s1","DesiredState":"running","Status":{"State":"pending"}}]"#;
+            {"ID":"t2","ServiceID":"s1","DesiredState":"running","UpdatedAt":"2026-12-01T12:00:00Z",
+             "Status":{"State":"rejected","Err":"No such image: fn:1"}}]"#;
         let tasks: Vec<Task> = serde_json::from_str(json).unwrap();
         assert_eq!(tasks[0].address_on("ferrofaas"), Some("10.0.1.7".parse().unwrap()));
         assert_eq!(tasks[0].slot, 2);
         assert_eq!(tasks[1].address_on("ferrofaas"), None);
-        assert_eq!(tasks[1].status.state, "pending");
+        assert_eq!(tasks[1].status.state, "rejected");
+        assert_eq!(tasks[1].status.err, "No such image: fn:1");
+        assert_eq!(tasks[1].updated_at, "2026-12-01T12:00:00Z");
         assert_eq!(tasks[0].status.container_status.as_ref().unwrap().container_id, "c1");
     }
 

@@ -360,6 +360,17 @@ impl SwarmProvider {
         Ok(services.into_iter().filter_map(|s| FunctionService::from(s, self.start_interval)).collect())
     }
 
+    /// The newest error of a service's tasks ("No such image", a node
+    /// that cannot run it, a container that exited).
+    async fn why_not_ready(&self, service_id: &str) -> Option<String> {
+        let tasks = self.router.engine.service_tasks(service_id).await.ok()?;
+        let task = tasks
+            .iter()
+            .filter(|t| !t.status.err.is_empty())
+            .max_by(|a, b| a.updated_at.cmp(&b.updated_at))?;
+        Some(format!("task {} {}: {}", task.slot, task.status.state, task.status.err))
+    }
+
     fn status_of(&self, s: &FunctionService) -> FunctionStatus {
         let route = self.router.routes.get(&s.deployment.service, &s.deployment.namespace);
         FunctionStatus {
@@ -671,7 +682,12 @@ impl Provider for SwarmProvider {
     }
 
     async fn status(&self, function: &FunctionRef) -> Result<FunctionStatus> {
-        Ok(self.status_of(&self.service(function).await?))
+        let service = self.service(function).await?;
+        let mut status = self.status_of(&service);
+        if status.available_replicas < status.replicas {
+            status.reason = self.why_not_ready(&service.id).await;
+        }
+        Ok(status)
     }
 
     async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<()> {
