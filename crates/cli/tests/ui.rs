@@ -549,6 +549,19 @@ async fn the_ui_in_a_real_browser() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     b.choose("#namespace", "openfaas-fn").await;
 
+    // A function that cannot start says why on its page.
+    let spec = json!({"service": "broken", "image": "shout:1.0", "envVars": {"mode": "bogus"}});
+    assert_eq!(
+        p.api(Method::POST, "/system/functions", &spec.to_string()).await.status,
+        StatusCode::ACCEPTED
+    );
+    b.goto(&format!("{origin}/ui/#/function/broken")).await;
+    b.wait_text("#fn-reason", "says why", |t| t.contains("exited during start-up")).await;
+    assert_eq!(b.js("return document.querySelector('dt.why').hidden;", json!([])).await, false);
+    let r = p.api(Method::DELETE, "/system/functions", r#"{"functionName":"broken"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    b.goto(&format!("{origin}/ui/#/functions")).await;
+
     // Failed asynchronous calls (dead letters): listed, one replayed once
     // the function works, one deleted.
     // (Fixed by an update that sets FIXED.)
