@@ -56,9 +56,9 @@ pub struct Recommender {
     recommendations: VecDeque<(Instant, u64)>,
     last_request: Instant,
     /// Community Edition's rule: since when it has held, and when it last
-    /// fired (`Some` while firing).
+    /// fired with the replicas it set (`Some` while firing).
     holds_since: Option<Instant>,
-    fired_at: Option<Instant>,
+    fired: Option<(Instant, u64)>,
 }
 
 impl Recommender {
@@ -68,7 +68,7 @@ impl Recommender {
             recommendations: VecDeque::new(),
             last_request: now,
             holds_since: None,
-            fired_at: None,
+            fired: None,
         }
     }
 
@@ -90,18 +90,21 @@ impl Recommender {
         let holds = self.ok_rate()? > AlertScaling::RATE;
         if !holds {
             self.holds_since = None;
-            // Resolved: back to min.
-            return self.fired_at.take().map(|_| policy.min.max(1)).filter(|&min| min != current);
+            // Resolved: back to min, unless someone scaled it by hand since
+            // (then theirs stands).
+            let (_, set) = self.fired.take()?;
+            let min = policy.min.max(1);
+            return (set == current && min != current).then_some(min);
         }
         let since = *self.holds_since.get_or_insert(now);
         if now.duration_since(since) < AlertScaling::FOR {
             return None;
         }
-        if self.fired_at.is_some_and(|at| now.duration_since(at) < AlertScaling::REPEAT) {
+        if self.fired.is_some_and(|(at, _)| now.duration_since(at) < AlertScaling::REPEAT) {
             return None;
         }
-        self.fired_at = Some(now);
         let wanted = current.saturating_add(alert.step(policy.max)).min(policy.max);
+        self.fired = Some((now, wanted));
         (wanted != current).then_some(wanted)
     }
 
@@ -148,7 +151,7 @@ impl Recommender {
         let to_zero = policy.zero && idle >= policy.zero_duration && sample.in_flight <= 0;
         if let Some(alert) = policy.alert {
             if to_zero {
-                (self.holds_since, self.fired_at) = (None, None);
+                (self.holds_since, self.fired) = (None, None);
                 return Some(0);
             }
             return if alert.factor > 0 && policy.min != policy.max {
@@ -460,6 +463,12 @@ mod tests {
         // At 5 a second or less it never fires.
         let mut calm = Sim::new(1);
         assert!(calm.changes(&p, 60, 5, 1).await.is_empty());
+        // Scaled by hand while it fires: the resolution leaves that be.
+        let p = ScalingPolicy { max: 20, ..p };
+        let mut manual = Sim::new(1);
+        assert_eq!(manual.changes(&p, 10, 10, 1).await.last().map(|c| c.1), Some(5));
+        manual.replicas = 2;
+        assert!(manual.changes(&p, 40, 0, 2).await.is_empty(), "the hand's 2 stays");
     }
 
     /// Each firing adds 20% of max (4 of 20), again every 30 s while the

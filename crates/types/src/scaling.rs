@@ -23,7 +23,8 @@ pub const LABEL_FACTOR: &str = "com.openfaas.scale.factor";
 /// requests a second with 200 (over the last 10 s) for [`Self::FOR`]; each
 /// firing adds `factor` percent of max (at least one replica), again every
 /// [`Self::REPEAT`] while it fires; once resolved, the function goes back to
-/// min. (OpenFaaS's own rule and AlertManager settings, built in.)
+/// min, unless it was scaled by hand meanwhile. (OpenFaaS's own rule and
+/// AlertManager settings, built in.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertScaling {
     /// `com.openfaas.scale.factor`: 20 by default, 0 turns scaling off.
