@@ -18,8 +18,11 @@ fn wc_dir() -> String {
 }
 
 /// A fork-mode function running `fprocess`, from the wc example's folder.
+/// A fork-mode function, scaled by hand only (the tests load some of them
+/// fast; factor 0 keeps the autoscaler's default rule out).
 fn fork(name: &str, fprocess: &str, env: serde_json::Value) -> serde_json::Value {
-    json!({ "service": name, "image": wc_dir(), "envProcess": fprocess, "envVars": env })
+    let labels = json!({"com.openfaas.scale.factor": "0"});
+    json!({ "service": name, "image": wc_dir(), "envProcess": fprocess, "envVars": env, "labels": labels })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
