@@ -269,3 +269,37 @@ async fn a_replica_lost_mid_request_ends_it_then() {
     p.wait_ready("sleeper", 1).await;
     assert_ne!(containers(state.path(), "sleeper"), ids, "replaced");
 }
+
+/// On containers as on processes: WebSockets and server-sent events pass
+/// through, what OpenFaaS's clients rely on is there, and a function whose
+/// replicas cannot start says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_openfaas_basics_and_reasons_on_containers() {
+    if !docker_available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let r = push_bundle(&p, "streams:1", streams::bundle()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    p.deploy(serde_json::json!({"service": "streams", "image": "streams:1"}), 1).await;
+    streams::check(p.addr, "streams").await;
+    openfaas_basics(p.addr, p.auth.as_deref().unwrap(), "streams").await;
+
+    // A watchdog that cannot start (a mode there is none of).
+    let spec = serde_json::json!({"service": "broken", "image": "streams:1", "envVars": {"mode": "bogus"}});
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut last = serde_json::Value::Null;
+    let said = eventually(Duration::from_secs(30), async || {
+        last = p.api(Method::GET, "/system/function/broken", "").await.json();
+        last["reason"].as_str().is_some_and(|r| r.contains("exited during start-up"))
+    })
+    .await;
+    assert!(said, "{last}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = faas_ok(dir.path(), Some(&p), &["describe", "broken"], None);
+    assert!(out.contains("Status:             Not Ready\nReason:             replica broken-"), "{out}");
+    faas_ok(dir.path(), Some(&p), &["remove", "broken"], None);
+    faas_ok(dir.path(), Some(&p), &["remove", "streams"], None);
+}

@@ -269,6 +269,22 @@ async fn a_function_that_is_not_ready_says_why() {
     })
     .await;
     assert!(healed, "{}", p.api(Method::GET, "/system/function/broken", "").await.body);
+
+    // An http-mode function whose server exits at start: said within
+    // moments (its watchdog exits with it), not at a start-up timeout.
+    let spec = json!({"service": "crashy", "image": image, "envProcess": "sh -c 'echo no database >&2; exit 3'",
+        "envVars": {"mode": "http", "upstream_url": "http://127.0.0.1:1"}});
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let deployed = std::time::Instant::now();
+    let said = eventually(Duration::from_secs(20), async || {
+        last = p.api(Method::GET, "/system/function/crashy", "").await.json();
+        last["reason"].as_str().is_some_and(|r| r.contains("exited during start-up"))
+    })
+    .await;
+    assert!(said, "{last}");
+    assert!(deployed.elapsed() < Duration::from_secs(10), "said after {:?}", deployed.elapsed());
+    eprintln!("crashy: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

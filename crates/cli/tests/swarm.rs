@@ -82,6 +82,8 @@ async fn functions_run_as_swarm_services() {
     if !swarm_available() {
         return;
     }
+    // The watchdog the gateway image and the functions' images take, up to date.
+    watchdog();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let id = format!("{:x}", std::process::id());
@@ -244,6 +246,57 @@ def handle(event, context):
     assert!(logs.body.contains("listening"), "{}", logs.body);
     let cli_logs = faas_at(dir, &url, &["logs", &py, "--tail", "5"], None);
     assert!(!cli_logs.is_empty());
+
+    // WebSockets and server-sent events through the gateway to a task, and
+    // what OpenFaaS's clients rely on.
+    let streams = format!("swst{id}");
+    let r = push_bundle_to(addr, &auth, &format!("{streams}:1"), common::streams::bundle()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let spec = serde_json::json!({"service": streams, "image": format!("{streams}:1")});
+    let r = call(
+        addr,
+        Method::POST,
+        "/system/functions",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        &spec.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let ready = eventually(Duration::from_secs(60), async || {
+        call(addr, Method::GET, &format!("/function/{streams}"), &[], "").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "the streams function never answered");
+    common::streams::check(addr, &streams).await;
+    openfaas_basics(addr, &auth, &streams).await;
+    // A function whose tasks cannot start says why (a watchdog mode there
+    // is none of), in the API and in `faas describe`.
+    let broken = format!("swbr{id}");
+    let spec =
+        serde_json::json!({"service": broken, "image": format!("{streams}:1"), "envVars": {"mode": "bogus"}});
+    let r = call(
+        addr,
+        Method::POST,
+        "/system/functions",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        &spec.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut last = serde_json::Value::Null;
+    let said = eventually(Duration::from_secs(60), async || {
+        last =
+            call(addr, Method::GET, &format!("/system/function/{broken}"), &[("authorization", &auth)], "")
+                .await
+                .json();
+        last["reason"].as_str().is_some_and(|r| r.contains("exit"))
+    })
+    .await;
+    assert!(said, "{last}");
+    let described = faas_at(dir, &url, &["describe", &broken], None);
+    assert!(described.contains("Status:             Not Ready\nReason:"), "{described}");
+    faas_at(dir, &url, &["remove", &broken], None);
+    faas_at(dir, &url, &["remove", &streams], None);
 
     // Asynchronous calls through the gateway on the Swarm (its queue on a volume).
     let r = call(addr, Method::POST, &format!("/async-function/{sh}"), &[], "later").await;

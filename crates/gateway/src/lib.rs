@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod request_body;
 pub mod server;
+pub mod tunnel;
 pub mod ui;
 
 pub use auth::Credentials;

@@ -1,7 +1,10 @@
 //! `/function/<name>[.<namespace>][/path]`: the invocation path. One route
 //! lookup (no lock), one replica picked (fewest in flight), the request
 //! streamed to it over a pooled keep-alive connection and the response
-//! streamed back.
+//! streamed back, frame by frame as the replica sends it (server-sent
+//! events arrive as they are written). An upgrade (a WebSocket) is passed on
+//! to the replica, and if it switches, the two connections are joined
+//! ([`crate::tunnel`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -9,10 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrofaas_provider::{FunctionRoute, Lease, Provider};
 use ferrofaas_types::names::split_qualified;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -24,6 +28,7 @@ use http_body_util::Full;
 use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::error::json_error;
+use crate::tunnel::{Switched, Tunnels};
 
 pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
@@ -41,6 +46,12 @@ pub struct InvocationGuard {
     code: u16,
 }
 
+impl InvocationGuard {
+    pub(crate) fn set_code(&mut self, code: u16) {
+        self.code = code;
+    }
+}
+
 impl Drop for InvocationGuard {
     fn drop(&mut self) {
         self.route.stats.finished(self.code, self.start.elapsed());
@@ -53,6 +64,7 @@ pub struct Invoker {
     buffered: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     replica_wait: Duration,
+    pub(crate) tunnels: Tunnels,
 }
 
 impl Invoker {
@@ -67,7 +79,7 @@ impl Invoker {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Invoker { client, buffered, timeout, replica_wait }
+        Invoker { client, buffered, timeout, replica_wait, tunnels: Tunnels::default() }
     }
 
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
@@ -90,12 +102,17 @@ impl Invoker {
         };
         route.stats.started();
         let mut guard = InvocationGuard { route, lease: None, start: Instant::now(), code: 499 };
-        let mut resp = match upstream_pq {
+        let (mut resp, switched) = match upstream_pq {
             Ok(pq) => self.forward(provider, autoscaler, &mut guard, req, pq, forwarded_for).await,
-            Err(_) => json_error(StatusCode::BAD_REQUEST, "invalid path"),
+            Err(_) => (json_error(StatusCode::BAD_REQUEST, "invalid path"), None),
         };
         guard.code = resp.status().as_u16();
-        resp.body_mut().attach(guard);
+        match switched {
+            // The invocation lasts as long as its tunnel, not its (empty)
+            // 101 response.
+            Some(switched) => self.tunnels.open(switched, guard),
+            None => resp.body_mut().attach(guard),
+        }
         resp
     }
 
@@ -107,7 +124,7 @@ impl Invoker {
         req: Request<Incoming>,
         pq: PathAndQuery,
         forwarded_for: &HeaderValue,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, Option<Switched>) {
         let lease = match guard.route.pick() {
             Some(lease) => lease,
             // Replicas are on their way (just deployed, restarting, scaling
@@ -115,21 +132,26 @@ impl Invoker {
             // hold the request rather than fail it.
             None => match self.wait_for_replica(provider, autoscaler, &guard.route).await {
                 Ok(lease) => lease,
-                Err(resp) => return resp,
+                Err(resp) => return (resp, None),
             },
         };
         let (mut parts, body) = req.into_parts();
+        let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
+        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(lease.endpoint().authority.clone());
         uri.path_and_query = Some(pq);
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
-            Err(_) => return json_error(StatusCode::BAD_REQUEST, "invalid path"),
+            Err(_) => return (json_error(StatusCode::BAD_REQUEST, "invalid path"), None),
         };
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         ferrofaas_types::hop::strip(headers);
+        if let Some(protocol) = &upgrade {
+            ferrofaas_types::hop::keep_upgrade(headers, protocol.clone());
+        }
         let call_id = match headers.get(&X_CALL_ID) {
             Some(id) => id.clone(),
             None => {
@@ -166,6 +188,7 @@ impl Invoker {
         })
         .await;
         let function = &guard.route.function;
+        let mut switched = None;
         let mut resp = match result {
             Ok(None) => {
                 let instance = &lease.endpoint().instance;
@@ -174,6 +197,33 @@ impl Invoker {
                     StatusCode::BAD_GATEWAY,
                     &format!("function {}: replica {instance} exited before it answered", function.name),
                 )
+            }
+            Ok(Some(Ok(resp))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let (mut parts, _) = resp.into_parts();
+                let upstream = parts.extensions.remove::<OnUpgrade>();
+                match (upstream, client_upgrade, upgrade) {
+                    (Some(upstream), Some(client), Some(requested)) => {
+                        let protocol = parts.headers.get(UPGRADE).cloned().unwrap_or(requested);
+                        ferrofaas_types::hop::strip(&mut parts.headers);
+                        ferrofaas_types::hop::keep_upgrade(&mut parts.headers, protocol);
+                        switched = Some(Switched { client, upstream });
+                        Response::from_parts(parts, Body::empty())
+                    }
+                    // A switch nobody asked for would hand the client's
+                    // connection to whatever the replica sends next.
+                    _ => {
+                        let instance = &lease.endpoint().instance;
+                        tracing::warn!(%function, %instance, "replica switched protocols unasked");
+                        json_error(
+                            StatusCode::BAD_GATEWAY,
+                            &format!(
+                                "function {}: replica {instance} answered 101 Switching Protocols to a \
+                                 request that asked for no upgrade",
+                                function.name
+                            ),
+                        )
+                    }
+                }
             }
             Ok(Some(Ok(resp))) => {
                 let (mut parts, incoming) = resp.into_parts();
@@ -210,7 +260,7 @@ impl Invoker {
         if let Ok(v) = HeaderValue::from_str(&duration) {
             headers.insert(X_DURATION_SECONDS, v);
         }
-        resp
+        (resp, switched)
     }
 }
 

@@ -12,9 +12,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Query};
 use crate::autoscale::Autoscaler;
@@ -298,7 +298,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(gateway.config.read_timeout).keep_alive(true);
     tokio::spawn(
@@ -331,9 +331,20 @@ pub async fn run(
                     let peer = peer.clone();
                     async move { Ok::<_, Infallible>(gw.handle(req, &peer).await) }
                 });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let stop = gateway.shutdown.clone();
+                connections.spawn(async move {
+                    tokio::pin!(conn);
+                    // When the gateway stops: the request in progress is
+                    // finished, then the connection is closed.
+                    let ended = tokio::select! {
+                        ended = conn.as_mut() => ended,
+                        () = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -342,8 +353,13 @@ pub async fn run(
     }
     drop(listener);
     gateway.shutdown.cancel();
-    if tokio::time::timeout(gateway.config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still open after the drain timeout; closing them");
-    }
+    let drain = gateway.config.drain_timeout;
+    let requests = async {
+        connections.close();
+        if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+            tracing::warn!("requests still open after the drain timeout; closing them");
+        }
+    };
+    tokio::join!(requests, gateway.invoker.tunnels.close(drain));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Hop-by-hop headers: they belong to one connection, not to the message, so
 //! a proxy removes them before forwarding (RFC 9110 section 7.6.1).
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Is this one of the fixed hop-by-hop headers? (`Transfer-Encoding` is left
 /// to the HTTP library, which frames each hop itself.)
@@ -36,6 +36,28 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a request asks to switch to: its `Upgrade` header, if
+/// `Connection` names `upgrade` (RFC 9110 section 7.8). A proxy that passes
+/// an upgrade on puts both back with [`keep_upgrade`] after [`strip`].
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    let protocol = headers.get(header::UPGRADE)?;
+    (asked && !protocol.is_empty()).then(|| protocol.clone())
+}
+
+/// Whether an `Upgrade` value asks for a WebSocket (RFC 6455).
+pub fn is_websocket(protocol: &HeaderValue) -> bool {
+    protocol.to_str().is_ok_and(|p| p.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+}
+
+/// Sets the two headers that carry an upgrade over the next hop.
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +82,25 @@ mod tests {
         h.insert("host", "x".parse().unwrap());
         strip(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn upgrades_need_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert_eq!(upgrade_requested(&h), None, "Upgrade without Connection: upgrade");
+        h.append("connection", "keep-alive".parse().unwrap());
+        h.append("connection", "Upgrade".parse().unwrap());
+        let protocol = upgrade_requested(&h).unwrap();
+        assert!(is_websocket(&protocol));
+        assert!(!is_websocket(&HeaderValue::from_static("h2c")));
+        strip(&mut h);
+        assert!(h.is_empty());
+        keep_upgrade(&mut h, protocol);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        let mut h = HeaderMap::new();
+        h.insert("connection", "upgrade".parse().unwrap());
+        assert_eq!(upgrade_requested(&h), None, "Connection: upgrade without Upgrade");
     }
 }

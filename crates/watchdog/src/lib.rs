@@ -23,6 +23,7 @@ mod process;
 mod proxy;
 mod server;
 mod static_files;
+mod tunnel;
 
 pub use config::{Config, ConfigError, LogFormat, Mode};
 pub use server::run;

@@ -1,5 +1,8 @@
 //! `http` mode: requests are forwarded to the function's own HTTP server over
-//! pooled keep-alive connections, bodies streamed both ways.
+//! pooled keep-alive connections, bodies streamed both ways (a response
+//! frame by frame as the server writes it: server-sent events are not held
+//! back). An upgrade (a WebSocket) is passed on, and if the server switches,
+//! the connections are joined ([`crate::tunnel`]).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -18,6 +22,7 @@ use tokio::time::Sleep;
 use crate::body::{Body, Deadline};
 use crate::config::Upstream;
 use crate::server::{ExecDeadline, error_response, expired, read_body};
+use crate::tunnel::Switched;
 
 type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
@@ -63,20 +68,33 @@ impl Proxy {
         Ok(Uri::from_parts(parts)?)
     }
 
-    /// Forwards a client request and returns the upstream's response.
-    pub async fn forward(&self, req: Request<Incoming>, deadline: Option<ExecDeadline>) -> Response<Body> {
+    /// Forwards a client request and returns the upstream's response, and
+    /// the two halves to join if it switched protocols.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        deadline: Option<ExecDeadline>,
+    ) -> (Response<Body>, Option<Switched>) {
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         parts.uri = match self.upstream_uri(pq) {
             Ok(uri) => uri,
             Err(e) => {
-                return error_response(StatusCode::BAD_REQUEST, &format!("invalid request path: {e}"));
+                return (
+                    error_response(StatusCode::BAD_REQUEST, &format!("invalid request path: {e}")),
+                    None,
+                );
             }
         };
         parts.version = Version::HTTP_11;
+        let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
+        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
         ferrofaas_types::hop::strip(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            ferrofaas_types::hop::keep_upgrade(&mut parts.headers, protocol.clone());
+        }
 
-        let body = if self.buffer_body {
+        let body = if self.buffer_body && upgrade.is_none() {
             match read_body(body, self.read_timeout).await {
                 Ok(input) => {
                     // Sent with a Content-Length, which hyper derives from the
@@ -85,14 +103,42 @@ impl Proxy {
                     parts.headers.remove(header::CONTENT_LENGTH);
                     Either::Right(Full::new(input))
                 }
-                Err(resp) => return resp,
+                Err(resp) => return (resp, None),
             }
         } else {
             Either::Left(body)
         };
 
         let mut timer = ExecDeadline::timer(deadline);
-        match self.send(Request::from_parts(parts, body), &mut timer).await {
+        let resp = match self.send(Request::from_parts(parts, body), &mut timer).await {
+            Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let (mut parts, _) = resp.into_parts();
+                let upstream = parts.extensions.remove::<OnUpgrade>();
+                return match (upstream, client_upgrade, upgrade) {
+                    (Some(upstream), Some(client), Some(requested)) => {
+                        let protocol = parts.headers.get(header::UPGRADE).cloned().unwrap_or(requested);
+                        ferrofaas_types::hop::strip(&mut parts.headers);
+                        ferrofaas_types::hop::keep_upgrade(&mut parts.headers, protocol);
+                        (
+                            Response::from_parts(parts, Body::empty()),
+                            Some(Switched { client, upstream, deadline }),
+                        )
+                    }
+                    // Switching unasked would hand the client's connection
+                    // to whatever the server sends next.
+                    _ => {
+                        tracing::warn!("the function answered 101 to a request that asked for no upgrade");
+                        (
+                            error_response(
+                                StatusCode::BAD_GATEWAY,
+                                "the function answered 101 Switching Protocols to a request that asked for \
+                                 no upgrade",
+                            ),
+                            None,
+                        )
+                    }
+                };
+            }
             Ok(resp) => {
                 let (mut parts, incoming) = resp.into_parts();
                 ferrofaas_types::hop::strip(&mut parts.headers);
@@ -121,7 +167,8 @@ impl Proxy {
                 tracing::warn!("{message}");
                 error_response(StatusCode::BAD_GATEWAY, &message)
             }
-        }
+        };
+        (resp, None)
     }
 
     async fn send(

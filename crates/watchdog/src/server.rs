@@ -16,10 +16,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::config::{Config, Mode};
@@ -29,6 +30,7 @@ use crate::oom;
 use crate::process::{self, StderrSink, Upstream};
 use crate::proxy::Proxy;
 use crate::static_files::StaticFiles;
+use crate::tunnel::Tunnels;
 
 /// Header with the time the watchdog spent on a request, in seconds.
 pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
@@ -132,6 +134,9 @@ pub(crate) struct Watchdog {
     phase: AtomicU8,
     phase_changed: Notify,
     handler: Handler,
+    tunnels: Tunnels,
+    /// `http` mode: how the function process ended, once it has.
+    upstream_exit: std::sync::Mutex<Option<String>>,
 }
 
 /// Accounts for one request from admission until its response body is done:
@@ -183,6 +188,8 @@ impl Watchdog {
             phase: AtomicU8::new(phase as u8),
             phase_changed: Notify::new(),
             handler,
+            tunnels: Tunnels::default(),
+            upstream_exit: std::sync::Mutex::new(None),
         })
     }
 
@@ -299,28 +306,41 @@ impl Watchdog {
         let mut guard =
             RequestGuard { watchdog: Arc::clone(self), method: req.method().clone(), start, status: 499 };
         let max = self.config.max_inflight;
-        let mut resp = if max > 0 && in_flight > max as i64 {
-            error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("too many requests in flight (max_inflight={max})"),
-            )
+        let (mut resp, switched) = if max > 0 && in_flight > max as i64 {
+            let message = format!("too many requests in flight (max_inflight={max})");
+            (error_response(StatusCode::TOO_MANY_REQUESTS, &message), None)
         } else {
             match self.exec_deadline(req.headers()) {
-                Err(resp) => resp,
+                Err(resp) => (resp, None),
                 Ok(deadline) => match &self.handler {
-                    Handler::Streaming(forker) => forker.streaming(req, deadline).await,
-                    Handler::Serializing(forker) => forker.serializing(req, deadline).await,
-                    Handler::Static(files) => files.serve(&req).await,
                     Handler::Http(proxy) => match self.wait_until_started(deadline).await {
                         Ok(()) => proxy.forward(req, deadline).await,
-                        Err(resp) => resp,
+                        Err(resp) => (resp, None),
                     },
+                    // Only a server of its own can speak WebSocket; other
+                    // upgrades may be ignored (RFC 9110), and are.
+                    _ if ferrofaas_types::hop::upgrade_requested(req.headers())
+                        .is_some_and(|p| ferrofaas_types::hop::is_websocket(&p)) =>
+                    {
+                        let message = format!(
+                            "WebSockets need a function in http mode (its own server); this one runs in {} mode",
+                            self.config.mode.as_str()
+                        );
+                        (error_response(StatusCode::BAD_REQUEST, &message), None)
+                    }
+                    Handler::Streaming(forker) => (forker.streaming(req, deadline).await, None),
+                    Handler::Serializing(forker) => (forker.serializing(req, deadline).await, None),
+                    Handler::Static(files) => (files.serve(&req).await, None),
                 },
             }
         };
         guard.status = resp.status().as_u16();
         resp.headers_mut().insert(X_DURATION_SECONDS, duration_header(start.elapsed()));
-        resp.body_mut().attach(guard);
+        match switched {
+            // The request lasts as long as its tunnel.
+            Some(switched) => self.tunnels.open(switched, guard),
+            None => resp.body_mut().attach(guard),
+        }
         resp
     }
 
@@ -424,7 +444,8 @@ pub async fn run(
     tracing::info!(address = %local, mode = config.mode.as_str(), "listening");
     let metrics_server = metrics_listener.map(|l| tokio::spawn(serve_metrics(Arc::clone(&watchdog), l)));
 
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let stopping = CancellationToken::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(config.read_timeout).keep_alive(true);
 
@@ -435,10 +456,30 @@ pub async fn run(
         tokio::time::sleep(announce).await;
     };
     tokio::pin!(stop);
+    // `http` mode: the function's server is the replica. When it exits, so
+    // does the watchdog (non-zero), and whatever runs the replica sees it
+    // exit, says why and replaces it, as for a container whose process died.
+    let failed = async {
+        loop {
+            let notified = watchdog.phase_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if watchdog.phase() == Phase::Failed {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::pin!(failed);
+    let mut function_exited = false;
     loop {
         tokio::select! {
             biased;
             () = &mut stop => break,
+            () = &mut failed => {
+                function_exited = true;
+                break;
+            }
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
@@ -455,9 +496,20 @@ pub async fn run(
                     let wd = Arc::clone(&wd);
                     async move { Ok::<_, Infallible>(wd.handle(req).await) }
                 });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let stop = stopping.clone();
+                connections.spawn(async move {
+                    tokio::pin!(conn);
+                    // When the watchdog stops: the request in progress is
+                    // finished, then the connection is closed.
+                    let ended = tokio::select! {
+                        ended = conn.as_mut() => ended,
+                        () = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -468,9 +520,13 @@ pub async fn run(
 
     let write_timeout = config.write_timeout;
     tracing::info!(timeout = ?write_timeout, "listener closed; finishing in-flight requests");
-    if tokio::time::timeout(write_timeout, graceful.shutdown()).await.is_err() {
+    stopping.cancel();
+    connections.close();
+    let finished = async { tokio::join!(connections.wait(), watchdog.tunnels.closed()) };
+    if tokio::time::timeout(write_timeout, finished).await.is_err() {
         tracing::warn!("requests still in flight after write_timeout; closing them");
     }
+    watchdog.tunnels.close().await;
     if let Some(server) = metrics_server {
         server.abort();
     }
@@ -479,6 +535,13 @@ pub async fn run(
         let _ = supervisor.await;
     }
     watchdog.remove_lock_file();
+    if function_exited {
+        let how = watchdog.upstream_exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        return Err(io::Error::other(format!(
+            "the function process exited ({})",
+            how.as_deref().unwrap_or("status unknown")
+        )));
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -505,13 +568,23 @@ async fn supervise_upstream(watchdog: Arc<Watchdog>, mut up: Upstream, stop: one
     tokio::select! {
         status = up.child.wait() => {
             up.group.reaped();
-            match status {
+            let how = match status {
                 Ok(status) => match crate::oom::cause().filter(|_| std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL)) {
-                    Some(cause) => tracing::error!(%status, "the function process was killed: {cause}"),
-                    None => tracing::error!(%status, "the function process exited"),
+                    Some(cause) => {
+                        tracing::error!(%status, "the function process was killed: {cause}");
+                        format!("{status}: {cause}")
+                    }
+                    None => {
+                        tracing::error!(%status, "the function process exited");
+                        status.to_string()
+                    }
                 },
-                Err(e) => tracing::error!(error = %e, "lost track of the function process"),
-            }
+                Err(e) => {
+                    tracing::error!(error = %e, "lost track of the function process");
+                    e.to_string()
+                }
+            };
+            *watchdog.upstream_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(how);
             watchdog.advance(Phase::Failed);
             return;
         }

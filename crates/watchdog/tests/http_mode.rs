@@ -166,23 +166,38 @@ async fn exec_timeout_gives_504() {
     assert_eq!(wd.get("/fast").await.status, StatusCode::OK, "the function is still usable");
 }
 
+/// The function's server is the replica: when it exits, the request it
+/// was answering gets a 502 and the watchdog exits too (non-zero, as
+/// OpenFaaS's container stops), so that the replica is replaced at once
+/// rather than left running unready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_upstream_gives_502_and_the_watchdog_stops_being_ready() {
-    let wd = http_mode(&[]);
+async fn a_dead_upstream_gives_502_and_the_watchdog_exits() {
+    let mut wd = http_mode(&[]);
     assert!(ready(&wd).await);
     let r = wd.get("/exit").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
-    let unready = eventually(Duration::from_secs(5), async || {
-        wd.get("/_/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
-    })
-    .await;
-    assert!(unready);
-    assert_eq!(wd.get("/_/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    let r = wd.get("/anything").await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert!(r.message().contains("exited"), "{}", r.body);
+    let status = wd.wait_exit(Duration::from_secs(5)).expect("the watchdog exits with its function");
+    assert_eq!(status.code(), Some(1), "{status}");
     assert!(wd.log().contains("upstream exiting on request"), "{}", wd.log());
     assert!(wd.log().contains("the function process exited"), "{}", wd.log());
+    assert!(!wd.path(".lock").exists(), "no lock file left: the replica is not healthy");
+}
+
+/// A server that exits at start: the watchdog exits within moments, not at
+/// any start-up timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_exits_at_start_ends_the_watchdog() {
+    let mut wd = Watchdog::start(&[
+        ("fprocess", "sh -c 'echo cannot start >&2; exit 3'"),
+        ("mode", "http"),
+        ("upstream_url", "http://127.0.0.1:1"),
+    ]);
+    let started = std::time::Instant::now();
+    let status = wd.wait_exit(Duration::from_secs(5)).expect("the watchdog exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(wd.log().contains("cannot start"), "{}", wd.log());
+    assert!(wd.log().contains("the function process exited (exit status: 3)"), "{}", wd.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub mod streams;
+
 pub use ferrofaas_testkit::*;
 
 use bytes::Bytes;
@@ -19,8 +21,26 @@ use http_body_util::Full;
 pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 
 /// The watchdog next to `faas`, built if this test run has not built it.
+/// The static build that images take when it is there
+/// (`scripts/build-watchdog`) is brought up to date too: a stale one would
+/// test the containers with yesterday's watchdog.
 pub fn watchdog() -> PathBuf {
     static BUILD: Once = Once::new();
+    static STATIC: Once = Once::new();
+    STATIC.call_once(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let built = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
+            .iter()
+            .any(|t| Path::new(FAAS).with_file_name(format!("../{t}/release/faas-watchdog")).is_file());
+        if built {
+            let ok = Command::new(root.join("scripts/build-watchdog"))
+                .env("CARGO_QUIET", "1")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "scripts/build-watchdog failed");
+        }
+    });
     beside_faas("faas-watchdog", "faas-watchdog", &BUILD)
 }
 
@@ -315,13 +335,53 @@ pub fn tar(files: &[(&str, &str, u32)]) -> Vec<u8> {
 
 /// Pushes raw bytes as a bundle.
 pub async fn push_bundle(p: &Platform, image: &str, archive: Vec<u8>) -> Reply {
-    let auth = p.auth.clone().unwrap();
+    push_bundle_to(p.addr, p.auth.as_deref().unwrap(), image, archive).await
+}
+
+/// Pushes raw bytes as a bundle to the gateway at `addr`.
+pub async fn push_bundle_to(addr: SocketAddr, auth: &str, image: &str, archive: Vec<u8>) -> Reply {
     let req = Request::post(format!("/system/bundles?image={image}"))
         .header("host", "x")
         .header("authorization", auth)
         .body(Full::new(Bytes::from(archive)))
         .unwrap();
-    read(send(p.addr, req).await.unwrap()).await
+    read(send(addr, req).await.unwrap()).await
+}
+
+/// What OpenFaaS's clients and conformance tests rely on, for `function`
+/// deployed without labels nor annotations, on any provider: both are
+/// objects all the same; a call's response says when it started and how
+/// long it took; `/system/info` names the commit.
+pub async fn openfaas_basics(addr: SocketAddr, auth: &str, function: &str) {
+    let basic = [("authorization", auth)];
+    let f = call(addr, Method::GET, &format!("/system/function/{function}"), &basic, "").await.json();
+    assert!(f["labels"].is_object(), "{f}");
+    assert_eq!(f["annotations"], serde_json::json!({}), "{f}");
+    let list = call(addr, Method::GET, "/system/functions", &basic, "").await.json();
+    for f in list.as_array().unwrap() {
+        assert!(f["labels"].is_object() && f["annotations"].is_object(), "{f}");
+    }
+    let r = call(addr, Method::GET, &format!("/function/{function}"), &[], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let started: u128 = r.header("x-start-time").expect("X-Start-Time").parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    assert!(started <= now && now - started < 60_000_000_000, "{started} vs {now}");
+    let took: f64 = r.header("x-duration-seconds").expect("X-Duration-Seconds").parse().unwrap();
+    assert!((0.0..60.0).contains(&took), "{took}");
+    let info = call(addr, Method::GET, "/system/info", &basic, "").await.json();
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    for sha in [&info["version"]["sha"], &info["provider"]["version"]["sha"]] {
+        let sha = sha.as_str().unwrap();
+        match &head {
+            Some(head) => assert_eq!(sha, head, "{info}"),
+            None => assert!(sha.starts_with("unknown"), "{sha}"),
+        }
+    }
 }
 
 /// Runs `faas` in `dir` as a user would, pointed at `p` (its URL, its
