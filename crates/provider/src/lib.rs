@@ -20,13 +20,19 @@ use ferrofaas_types::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+#[cfg(feature = "bundles")]
 pub mod bundles;
+#[cfg(feature = "docker")]
 mod container;
+#[cfg(feature = "docker")]
 pub mod docker;
 pub mod fsutil;
+#[cfg(feature = "local")]
 pub mod local;
+#[cfg(feature = "process")]
 pub mod process;
 pub mod routes;
+#[cfg(feature = "swarm")]
 pub mod swarm;
 
 pub use routes::{CpuMeter, Endpoint, FunctionRoute, Lease, Routes};

@@ -13,7 +13,9 @@
 //! it from the pending set, so a call handed out when the process dies is
 //! handed out again after a restart: delivery is at least once.
 
+#[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "jetstream")]
 pub mod jetstream;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{self, NameError};
+pub use crate::invalid::InvalidDeployment;
+use crate::names;
+pub use crate::scaling::MAX_REPLICAS;
 
 /// `POST/PUT /system/functions`: what to deploy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,35 +163,6 @@ pub struct DeleteFunctionRequest {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
 }
-
-/// Why a deployment was refused; `field` names the JSON field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidDeployment {
-    pub field: String,
-    pub message: String,
-}
-
-impl InvalidDeployment {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> InvalidDeployment {
-        InvalidDeployment { field: field.into(), message: message.into() }
-    }
-}
-
-impl From<NameError> for InvalidDeployment {
-    fn from(e: NameError) -> InvalidDeployment {
-        let field = match e.kind {
-            "function name" => "service",
-            "namespace" => "namespace",
-            "secret name" => "secrets",
-            _ => "envVars",
-        };
-        InvalidDeployment::new(field, e.to_string())
-    }
-}
-
-/// Most replicas one function may ask for.
-pub const MAX_REPLICAS: u64 = 1000;
 
 impl FunctionDeployment {
     /// Checks everything that can be checked without the provider, and fills

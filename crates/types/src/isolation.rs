@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::function::InvalidDeployment;
+use crate::invalid::InvalidDeployment;
 use crate::settings::Settings;
 
 pub const NETWORK_LABEL: &str = "com.ferrofaas.network";

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod function;
 pub mod hop;
 pub mod info;
+mod invalid;
 pub mod isolation;
 pub mod logs;
 pub mod names;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::function::InvalidDeployment;
+use crate::invalid::InvalidDeployment;
 use crate::settings::Settings;
 
 pub const ANNOTATION_ATTEMPTS: &str = "com.openfaas.retry.attempts";

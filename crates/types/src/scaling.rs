@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::function::{InvalidDeployment, MAX_REPLICAS};
+use crate::invalid::InvalidDeployment;
 use crate::settings::Settings;
+
+/// Most replicas one function may ask for.
+pub const MAX_REPLICAS: u64 = 1000;
 
 pub const LABEL_MIN: &str = "com.openfaas.scale.min";
 pub const LABEL_MAX: &str = "com.openfaas.scale.max";

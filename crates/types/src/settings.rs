@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use crate::function::InvalidDeployment;
+use crate::invalid::InvalidDeployment;
 
 pub(crate) struct Settings<'a> {
     /// `labels` or `annotations`.

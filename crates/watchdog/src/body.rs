@@ -2,7 +2,6 @@
 //! STDOUT as it is written, an upstream's body, or a file. No boxing of
 //! trait objects on the request path.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -10,11 +9,10 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use crate::process::Running;
-use crate::server::RequestGuard;
+use crate::request::{Deadline, RequestGuard};
 
 /// Read size for STDOUT and files.
 const CHUNK: usize = 16 * 1024;
@@ -122,35 +120,6 @@ impl http_body::Body for Body {
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "exec_timeout reached while sending the response")
-}
-
-/// An optional point in time after which a response is cut off.
-///
-/// While the body yields data only the clock is read; the timer is armed only
-/// when the body has to wait, so a response that is ready at once costs no
-/// timer at all.
-pub struct Deadline {
-    at: Option<Instant>,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl Deadline {
-    /// Reuses a timer already armed for the same deadline, if any.
-    pub fn new(at: Option<Instant>, sleep: Option<Pin<Box<Sleep>>>) -> Deadline {
-        Deadline { at, sleep }
-    }
-
-    fn passed(&self) -> bool {
-        self.at.is_some_and(|at| Instant::now() >= at)
-    }
-
-    /// Call when the body is about to wait: arms the timer and says whether it
-    /// has already gone off.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(at) = self.at else { return false };
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        sleep.as_mut().poll(cx).is_ready()
-    }
 }
 
 /// A function process whose STDOUT is being streamed as the response.

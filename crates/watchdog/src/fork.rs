@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
-use crate::body::{Body, ChildStream, Deadline};
+use crate::body::{Body, ChildStream};
 use crate::process::{Running, StderrSink, spawn_for_request};
-use crate::server::{ExecDeadline, error_response, expired, read_body};
+use crate::reply::{error_response, read_body};
+use crate::request::Deadline;
 
 pub struct Forker {
     pub argv: Vec<String>,
@@ -43,7 +44,7 @@ impl Forker {
         self.content_type.clone().or_else(|| parts.headers.get(CONTENT_TYPE).cloned())
     }
 
-    pub async fn streaming(&self, req: Request<Incoming>, deadline: Option<ExecDeadline>) -> Response<Body> {
+    pub async fn streaming(&self, req: Request<Incoming>, mut deadline: Deadline) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let mut run = match self.spawn(&parts) {
             Ok(run) => run,
@@ -53,17 +54,15 @@ impl Forker {
             tokio::spawn(feed_stdin(body, stdin));
         }
 
-        let mut timer = ExecDeadline::timer(deadline);
         let mut first = BytesMut::with_capacity(16 * 1024);
         let read = tokio::select! {
             read = std::future::poll_fn(|cx| run.poll_read_output(cx, &mut first)) => read,
-            () = expired(&mut timer) => return timed_out(run, deadline).await,
+            () = deadline.expired() => return timed_out(run, deadline.limit()).await,
         };
         match read {
             None => {}
             Some(Ok(_)) => {
-                let stream =
-                    ChildStream::new(first.freeze(), run, Deadline::new(deadline.map(|d| d.at), timer));
+                let stream = ChildStream::new(first.freeze(), run, deadline);
                 return ok_response(Body::child(stream), self.content_type(&parts));
             }
             Some(Err(e)) => return failed(&format!("could not read the function's output: {e}")),
@@ -71,7 +70,7 @@ impl Forker {
         // No output at all: the exit status decides.
         let status = tokio::select! {
             status = run.exit_status() => status,
-            () = expired(&mut timer) => return timed_out(run, deadline).await,
+            () = deadline.expired() => return timed_out(run, deadline.limit()).await,
         };
         match status {
             Ok(status) if status.success() => ok_response(Body::empty(), self.content_type(&parts)),
@@ -80,11 +79,7 @@ impl Forker {
         }
     }
 
-    pub async fn serializing(
-        &self,
-        req: Request<Incoming>,
-        deadline: Option<ExecDeadline>,
-    ) -> Response<Body> {
+    pub async fn serializing(&self, req: Request<Incoming>, deadline: Deadline) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let input = match read_body(body, self.read_timeout).await {
             Ok(input) => input,
@@ -107,13 +102,13 @@ impl Forker {
                 let ((), (read, status)) = tokio::join!(write, run.read_all());
                 (read, status)
             };
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d.at, all).await.ok(),
+            match deadline.at() {
+                Some(at) => tokio::time::timeout_at(at, all).await.ok(),
                 None => Some(all.await),
             }
         };
         let Some((output, status)) = result else {
-            return timed_out(run, deadline).await;
+            return timed_out(run, deadline.limit()).await;
         };
         match (output, status) {
             (Ok(out), Ok(status)) if status.success() => {
@@ -160,13 +155,12 @@ fn ok_response(body: Body, content_type: Option<HeaderValue>) -> Response<Body> 
     resp
 }
 
-async fn timed_out(mut run: Running, deadline: Option<ExecDeadline>) -> Response<Body> {
+async fn timed_out(mut run: Running, limit: std::time::Duration) -> Response<Body> {
     run.kill();
     // SIGKILL cannot be ignored: collect the exit status so no zombie is left.
     if let Err(e) = run.wait().await {
         tracing::warn!(error = %e, "could not reap the function process");
     }
-    let limit = deadline.map(|d| d.limit).unwrap_or_default();
     tracing::warn!(timeout = ?limit, "function exceeded exec_timeout and was killed");
     error_response(
         StatusCode::GATEWAY_TIMEOUT,

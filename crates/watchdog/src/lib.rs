@@ -21,6 +21,8 @@ pub mod metrics;
 mod oom;
 mod process;
 mod proxy;
+mod reply;
+mod request;
 mod server;
 mod static_files;
 mod tunnel;

@@ -4,7 +4,6 @@
 //! back). An upgrade (a WebSocket) is passed on, and if the server switches,
 //! the connections are joined ([`crate::tunnel`]).
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,11 +16,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::time::Sleep;
 
-use crate::body::{Body, Deadline};
+use crate::body::Body;
 use crate::config::Upstream;
-use crate::server::{ExecDeadline, error_response, expired, read_body};
+use crate::reply::{error_response, read_body};
+use crate::request::Deadline;
 use crate::tunnel::Switched;
 
 type UpstreamBody = Either<Incoming, Full<Bytes>>;
@@ -73,7 +72,7 @@ impl Proxy {
     pub async fn forward(
         &self,
         req: Request<Incoming>,
-        deadline: Option<ExecDeadline>,
+        mut deadline: Deadline,
     ) -> (Response<Body>, Option<Switched>) {
         let (mut parts, body) = req.into_parts();
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -109,8 +108,7 @@ impl Proxy {
             Either::Left(body)
         };
 
-        let mut timer = ExecDeadline::timer(deadline);
-        let resp = match self.send(Request::from_parts(parts, body), &mut timer).await {
+        let resp = match self.send(Request::from_parts(parts, body), &mut deadline).await {
             Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let (mut parts, _) = resp.into_parts();
                 let upstream = parts.extensions.remove::<OnUpgrade>();
@@ -142,13 +140,10 @@ impl Proxy {
             Ok(resp) => {
                 let (mut parts, incoming) = resp.into_parts();
                 ferrofaas_types::hop::strip(&mut parts.headers);
-                Response::from_parts(
-                    parts,
-                    Body::upstream(incoming, Deadline::new(deadline.map(|d| d.at), timer)),
-                )
+                Response::from_parts(parts, Body::upstream(incoming, deadline))
             }
             Err(ForwardError::Timeout) => {
-                let limit = deadline.map(|d| d.limit).unwrap_or_default();
+                let limit = deadline.limit();
                 tracing::warn!(timeout = ?limit, "function did not answer within exec_timeout");
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -174,11 +169,11 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<UpstreamBody>,
-        timer: &mut Option<Pin<Box<Sleep>>>,
+        deadline: &mut Deadline,
     ) -> Result<Response<Incoming>, ForwardError> {
         tokio::select! {
             result = self.client.request(req) => result.map_err(|e| ForwardError::Upstream(ferrofaas_types::error_chain(&e))),
-            () = expired(timer) => Err(ForwardError::Timeout),
+            () = deadline.expired() => Err(ForwardError::Timeout),
         }
     }
 
@@ -188,7 +183,7 @@ impl Proxy {
         let req = Request::get(uri)
             .body(Either::Right(Full::new(Bytes::new())))
             .map_err(|e| ForwardError::Upstream(e.to_string()))?;
-        let resp = self.send(req, &mut ExecDeadline::timer(Some(ExecDeadline::after(timeout)))).await?;
+        let resp = self.send(req, &mut Deadline::after(timeout)).await?;
         Ok(resp.status())
     }
 }

@@ -4,21 +4,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Write as _};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +27,8 @@ use crate::metrics::Metrics;
 use crate::oom;
 use crate::process::{self, StderrSink, Upstream};
 use crate::proxy::Proxy;
+use crate::reply::error_response;
+use crate::request::{Deadline, RequestGuard};
 use crate::static_files::StaticFiles;
 use crate::tunnel::Tunnels;
 
@@ -39,57 +39,6 @@ pub const X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
 
 /// How long the `http` mode function gets to exit after SIGTERM before SIGKILL.
 const UPSTREAM_STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// When a request must be finished, and the limit that set it (for messages).
-#[derive(Clone, Copy, Debug)]
-pub struct ExecDeadline {
-    pub at: Instant,
-    pub limit: Duration,
-}
-
-impl ExecDeadline {
-    pub fn after(limit: Duration) -> ExecDeadline {
-        ExecDeadline { at: Instant::now() + limit, limit }
-    }
-
-    /// A timer for the deadline, armed once per request and handed on to the
-    /// response body, so one request costs at most one timer.
-    pub fn timer(deadline: Option<ExecDeadline>) -> Option<Pin<Box<Sleep>>> {
-        deadline.map(|d| Box::pin(tokio::time::sleep_until(d.at)))
-    }
-}
-
-/// Waits for `timer`, or forever if there is none.
-pub async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A JSON error response: `{"message": "..."}`.
-pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "message": message }).to_string();
-    let mut resp = Response::new(Body::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// Reads a whole request body within `read_timeout`: 408 if it is too slow,
-/// 400 if it breaks off.
-pub async fn read_body(body: Incoming, read_timeout: Duration) -> Result<bytes::Bytes, Response<Body>> {
-    match tokio::time::timeout(read_timeout, body.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) => {
-            Err(error_response(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}")))
-        }
-        Err(_) => Err(error_response(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body was not received within read_timeout",
-        )),
-    }
-}
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(text));
@@ -130,29 +79,13 @@ enum Handler {
 
 pub(crate) struct Watchdog {
     config: Config,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     phase: AtomicU8,
     phase_changed: Notify,
     handler: Handler,
     tunnels: Tunnels,
     /// `http` mode: how the function process ended, once it has.
     upstream_exit: std::sync::Mutex<Option<String>>,
-}
-
-/// Accounts for one request from admission until its response body is done:
-/// the in-flight gauge, the request counter and the duration histogram.
-pub(crate) struct RequestGuard {
-    watchdog: Arc<Watchdog>,
-    method: Method,
-    start: Instant,
-    /// 499 (client closed the request) until a response is made.
-    status: u16,
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.watchdog.metrics.request_finished(&self.method, self.status, self.start.elapsed());
-    }
 }
 
 impl Watchdog {
@@ -184,7 +117,7 @@ impl Watchdog {
         };
         Ok(Watchdog {
             config,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             phase: AtomicU8::new(phase as u8),
             phase_changed: Notify::new(),
             handler,
@@ -301,10 +234,7 @@ impl Watchdog {
 
     /// Runs the function for one request.
     async fn invoke(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let in_flight = self.metrics.request_started();
-        let mut guard =
-            RequestGuard { watchdog: Arc::clone(self), method: req.method().clone(), start, status: 499 };
+        let (mut guard, in_flight) = RequestGuard::admit(&self.metrics, req.method().clone());
         let max = self.config.max_inflight;
         let (mut resp, switched) = if max > 0 && in_flight > max as i64 {
             let message = format!("too many requests in flight (max_inflight={max})");
@@ -312,8 +242,8 @@ impl Watchdog {
         } else {
             match self.exec_deadline(req.headers()) {
                 Err(resp) => (resp, None),
-                Ok(deadline) => match &self.handler {
-                    Handler::Http(proxy) => match self.wait_until_started(deadline).await {
+                Ok(mut deadline) => match &self.handler {
+                    Handler::Http(proxy) => match self.wait_until_started(&mut deadline).await {
                         Ok(()) => proxy.forward(req, deadline).await,
                         Err(resp) => (resp, None),
                     },
@@ -335,7 +265,7 @@ impl Watchdog {
             }
         };
         guard.status = resp.status().as_u16();
-        resp.headers_mut().insert(X_DURATION_SECONDS, duration_header(start.elapsed()));
+        resp.headers_mut().insert(X_DURATION_SECONDS, duration_header(guard.elapsed()));
         match switched {
             // The request lasts as long as its tunnel.
             Some(switched) => self.tunnels.open(switched, guard),
@@ -345,9 +275,9 @@ impl Watchdog {
     }
 
     /// `exec_timeout`, lowered for this request by an `X-Timeout` header.
-    fn exec_deadline(&self, headers: &HeaderMap) -> Result<Option<ExecDeadline>, Response<Body>> {
+    fn exec_deadline(&self, headers: &HeaderMap) -> Result<Deadline, Response<Body>> {
         let Some(limit) = self.config.exec_timeout else {
-            return Ok(None);
+            return Ok(Deadline::none());
         };
         let limit = match headers.get(X_TIMEOUT) {
             None => limit,
@@ -361,16 +291,15 @@ impl Watchdog {
                 }
             },
         };
-        Ok(Some(ExecDeadline::after(limit)))
+        Ok(Deadline::after(limit))
     }
 
     /// `http` mode: holds a request that arrives while the function is still
     /// starting, rather than failing it.
-    async fn wait_until_started(&self, deadline: Option<ExecDeadline>) -> Result<(), Response<Body>> {
+    async fn wait_until_started(&self, deadline: &mut Deadline) -> Result<(), Response<Body>> {
         if matches!(self.phase(), Phase::Ready | Phase::Draining) {
             return Ok(());
         }
-        let mut timer = ExecDeadline::timer(deadline);
         loop {
             let notified = self.phase_changed.notified();
             tokio::pin!(notified);
@@ -384,7 +313,7 @@ impl Watchdog {
             }
             tokio::select! {
                 () = notified => {}
-                () = expired(&mut timer) => {
+                () = deadline.expired() => {
                     return Err(error_response(
                         StatusCode::GATEWAY_TIMEOUT,
                         "the function did not start within exec_timeout",

@@ -6,7 +6,7 @@ use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOC
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
-use crate::server::error_response;
+use crate::reply::error_response;
 
 pub struct StaticFiles {
     root: PathBuf,

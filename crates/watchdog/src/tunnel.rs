@@ -13,14 +13,14 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::server::{ExecDeadline, RequestGuard};
+use crate::request::{Deadline, RequestGuard};
 
 /// A switch the function agreed to: the client's half (handed over once
 /// the 101 is written) and the function's (once it was read).
 pub struct Switched {
     pub client: OnUpgrade,
     pub upstream: OnUpgrade,
-    pub deadline: Option<ExecDeadline>,
+    pub deadline: Deadline,
 }
 
 #[derive(Default)]
@@ -43,15 +43,14 @@ impl Tunnels {
             };
             let mut client = TokioIo::new(client);
             let mut upstream = TokioIo::new(upstream);
-            let mut timer = ExecDeadline::timer(switched.deadline);
+            let mut deadline = switched.deadline;
             tokio::select! {
                 result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
                     Ok((sent, received)) => tracing::debug!(sent, received, "upgraded connection closed"),
                     Err(e) => tracing::debug!(error = %e, "upgraded connection broken"),
                 },
-                () = crate::server::expired(&mut timer) => {
-                    let limit = switched.deadline.map(|d| d.limit).unwrap_or_default();
-                    tracing::info!(timeout = ?limit, "upgraded connection closed at exec_timeout");
+                () = deadline.expired() => {
+                    tracing::info!(timeout = ?deadline.limit(), "upgraded connection closed at exec_timeout");
                 }
                 () = close.cancelled() => tracing::debug!("upgraded connection closed: the watchdog stopped"),
             }

@@ -291,7 +291,8 @@ pub(crate) struct FunctionImage {
     /// from `envProcess`, then `envVars`.
     pub env: Vec<String>,
     /// Does it run `faas-watchdog` (so that `faas-watchdog --ready` is its
-    /// health check)?
+    /// health check)? Read by the Swarm backend.
+    #[cfg_attr(not(feature = "swarm"), allow(dead_code))]
     pub runs_watchdog: bool,
 }
 
