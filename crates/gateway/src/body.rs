@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::proxy::InvocationGuard;
+use crate::invocation::InvocationGuard;
 
 pub struct Body {
     kind: Kind,

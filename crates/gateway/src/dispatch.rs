@@ -20,7 +20,7 @@ use ferrofaas_types::names::split_qualified;
 use ferrofaas_types::retry::RetryPolicy;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,11 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::Body;
 use crate::callback::CheckedConnector;
 use crate::error::json_error;
-use crate::proxy::X_CALL_ID;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
+use crate::invocation::X_CALL_ID;
 
-/// Largest function answer kept for a callback or a dead letter.
-const MAX_RESULT_BODY: usize = 16 << 20;
 /// Calls running at once, all functions together.
 const MAX_RUNNING: usize = 256;
 /// How long a callback may take.
@@ -47,11 +45,12 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// hold, else 202 once the call is on disk.
 pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>) -> Response<Body> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let (name, namespace, tail) = crate::proxy::target(pq.strip_prefix("/async-function/").unwrap_or(""));
+    let (name, namespace, tail) =
+        crate::invocation::target(pq.strip_prefix("/async-function/").unwrap_or(""));
     if gw.provider.routes().get(name, namespace).is_none() {
         return crate::proxy::no_such_function(name, namespace);
     }
-    let path = crate::proxy::function_path(tail).into_owned();
+    let path = crate::invocation::function_path(tail).into_owned();
     let headers = req.headers();
     let id = match headers.get(&X_CALL_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -60,7 +59,7 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
         Some(_) => {
             return json_error(StatusCode::BAD_REQUEST, "X-Call-Id: at most 128 visible ASCII characters");
         }
-        None => crate::proxy::new_call_id().to_str().unwrap_or_default().to_owned(),
+        None => crate::invocation::new_call_id().to_str().unwrap_or_default().to_owned(),
     };
     let callback = match headers.get("x-callback-url").map(|v| v.to_str()) {
         None => None,
@@ -363,14 +362,6 @@ fn retry_after(outcome: &Outcome) -> Option<Duration> {
         }
     };
     Some(wait.min(Duration::from_secs(3600)))
-}
-
-/// Reads a function's answer for keeping (up to [`MAX_RESULT_BODY`]).
-pub async fn read_result(body: Incoming) -> Bytes {
-    match Limited::new(body, MAX_RESULT_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::from_static(b"(the answer was too large or broke off)"),
-    }
 }
 
 #[cfg(test)]

@@ -15,11 +15,24 @@ pub struct ApiError {
     pub message: String,
     /// The request's field at fault (`service`, `image`, `labels`, …).
     pub field: Option<String>,
+    /// A 405's `Allow`: the methods the path takes.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), field: None }
+        ApiError { status, message: message.into(), field: None, allow: None }
+    }
+
+    /// 405, saying which methods the path takes.
+    pub fn method_not_allowed(allow: &str) -> ApiError {
+        ApiError {
+            allow: Some(allow.to_owned()),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed here; allowed: {allow}"),
+            )
+        }
     }
 
     /// 400 for one invalid field; the message names it too (`field: ...`),
@@ -29,6 +42,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!("{field}: {message}"),
             field: Some(field.to_owned()),
+            allow: None,
         }
     }
 
@@ -41,13 +55,17 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        match self.field {
+        let mut resp = match self.field {
             None => json_error(self.status, &self.message),
             Some(field) => json_response(
                 self.status,
                 serde_json::json!({ "message": self.message, "field": field }).to_string(),
             ),
+        };
+        if let Some(allow) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            resp.headers_mut().insert(http::header::ALLOW, allow);
         }
+        resp
     }
 }
 

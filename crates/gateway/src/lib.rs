@@ -16,7 +16,9 @@ pub mod callback;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod gateway;
 pub mod history;
+pub mod invocation;
 pub mod metrics;
 pub mod proxy;
 pub mod request_body;
@@ -26,4 +28,5 @@ pub mod ui;
 
 pub use auth::Credentials;
 pub use config::GatewayConfig;
-pub use server::{Gateway, run};
+pub use gateway::Gateway;
+pub use server::run;

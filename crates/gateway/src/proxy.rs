@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrofaas_provider::{FunctionRoute, Lease, Provider};
-use ferrofaas_types::names::split_qualified;
 use http::header::{HOST, HeaderName, HeaderValue, UPGRADE};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
@@ -23,40 +22,18 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 
 use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::error::json_error;
+use crate::invocation::{
+    InvocationGuard, X_CALL_ID, X_DURATION_SECONDS, X_START_TIME, function_path, new_call_id, target,
+};
 use crate::tunnel::{Switched, Tunnels};
 
-pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
-pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
-pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Counts an invocation in its function's statistics from the moment it is
-/// routed until its response body is done (or dropped), and holds the
-/// replica's lease as long.
-pub struct InvocationGuard {
-    route: Arc<FunctionRoute>,
-    lease: Option<Lease>,
-    start: Instant,
-    code: u16,
-}
-
-impl InvocationGuard {
-    pub(crate) fn set_code(&mut self, code: u16) {
-        self.code = code;
-    }
-}
-
-impl Drop for InvocationGuard {
-    fn drop(&mut self) {
-        self.route.stats.finished(self.code, self.start.elapsed());
-    }
-}
 
 pub struct Invoker {
     client: Client<HttpConnector, Incoming>,
@@ -340,7 +317,7 @@ impl Invoker {
             }
             Ok(Some(Ok(resp))) => {
                 let (parts, body) = resp.into_parts();
-                let body = crate::dispatch::read_result(body).await;
+                let body = read_result(body).await;
                 let headers = parts
                     .headers
                     .iter()
@@ -419,46 +396,8 @@ impl Invoker {
     }
 }
 
-/// What follows `/function/` or `/async-function/`: the function's name and
-/// namespace (`<name>[.<namespace>]`), and the rest (`[/path][?query]`).
-pub(crate) fn target(rest: &str) -> (&str, &str, &str) {
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (name, namespace) = split_qualified(&rest[..end]);
-    (name, namespace, &rest[end..])
-}
-
-/// The path and query a function sees, from what followed its name.
-pub(crate) fn function_path(tail: &str) -> Cow<'_, str> {
-    match tail {
-        "" => Cow::Borrowed("/"),
-        tail if tail.starts_with('?') => Cow::Owned(format!("/{tail}")),
-        tail => Cow::Borrowed(tail),
-    }
-}
-
 pub(crate) fn no_such_function(name: &str, namespace: &str) -> Response<Body> {
     json_error(StatusCode::NOT_FOUND, &format!("function {name:?} not found in namespace {namespace:?}"))
-}
-
-/// A random version-4 UUID, from a fast (non-cryptographic) generator: call
-/// ids must be unique, not secret.
-pub fn new_call_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut out = [0u8; 36];
-    let mut i = 0;
-    for (n, b) in bytes.iter().enumerate() {
-        if matches!(n, 4 | 6 | 8 | 10) {
-            out[i] = b'-';
-            i += 1;
-        }
-        out[i] = HEX[usize::from(b >> 4)];
-        out[i + 1] = HEX[usize::from(b & 0xf)];
-        i += 2;
-    }
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
 fn append_forwarded_for(headers: &mut http::HeaderMap, peer: &HeaderValue) {
@@ -478,28 +417,20 @@ fn short_reason(e: &hyper_util::client::legacy::Error) -> &'static str {
     if e.is_connect() { "connection refused" } else { "connection closed" }
 }
 
+/// Largest function answer kept for a callback or a dead letter.
+const MAX_RESULT_BODY: usize = 16 << 20;
+
+/// Reads a function's answer for keeping (up to [`MAX_RESULT_BODY`]).
+pub async fn read_result(body: Incoming) -> Bytes {
+    match Limited::new(body, MAX_RESULT_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::from_static(b"(the answer was too large or broke off)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn call_ids_are_uuid_v4() {
-        let id = new_call_id();
-        let s = id.to_str().unwrap();
-        assert_eq!(s.len(), 36);
-        assert_eq!(&s[14..15], "4");
-        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
-        assert_ne!(new_call_id(), new_call_id());
-    }
-
-    #[test]
-    fn targets_and_the_paths_functions_see() {
-        assert_eq!(target("wc"), ("wc", "openfaas-fn", ""));
-        assert_eq!(target("wc.team/a/b?x=1"), ("wc", "team", "/a/b?x=1"));
-        assert_eq!(function_path(""), "/");
-        assert_eq!(function_path("?x=1"), "/?x=1");
-        assert_eq!(function_path("/a?x=1"), "/a?x=1");
-    }
 
     #[test]
     fn forwarded_for_appends() {

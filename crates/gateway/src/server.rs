@@ -1,11 +1,11 @@
-//! The gateway's HTTP server: routing, auth, and the serve-then-drain loop.
+//! The gateway's HTTP server: the top of routing (invocations, the API
+//! behind auth, the open pages), and the serve-then-drain loop.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use ferrofaas_provider::Provider;
 use http::header::{AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -13,58 +13,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Query};
-use crate::autoscale::Autoscaler;
+use crate::api;
 use crate::body::Body;
-use crate::config::GatewayConfig;
 use crate::error::{ApiError, json_error};
-use crate::history::History;
-use crate::proxy::Invoker;
-use ferrofaas_queue::Queue;
-
-/// The chart's resolution and span: a point every 2 s, 10 minutes of them.
-const HISTORY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-const HISTORY_POINTS: usize = 300;
-
-pub struct Gateway {
-    pub provider: Arc<dyn Provider>,
-    pub config: GatewayConfig,
-    pub autoscaler: Arc<Autoscaler>,
-    /// The last minutes of each function's traffic (the UI's chart).
-    pub history: Arc<History>,
-    /// Where asynchronous calls are stored; `None`: `/async-function/` is off.
-    pub queue: Option<Arc<dyn Queue>>,
-    pub(crate) invoker: Invoker,
-    /// Memory of the asynchronous bodies being received.
-    pub(crate) receiving: crate::request_body::Budget,
-    /// Cancelled when the gateway stops: ends endless responses (log follows).
-    pub shutdown: CancellationToken,
-}
+use crate::gateway::Gateway;
 
 impl Gateway {
-    pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
-        Gateway {
-            invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
-            autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
-            history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
-            queue: None,
-            receiving: crate::request_body::Budget::new(config.async_memory.max(config.max_async_body)),
-            provider,
-            config,
-            shutdown: CancellationToken::new(),
-        }
-    }
-
-    /// With asynchronous invocations stored in `queue` (and run by the
-    /// dispatcher that [`run`] starts).
-    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Gateway {
-        self.queue = Some(queue);
-        self
-    }
-
     /// `forwarded_for` is the peer's address as a header value, made once
     /// per connection.
     pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<Body> {
@@ -106,7 +62,7 @@ impl Gateway {
             if let Err(e) = check_write(&req) {
                 return e.into_response();
             }
-            return match self.system(req).await {
+            return match api::routes::handle(self, req).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             };
@@ -126,79 +82,8 @@ impl Gateway {
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
                 resp
             }
-            (_, "/healthz" | "/metrics") => method_not_allowed("GET"),
+            (_, "/healthz" | "/metrics") => ApiError::method_not_allowed("GET").into_response(),
             _ => json_error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
-        }
-    }
-
-    async fn system(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let path = req.uri().path().to_owned();
-        let query = Query::parse(req.uri().query())?;
-        let method = req.method().clone();
-        match path.trim_end_matches('/') {
-            "/system/info" => match method {
-                Method::GET => Ok(api::system::info(self)),
-                _ => Ok(method_not_allowed("GET")),
-            },
-            "/system/namespaces" => match method {
-                Method::GET => api::system::namespaces(self).await,
-                _ => Ok(method_not_allowed("GET")),
-            },
-            "/system/functions" => match method {
-                Method::GET => api::functions::list(self, &query).await,
-                Method::POST => api::functions::deploy(self, req, true).await,
-                Method::PUT => api::functions::deploy(self, req, false).await,
-                Method::DELETE => api::functions::delete(self, req).await,
-                _ => Ok(method_not_allowed("GET, POST, PUT, DELETE")),
-            },
-            "/system/secrets" => match method {
-                Method::GET => api::secrets::list(self, &query).await,
-                Method::POST => api::secrets::create(self, req).await,
-                Method::PUT => api::secrets::update(self, req).await,
-                Method::DELETE => api::secrets::delete(self, req).await,
-                _ => Ok(method_not_allowed("GET, POST, PUT, DELETE")),
-            },
-            "/system/logs" => match method {
-                Method::GET => api::logs::get(self, &query).await,
-                _ => Ok(method_not_allowed("GET")),
-            },
-            "/system/async/dead-letters" => match method {
-                Method::GET => api::asynchronous::dead_letters(self).await,
-                _ => Ok(method_not_allowed("GET")),
-            },
-            "/system/alert" => match method {
-                Method::POST => api::alert::post(self, req).await,
-                _ => Ok(method_not_allowed("POST")),
-            },
-            "/system/bundles" => match method {
-                Method::GET => api::bundles::list(self).await,
-                Method::POST | Method::PUT => api::bundles::push(self, req).await,
-                _ => Ok(method_not_allowed("GET, POST")),
-            },
-            p => {
-                if let Some(name) = p.strip_prefix("/system/function/").filter(|n| !n.contains('/')) {
-                    return match method {
-                        Method::GET => api::functions::get(self, name, &query).await,
-                        _ => Ok(method_not_allowed("GET")),
-                    };
-                }
-                if let Some(name) = p.strip_prefix("/system/function-history/").filter(|n| !n.contains('/')) {
-                    return match method {
-                        Method::GET => api::functions::history(self, name, &query),
-                        _ => Ok(method_not_allowed("GET")),
-                    };
-                }
-                if let Some(rest) = p.strip_prefix("/system/async/") {
-                    return api::asynchronous::route(self, &method, rest).await;
-                }
-                if let Some(name) = p.strip_prefix("/system/scale-function/").filter(|n| !n.contains('/')) {
-                    return match method {
-                        Method::POST => api::functions::scale(self, name, req).await,
-                        _ => Ok(method_not_allowed("POST")),
-                    };
-                }
-                Err(ApiError::not_found(format!("no route for {p}")))
-            }
         }
     }
 }
@@ -281,13 +166,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp =
-        json_error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed here; allowed: {allow}"));
-    resp.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 

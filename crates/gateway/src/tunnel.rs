@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::InvocationGuard;
+use crate::invocation::InvocationGuard;
 
 /// Both halves of a switch that has been agreed: the client's connection
 /// and the replica's, each handed over once its `101` has been written

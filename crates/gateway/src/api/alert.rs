@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{json, read_json};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 #[derive(Deserialize)]
 struct Webhook {

@@ -2,13 +2,13 @@
 //! letters (list, replay, delete).
 
 use ferrofaas_queue::{DeadLetter, Queue, QueueError};
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::{json, status};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 fn queue(gw: &Gateway) -> Result<&dyn Queue, ApiError> {
     gw.queue
@@ -67,34 +67,22 @@ pub async fn dead_letters(gw: &Gateway) -> Result<Response<Body>, ApiError> {
 
 /// `GET /system/async/{id}`, `POST /system/async/dead-letters/{id}/replay`,
 /// `DELETE /system/async/dead-letters/{id}`.
-pub async fn route(gw: &Gateway, method: &Method, rest: &str) -> Result<Response<Body>, ApiError> {
-    let q = queue(gw)?;
-    if let Some(id) = rest.strip_prefix("dead-letters/") {
-        if let Some(id) = id.strip_suffix("/replay") {
-            return match *method {
-                Method::POST => {
-                    q.replay(id).await.map_err(queue_error)?;
-                    Ok(status(StatusCode::ACCEPTED))
-                }
-                _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "POST replays a dead letter")),
-            };
-        }
-        return match *method {
-            Method::DELETE => {
-                q.delete_dead_letter(id).await.map_err(queue_error)?;
-                Ok(status(StatusCode::NO_CONTENT))
-            }
-            _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "DELETE removes a dead letter")),
-        };
-    }
-    if rest.contains('/') || rest.is_empty() {
-        return Err(ApiError::not_found(format!("no route for /system/async/{rest}")));
-    }
-    match *method {
-        Method::GET => match q.status(rest).await.map_err(queue_error)? {
-            Some(s) => Ok(json(StatusCode::OK, &s)),
-            None => Err(ApiError::not_found(format!("no asynchronous call {rest:?}"))),
-        },
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "GET tells the state of a call")),
+/// `POST /system/async/dead-letters/<id>/replay`: back on the queue.
+pub async fn replay(gw: &Gateway, id: &str) -> Result<Response<Body>, ApiError> {
+    queue(gw)?.replay(id).await.map_err(queue_error)?;
+    Ok(status(StatusCode::ACCEPTED))
+}
+
+/// `DELETE /system/async/dead-letters/<id>`.
+pub async fn delete_dead_letter(gw: &Gateway, id: &str) -> Result<Response<Body>, ApiError> {
+    queue(gw)?.delete_dead_letter(id).await.map_err(queue_error)?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `GET /system/async/<id>`: the state of a call.
+pub async fn status_of(gw: &Gateway, id: &str) -> Result<Response<Body>, ApiError> {
+    match queue(gw)?.status(id).await.map_err(queue_error)? {
+        Some(s) => Ok(json(StatusCode::OK, &s)),
+        None => Err(ApiError::not_found(format!("no asynchronous call {id:?}"))),
     }
 }

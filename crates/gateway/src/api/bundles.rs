@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use super::{Query, json};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 pub async fn push(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query())?;

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::{Query, json, read_json, status};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 /// The namespace of a query (`?namespace=`), defaulted and validated.
 pub fn namespace_param(query: &Query) -> Result<String, ApiError> {

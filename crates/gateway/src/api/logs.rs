@@ -9,7 +9,7 @@ use super::Query;
 use super::functions::namespace_param;
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 pub async fn get(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
     let name = query.get("name").ok_or_else(|| ApiError::bad_request("the name parameter is required"))?;

@@ -6,6 +6,7 @@ pub mod asynchronous;
 pub mod bundles;
 pub mod functions;
 pub mod logs;
+pub mod routes;
 pub mod secrets;
 pub mod system;
 

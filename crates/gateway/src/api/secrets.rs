@@ -8,7 +8,7 @@ use super::functions::namespace_param;
 use super::{Query, json, read_json, status};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 pub async fn list(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
     let ns = namespace_param(query)?;

@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 pub fn info(gw: &Gateway) -> Response<Body> {
     let info = GatewayInfo {

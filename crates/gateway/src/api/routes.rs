@@ -1,0 +1,163 @@
+//! The routes of `/system/*`: one table of (method, path) -> operation,
+//! read from the top. A path that some route takes with another method is a
+//! 405 whose `Allow` lists, from the same table, the methods it does take.
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::{Query, alert, asynchronous, bundles, functions, logs, secrets, system};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+
+/// A path: exactly this, or a prefix, one segment (a name, an id) and a
+/// suffix.
+enum Path {
+    Exact(&'static str),
+    Param(&'static str, &'static str),
+}
+
+impl Path {
+    /// `None` if `path` is not this one; else the segment, if it has one.
+    fn matches<'p>(&self, path: &'p str) -> Option<Option<&'p str>> {
+        match *self {
+            Path::Exact(p) => (path == p).then_some(None),
+            Path::Param(prefix, suffix) => {
+                let segment = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                (!segment.is_empty() && !segment.contains('/')).then_some(Some(segment))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Info,
+    Namespaces,
+    ListFunctions,
+    Deploy,
+    Update,
+    Remove,
+    GetFunction,
+    FunctionHistory,
+    Scale,
+    ListSecrets,
+    CreateSecret,
+    UpdateSecret,
+    RemoveSecret,
+    Logs,
+    Alert,
+    ListBundles,
+    PushBundle,
+    DeadLetters,
+    CallStatus,
+    RemoveDeadLetter,
+    ReplayDeadLetter,
+}
+
+use Path::{Exact, Param};
+
+/// First match wins: an exact path before a segment that could read it.
+const ROUTES: &[(Method, Path, Op)] = &[
+    (Method::GET, Exact("/system/info"), Op::Info),
+    (Method::GET, Exact("/system/namespaces"), Op::Namespaces),
+    (Method::GET, Exact("/system/functions"), Op::ListFunctions),
+    (Method::POST, Exact("/system/functions"), Op::Deploy),
+    (Method::PUT, Exact("/system/functions"), Op::Update),
+    (Method::DELETE, Exact("/system/functions"), Op::Remove),
+    (Method::GET, Param("/system/function/", ""), Op::GetFunction),
+    (Method::GET, Param("/system/function-history/", ""), Op::FunctionHistory),
+    (Method::POST, Param("/system/scale-function/", ""), Op::Scale),
+    (Method::GET, Exact("/system/secrets"), Op::ListSecrets),
+    (Method::POST, Exact("/system/secrets"), Op::CreateSecret),
+    (Method::PUT, Exact("/system/secrets"), Op::UpdateSecret),
+    (Method::DELETE, Exact("/system/secrets"), Op::RemoveSecret),
+    (Method::GET, Exact("/system/logs"), Op::Logs),
+    (Method::POST, Exact("/system/alert"), Op::Alert),
+    (Method::GET, Exact("/system/bundles"), Op::ListBundles),
+    (Method::POST, Exact("/system/bundles"), Op::PushBundle),
+    (Method::PUT, Exact("/system/bundles"), Op::PushBundle),
+    (Method::GET, Exact("/system/async/dead-letters"), Op::DeadLetters),
+    (Method::DELETE, Param("/system/async/dead-letters/", ""), Op::RemoveDeadLetter),
+    (Method::POST, Param("/system/async/dead-letters/", "/replay"), Op::ReplayDeadLetter),
+    (Method::GET, Param("/system/async/", ""), Op::CallStatus),
+];
+
+/// The operation `method` and `path` name, with the path's segment: a 404
+/// if no route has the path, a 405 (with `Allow`) if none has the method.
+fn find<'p>(method: &Method, path: &'p str) -> Result<(Op, &'p str), ApiError> {
+    let mut allowed: Vec<&str> = Vec::new();
+    for (m, pattern, op) in ROUTES {
+        let Some(segment) = pattern.matches(path) else { continue };
+        if m == method {
+            return Ok((*op, segment.unwrap_or("")));
+        }
+        if !allowed.contains(&m.as_str()) {
+            allowed.push(m.as_str());
+        }
+    }
+    if allowed.is_empty() {
+        return Err(ApiError::not_found(format!("no route for {path}")));
+    }
+    Err(ApiError::method_not_allowed(&allowed.join(", ")))
+}
+
+/// Answers an authenticated request to `/system/*`.
+pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let (op, segment) = find(req.method(), &path)?;
+    let query = Query::parse(req.uri().query())?;
+    match op {
+        Op::Info => Ok(system::info(gw)),
+        Op::Namespaces => system::namespaces(gw).await,
+        Op::ListFunctions => functions::list(gw, &query).await,
+        Op::Deploy => functions::deploy(gw, req, true).await,
+        Op::Update => functions::deploy(gw, req, false).await,
+        Op::Remove => functions::delete(gw, req).await,
+        Op::GetFunction => functions::get(gw, segment, &query).await,
+        Op::FunctionHistory => functions::history(gw, segment, &query),
+        Op::Scale => functions::scale(gw, segment, req).await,
+        Op::ListSecrets => secrets::list(gw, &query).await,
+        Op::CreateSecret => secrets::create(gw, req).await,
+        Op::UpdateSecret => secrets::update(gw, req).await,
+        Op::RemoveSecret => secrets::delete(gw, req).await,
+        Op::Logs => logs::get(gw, &query).await,
+        Op::Alert => alert::post(gw, req).await,
+        Op::ListBundles => bundles::list(gw).await,
+        Op::PushBundle => bundles::push(gw, req).await,
+        Op::DeadLetters => asynchronous::dead_letters(gw).await,
+        Op::CallStatus => asynchronous::status_of(gw, segment).await,
+        Op::RemoveDeadLetter => asynchronous::delete_dead_letter(gw, segment).await,
+        Op::ReplayDeadLetter => asynchronous::replay(gw, segment).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(method: Method, path: &str) -> Result<(Op, &str), (u16, Option<String>)> {
+        find(&method, path).map_err(|e| (e.status.as_u16(), e.allow))
+    }
+
+    #[test]
+    fn the_table_routes_and_says_what_is_allowed() {
+        assert_eq!(op(Method::GET, "/system/functions"), Ok((Op::ListFunctions, "")));
+        assert_eq!(op(Method::GET, "/system/function/wc"), Ok((Op::GetFunction, "wc")));
+        assert_eq!(op(Method::GET, "/system/function/a/b"), Err((404, None)));
+        assert_eq!(op(Method::GET, "/system/function/"), Err((404, None)));
+        assert_eq!(
+            op(Method::PATCH, "/system/functions"),
+            Err((405, Some("GET, POST, PUT, DELETE".to_owned())))
+        );
+        assert_eq!(op(Method::GET, "/system/async/dead-letters"), Ok((Op::DeadLetters, "")));
+        assert_eq!(op(Method::GET, "/system/async/abc"), Ok((Op::CallStatus, "abc")));
+        assert_eq!(op(Method::DELETE, "/system/async/dead-letters/abc"), Ok((Op::RemoveDeadLetter, "abc")));
+        assert_eq!(
+            op(Method::POST, "/system/async/dead-letters/abc/replay"),
+            Ok((Op::ReplayDeadLetter, "abc"))
+        );
+        assert_eq!(op(Method::GET, "/system/async/dead-letters/abc"), Err((405, Some("DELETE".to_owned()))));
+        assert_eq!(op(Method::GET, "/system/nothing"), Err((404, None)));
+    }
+}

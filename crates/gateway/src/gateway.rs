@@ -1,0 +1,55 @@
+//! The gateway's state, shared by every request: the provider, the
+//! configuration, the autoscaler, the traffic history, the queue, the
+//! invocation path and the shutdown token. Handlers take a `&Gateway`.
+
+use std::sync::Arc;
+
+use ferrofaas_provider::Provider;
+use ferrofaas_queue::Queue;
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscale::Autoscaler;
+use crate::config::GatewayConfig;
+use crate::history::History;
+use crate::proxy::Invoker;
+
+/// The chart's resolution and span: a point every 2 s, 10 minutes of them.
+const HISTORY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const HISTORY_POINTS: usize = 300;
+
+pub struct Gateway {
+    pub provider: Arc<dyn Provider>,
+    pub config: GatewayConfig,
+    pub autoscaler: Arc<Autoscaler>,
+    /// The last minutes of each function's traffic (the UI's chart).
+    pub history: Arc<History>,
+    /// Where asynchronous calls are stored; `None`: `/async-function/` is off.
+    pub queue: Option<Arc<dyn Queue>>,
+    pub(crate) invoker: Invoker,
+    /// Memory of the asynchronous bodies being received.
+    pub(crate) receiving: crate::request_body::Budget,
+    /// Cancelled when the gateway stops: ends endless responses (log follows).
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
+        Gateway {
+            invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
+            autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
+            history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
+            queue: None,
+            receiving: crate::request_body::Budget::new(config.async_memory.max(config.max_async_body)),
+            provider,
+            config,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// With asynchronous invocations stored in `queue` (and run by the
+    /// dispatcher that [`run`] starts).
+    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Gateway {
+        self.queue = Some(queue);
+        self
+    }
+}
