@@ -5,8 +5,11 @@
 //! OpenFaaS), `/metrics` and `/healthz`, over any
 //! [`Provider`](ferrofaas_provider::Provider).
 //!
-//! Start reading at [`server::Gateway::handle`] (routing) and
-//! [`proxy::Invoker::invoke`] (the request path).
+//! Start reading at [`Gateway::handle`] (routing, in `server`), then
+//! [`proxy::Invoker::invoke`] (the request path) and [`api::routes`] (the
+//! API's table). Files import downwards only: `server` -> `api` and
+//! `dispatch` -> `gateway` (the state) -> `proxy` -> `tunnel` and `body` ->
+//! `invocation`.
 
 pub mod api;
 pub mod auth;
