@@ -2,8 +2,9 @@
 //! the dispatcher, retried, called back, dead-lettered and replayed; a full
 //! queue answers 429; and no accepted call is lost when the gateway is
 //! killed with SIGKILL. Each test runs on the embedded queue and on NATS
-//! JetStream (Debian's `nats-server`; without it the NATS tests say so and
-//! pass, except where `FERROFAAS_REQUIRE_NATS=1`, as in CI).
+//! JetStream (Debian's `nats-server`: the NATS tests are ignored by `cargo
+//! test`, the summary says so, and run by `cargo test -- --ignored`, as
+//! `.ci/run` does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -80,12 +81,9 @@ impl Drop for Nats {
     }
 }
 
-fn nats() -> Option<Nats> {
-    if std::process::Command::new("nats-server").arg("--version").output().is_err() {
-        assert!(std::env::var("FERROFAAS_REQUIRE_NATS").is_err(), "no nats-server, and this run requires it");
-        eprintln!("SKIPPED: no nats-server here (apt-get install nats-server; .ci/run does)");
-        return None;
-    }
+fn nats() -> Nats {
+    let present = std::process::Command::new("nats-server").arg("--version").output().is_ok();
+    require(present, "nats-server", "apt-get install nats-server; .ci/run does");
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new("nats-server")
@@ -100,7 +98,7 @@ fn nats() -> Option<Nats> {
         assert!(std::time::Instant::now() < deadline, "nats-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir })
+    Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +108,9 @@ async fn calls_run_retry_call_back_and_dead_letter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
 async fn calls_run_retry_call_back_and_dead_letter_on_nats() {
-    let Some(nats) = nats() else { return };
+    let nats = nats();
     let state = tempfile::tempdir().unwrap();
     lifecycle(state.path(), &["--queue", &nats.url]).await;
 }
@@ -275,8 +274,9 @@ async fn a_full_queue_answers_429() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
 async fn a_full_queue_answers_429_on_nats() {
-    let Some(nats) = nats() else { return };
+    let nats = nats();
     full_queue(&["--queue", &nats.url]).await;
 }
 
@@ -308,8 +308,9 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
 /// On NATS, a second gateway shares the queue: it runs the calls the first
 /// accepted, and those the first held when it was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
 async fn no_accepted_call_is_lost_when_a_gateway_sharing_nats_is_killed() {
-    let Some(nats) = nats() else { return };
+    let nats = nats();
     crash(Some(&nats.url)).await;
 }
 

@@ -2,8 +2,8 @@
 //! (and base images from Debian packages), replicas as containers, secrets,
 //! limits, a read-only root, non-root users, replacement, clean-up.
 //!
-//! Without a Docker engine these tests say so and pass, except where
-//! `FERROFAAS_REQUIRE_DOCKER=1` (CI), where that fails.
+//! They need a Docker engine: ignored by `cargo test` (the summary says
+//! so), run by `cargo test -- --ignored` (`.ci/run` starts the engine).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,19 +14,12 @@ use std::time::Duration;
 use common::*;
 use http::{Method, StatusCode};
 
-fn docker_available() -> bool {
+fn require_docker() {
     let ok = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("FERROFAAS_REQUIRE_DOCKER").is_err(),
-            "no Docker engine, and this run requires one"
-        );
-        eprintln!("SKIPPED: no Docker engine (.ci/run installs and starts one)");
-    }
-    ok
+    require(ok, "a Docker engine", ".ci/run installs and starts one");
 }
 
 fn containers(owner: &std::path::Path, function: &str) -> Vec<String> {
@@ -46,10 +39,9 @@ fn docker(args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: cargo test -- --ignored runs it (.ci/run starts one)"]
 async fn functions_run_as_containers() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &["--provider", "docker"]);
     let work = tempfile::tempdir().unwrap();
@@ -167,10 +159,9 @@ def handle(event, context):
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: cargo test -- --ignored runs it (.ci/run starts one)"]
 async fn images_build_locally_and_unknown_images_are_refused() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &["--provider", "docker"]);
     let work = tempfile::tempdir().unwrap();
@@ -241,10 +232,9 @@ async fn images_build_locally_and_unknown_images_are_refused() {
 /// watchdog would pass its health checks), which the engine reports; it is
 /// replaced and the next request goes to the new replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: cargo test -- --ignored runs it (.ci/run starts one)"]
 async fn a_replica_lost_mid_request_ends_it_then() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &["--provider", "docker"]);
     let env = r#"{"env":{"fprocess":"sh -c 'cat >/dev/null; sleep 20; echo late'","mode":"streaming","exec_timeout":"60s"}}"#;
@@ -274,10 +264,9 @@ async fn a_replica_lost_mid_request_ends_it_then() {
 /// through, what OpenFaaS's clients rely on is there, and a function whose
 /// replicas cannot start says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: cargo test -- --ignored runs it (.ci/run starts one)"]
 async fn streams_openfaas_basics_and_reasons_on_containers() {
-    if !docker_available() {
-        return;
-    }
+    require_docker();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &["--provider", "docker"]);
     let r = push_bundle(&p, "streams:1", streams::bundle()).await;

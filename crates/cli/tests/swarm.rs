@@ -2,8 +2,8 @@
 //! the gateway as a Swarm service, and functions deployed through it are
 //! Swarm services with Docker secrets, scaled, rolled and healed by Swarm.
 //!
-//! Without a Swarm manager these tests say so and pass, except where
-//! `FERROFAAS_REQUIRE_SWARM=1` (CI), where that fails.
+//! They need a Swarm manager: ignored by `cargo test` (the summary says so),
+//! run by `cargo test -- --ignored` (`.ci/run` makes one).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,19 +17,12 @@ use std::time::Duration;
 use common::*;
 use http::{Method, StatusCode};
 
-fn swarm_available() -> bool {
+fn require_swarm() {
     let ok = Command::new("docker")
         .args(["info", "--format", "{{.Swarm.ControlAvailable}}"])
         .output()
         .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true");
-    if !ok {
-        assert!(
-            std::env::var("FERROFAAS_REQUIRE_SWARM").is_err(),
-            "no Swarm manager, and this run requires one"
-        );
-        eprintln!("SKIPPED: no Docker Swarm manager here (.ci/run runs `docker swarm init`)");
-    }
-    ok
+    require(ok, "a Docker Swarm manager", ".ci/run runs `docker swarm init`");
 }
 
 fn docker(args: &[&str]) -> String {
@@ -78,10 +71,9 @@ impl Drop for Teardown<'_> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker Swarm manager: cargo test -- --ignored runs it (.ci/run makes one)"]
 async fn functions_run_as_swarm_services() {
-    if !swarm_available() {
-        return;
-    }
+    require_swarm();
     // The watchdog the gateway image and the functions' images take, up to date.
     watchdog();
     let work = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //! in, secrets, deploy through the form (with its errors), invoke, the
 //! invocation count, the chart, logs that follow, the copyable commands
 //! (run), scale, delete; then phone-sized, keyboard and no-external-request
-//! checks. Skipped without Chromium unless FERROFAAS_REQUIRE_CHROMIUM=1.
+//! checks. Ignored by `cargo test` (they need Chromium), run by `cargo test --
+//! --ignored` (`.ci/run` installs it).
 //! A screenshot of the function page lands in `target/tmp/ui/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,15 +24,9 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// WebDriver's key for element references.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn available() -> bool {
+fn require_chromium() {
     let found = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !found && std::env::var_os("FERROFAAS_REQUIRE_CHROMIUM").is_some() {
-        panic!("FERROFAAS_REQUIRE_CHROMIUM is set but {CHROMIUM} or {CHROMEDRIVER} is missing");
-    }
-    if !found {
-        eprintln!("skipped: no {CHROMIUM} / {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
-    }
-    found
+    require(found, &format!("{CHROMIUM} and {CHROMEDRIVER}"), "apt-get install chromium chromium-driver");
 }
 
 /// A chromedriver and one browser session; both end on drop.
@@ -271,10 +266,9 @@ async fn labelled(b: &Browser, view: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver: cargo test -- --ignored runs it (.ci/run installs them)"]
 async fn the_ui_in_a_real_browser() {
-    if !available() {
-        return;
-    }
+    require_chromium();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &[]);
     let bundle = tar(&[
@@ -633,10 +627,9 @@ async fn the_ui_in_a_real_browser() {
 /// not by `fetch`, not by posting a form the browser sends with what it
 /// holds; the API refuses a cross-origin write even when it arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver: cargo test -- --ignored runs it (.ci/run installs them)"]
 async fn a_functions_page_cannot_use_the_uis_credentials() {
-    if !available() {
-        return;
-    }
+    require_chromium();
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(state.path(), &[]);
     let page = r#"<!doctype html><html><body><p id="own">waiting</p><p id="storage">waiting</p><p id="write">waiting</p>
