@@ -1,48 +1,23 @@
-//! Standard base64 (RFC 4648, with padding), as Go's `[]byte` JSON uses.
+//! Base64 as Go's `[]byte` JSON, Docker secrets and basic auth write it
+//! (standard alphabet, padded): the `base64` crate's. Decoding is lenient
+//! the way clients need: padding may be left out, and the URL-safe
+//! alphabet is taken too.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use ::base64::Engine as _;
+use ::base64::alphabet;
+use ::base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 pub fn encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(input)
 }
 
 pub fn decode(input: &str) -> Option<Vec<u8>> {
-    let input = input.trim_end_matches('=');
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in input.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    STANDARD.decode(input).or_else(|_| URL_SAFE.decode(input)).ok()
 }
 
 #[cfg(test)]
@@ -57,6 +32,8 @@ mod tests {
             assert_eq!(encode(raw), enc);
             assert_eq!(decode(enc).unwrap(), raw);
         }
+        assert_eq!(decode("Zm8").unwrap(), b"fo", "padding may be left out");
+        assert_eq!(decode("-_8=").unwrap(), [0xfb, 0xff], "URL-safe alphabet");
         assert_eq!(decode("a"), None);
         assert_eq!(decode("Zm9v!"), None);
     }
