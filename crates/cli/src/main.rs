@@ -10,7 +10,6 @@ mod progress;
 mod stack;
 mod templates;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -85,7 +84,10 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve(_)) {
         return_large_buffers();
     }
-    init_logging(&cli.log_format);
+    faas_watchdog::logging::init(match cli.log_format.as_str() {
+        "json" => faas_watchdog::LogFormat::Json,
+        _ => faas_watchdog::LogFormat::Plain,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -125,23 +127,3 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
-    let registry = tracing_subscriber::registry().with(filter);
-    if format == "json" {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).init();
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .init();
-    }
-}

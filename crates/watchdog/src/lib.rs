@@ -16,6 +16,7 @@
 mod body;
 pub mod config;
 mod fork;
+pub mod logging;
 mod logs;
 pub mod metrics;
 mod oom;

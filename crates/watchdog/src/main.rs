@@ -1,11 +1,10 @@
 //! `faas-watchdog`: configured by environment variables (see `--help`).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use faas_watchdog::{Config, LogFormat};
+use faas_watchdog::Config;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -67,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    faas_watchdog::logging::init(config.log_format);
     // Nothing the function starts gains privileges from a set-uid program or
     // file capabilities. Sandboxes and engines set this too; a container on
     // an engine that cannot be told to (Swarm before API 1.46) gets it here.
@@ -149,28 +148,6 @@ fn ready_probe() -> ExitCode {
 /// One worker per core, at most 4: the watchdog does little work per request.
 fn worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Json => {
-            registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).init()
-        }
-        LogFormat::Plain => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .init(),
-    }
 }
 
 /// The listening socket: fd 3 if one was passed (`LISTEN_FDS=1`, with
