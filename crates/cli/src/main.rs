@@ -126,4 +126,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -19,7 +19,15 @@
 //! (made with `docker secret create`) works too.
 
 mod engine;
+mod network;
 mod routing;
+mod secrets;
+mod service;
+
+pub use network::ensure_network;
+use network::on_network;
+use secrets::*;
+use service::*;
 
 use std::collections::HashMap;
 use std::io;
@@ -169,91 +177,6 @@ pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
     }))
 }
 
-/// Creates the attachable overlay network `name` unless it exists; an
-/// existing network of another kind is an error.
-pub async fn ensure_network(docker: &Docker, name: &str) -> io::Result<()> {
-    if let Ok(existing) =
-        docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await
-    {
-        return match existing.driver.as_deref() {
-            Some("overlay") => Ok(()),
-            other => Err(io::Error::other(format!(
-                "network {name} exists with driver {}: the Swarm provider needs an overlay network \
-                 (remove it, or choose another name)",
-                other.unwrap_or("?")
-            ))),
-        };
-    }
-    let request = NetworkCreateRequest {
-        name: name.to_owned(),
-        driver: Some("overlay".to_owned()),
-        attachable: Some(true),
-        labels: Some(HashMap::from([(LABEL_FUNCTION.to_owned(), "network".to_owned())])),
-        ..Default::default()
-    };
-    match docker.create_network(request).await {
-        Ok(_) => Ok(()),
-        Err(_)
-            if docker
-                .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
-                .await
-                .is_ok() =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(io::Error::other(format!("creating the overlay network {name}: {e}"))),
-    }
-}
-
-/// Has this process an address in one of `network`'s subnets?
-async fn on_network(docker: &Docker, network: &str) -> bool {
-    let Ok(inspect) =
-        docker.inspect_network(network, None::<bollard::query_parameters::InspectNetworkOptions>).await
-    else {
-        return false;
-    };
-    let subnets: Vec<(std::net::Ipv4Addr, u32)> = inspect
-        .ipam
-        .and_then(|i| i.config)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| {
-            let (ip, bits) = c.subnet.as_deref()?.split_once('/')?;
-            Some((ip.parse().ok()?, bits.parse().ok()?))
-        })
-        .collect();
-    local_ipv4_addresses().iter().any(|addr| {
-        subnets.iter().any(|(net, bits)| {
-            let mask = if *bits == 0 { 0 } else { u32::MAX << (32 - bits.min(&32)) };
-            u32::from(*addr) & mask == u32::from(*net) & mask
-        })
-    })
-}
-
-/// The IPv4 addresses of this process's network interfaces.
-fn local_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list that we only read,
-    // then free with freeifaddrs exactly once.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut cur = list;
-        while !cur.is_null() {
-            let addr = (*cur).ifa_addr;
-            if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
-                let sin = addr as *const libc::sockaddr_in;
-                out.push(std::net::Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)));
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    out
-}
-
 fn engine_err(context: &'static str) -> impl Fn(bollard::errors::Error) -> ProviderError {
     move |e| ProviderError::internal(context, e)
 }
@@ -275,64 +198,6 @@ fn only_default_namespace(namespace: &str) -> Result<()> {
             format!("the Swarm provider has one namespace, {DEFAULT_NAMESPACE} (not {namespace:?})"),
         ))
     }
-}
-
-/// A function's service as this provider reads it back.
-struct FunctionService {
-    id: String,
-    version: u64,
-    spec: ServiceSpec,
-    deployment: FunctionDeployment,
-    replicas: u64,
-    created_at: String,
-}
-
-impl FunctionService {
-    fn from(service: bollard::models::Service, start_interval: bool) -> Option<FunctionService> {
-        let mut spec = service.spec?;
-        if spec.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_HEALTH))
-            && let Some(container) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut())
-        {
-            container.health_check = Some(watchdog_health_check(start_interval));
-        }
-        let labels = spec.labels.as_ref()?;
-        labels.get(LABEL_FUNCTION)?;
-        let deployment: FunctionDeployment = serde_json::from_str(labels.get(LABEL_SPEC)?).ok()?;
-        let replicas =
-            spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas).unwrap_or(0);
-        Some(FunctionService {
-            id: service.id?,
-            version: service.version.and_then(|v| v.index).unwrap_or(0),
-            deployment,
-            replicas: replicas.max(0) as u64,
-            created_at: service.created_at.unwrap_or_default(),
-            spec,
-        })
-    }
-}
-
-/// A secret version: `<name>_v<n>` (`_` cannot occur in secret names).
-fn secret_version_name(name: &str, version: u64) -> String {
-    format!("{name}_v{version}")
-}
-
-/// Docker keeps secret names of at most 64 characters; a version suffix
-/// (`_v` and up to six digits) must fit beside the name.
-const MAX_SECRET_NAME: usize = 64 - 8;
-
-/// A secret name that fits Docker's limit with its version.
-fn check_secret_length(name: &str) -> Result<()> {
-    if name.len() > MAX_SECRET_NAME {
-        return Err(ProviderError::invalid(
-            "name",
-            format!(
-                "on Docker Swarm a secret name has at most {MAX_SECRET_NAME} characters (Docker keeps 64, \
-                 with the version ferrofaas adds); this one has {}",
-                name.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 impl SwarmProvider {
@@ -381,224 +246,6 @@ impl SwarmProvider {
             ..FunctionStatus::of(&s.deployment)
         }
     }
-
-    /// Docker secrets of this provider (labelled), by secret name: the
-    /// versions, newest last, as (version, id, docker name).
-    async fn secret_versions(&self) -> Result<HashMap<String, Vec<(u64, String, String)>>> {
-        let mut filters = HashMap::new();
-        filters.insert("label", vec![LABEL_SECRET]);
-        let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
-        let secrets = self.docker.list_secrets(Some(options)).await.map_err(engine_err("listing secrets"))?;
-        let mut by_name: HashMap<String, Vec<(u64, String, String)>> = HashMap::new();
-        for s in secrets {
-            let (Some(id), Some(spec)) = (s.id, s.spec) else { continue };
-            let labels = spec.labels.unwrap_or_default();
-            let (Some(name), Some(version)) = (
-                labels.get(LABEL_SECRET),
-                labels.get(LABEL_SECRET_VERSION).and_then(|v| v.parse::<u64>().ok()),
-            ) else {
-                continue;
-            };
-            by_name.entry(name.clone()).or_default().push((version, id, spec.name.unwrap_or_default()));
-        }
-        for versions in by_name.values_mut() {
-            versions.sort();
-        }
-        Ok(by_name)
-    }
-
-    /// A plain Docker secret named `name` (not made by this provider).
-    async fn plain_secret(&self, name: &str) -> Result<Option<(String, String)>> {
-        match self.docker.inspect_secret(name).await {
-            Ok(s) => {
-                let spec = s.spec.unwrap_or_default();
-                let ours = spec.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_SECRET));
-                Ok((!ours && spec.name.as_deref() == Some(name))
-                    .then(|| (s.id.unwrap_or_default(), name.to_owned())))
-            }
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(ProviderError::internal("inspecting a secret", e)),
-        }
-    }
-
-    /// The secret references of a function: the newest version of each.
-    async fn secret_refs(&self, names: &[String]) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let versions = self.secret_versions().await?;
-        let mut refs = Vec::new();
-        for name in names {
-            let (id, docker_name) = match versions.get(name).and_then(|v| v.last()) {
-                Some((_, id, docker_name)) => (id.clone(), docker_name.clone()),
-                None => self.plain_secret(name).await?.ok_or_else(|| {
-                    ProviderError::invalid(
-                        "secrets",
-                        format!("no secret {name}: create it first (faas secret create)"),
-                    )
-                })?,
-            };
-            refs.push(secret_ref(name, id, docker_name));
-        }
-        Ok(refs)
-    }
-
-    /// The service spec of a deployment.
-    async fn service_spec(&self, spec: &FunctionDeployment, replicas: u64) -> Result<ServiceSpec> {
-        let FunctionImage { id, env, runs_watchdog } =
-            function_image(&self.docker, spec, ENV_DEFAULTS).await?;
-        let secrets = self.secret_refs(&spec.secrets).await?;
-        let mut labels: HashMap<String, String> =
-            spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        labels.insert(LABEL_FUNCTION.into(), spec.service.clone());
-        labels.insert(LABEL_NAMESPACE.into(), spec.namespace.clone());
-        let container_labels = labels.clone();
-        let json =
-            serde_json::to_string(spec).map_err(|e| ProviderError::internal("encoding the spec", e))?;
-        labels.insert(LABEL_SPEC.into(), json);
-        let (memory, nano_cpus) = limits(spec.limits.as_ref());
-        let (reserve_memory, reserve_cpus) = limits(spec.requests.as_ref());
-        let hardening = Hardening::of(spec, self.pids_limit)?;
-        let mounts = spec.read_only_root_filesystem.then(|| {
-            vec![Mount {
-                target: Some("/tmp".into()),
-                typ: Some(MountType::TMPFS),
-                tmpfs_options: Some(MountTmpfsOptions { size_bytes: Some(64 << 20), ..Default::default() }),
-                ..Default::default()
-            }]
-        });
-        // Long enough for the drain announcement and in-flight requests.
-        let write_timeout = spec
-            .env_vars
-            .get("write_timeout")
-            .and_then(|v| ferrofaas_types::duration::parse(v))
-            .unwrap_or(Duration::from_secs(10));
-        let stop_grace = Duration::from_secs(2) + write_timeout + Duration::from_secs(2);
-        let health = runs_watchdog.then(|| watchdog_health_check(self.start_interval));
-        if runs_watchdog {
-            labels.insert(LABEL_HEALTH.into(), "watchdog".into());
-        }
-        let container = TaskSpecContainerSpec {
-            image: Some(id),
-            labels: Some(container_labels),
-            env: Some(env),
-            read_only: Some(spec.read_only_root_filesystem),
-            mounts,
-            secrets: Some(secrets),
-            init: Some(true),
-            capability_drop: Some(hardening.cap_drop),
-            capability_add: Some(hardening.cap_add),
-            // Engines before API 1.46 ignore it; the watchdog sets it then.
-            privileges: Some(TaskSpecContainerSpecPrivileges {
-                no_new_privileges: Some(true),
-                ..Default::default()
-            }),
-            stop_grace_period: Some(stop_grace.as_nanos() as i64),
-            health_check: health,
-            ..Default::default()
-        };
-        let resources = TaskSpecResources {
-            limits: Some(Limit { memory_bytes: memory, nano_cpus, pids: Some(hardening.pids_limit) }),
-            reservations: Some(ResourceObject {
-                memory_bytes: reserve_memory,
-                nano_cpus: reserve_cpus,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        Ok(ServiceSpec {
-            name: Some(spec.service.clone()),
-            labels: Some(labels),
-            task_template: Some(TaskSpec {
-                container_spec: Some(container),
-                resources: Some(resources),
-                restart_policy: Some(TaskSpecRestartPolicy {
-                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                    delay: Some(Duration::from_millis(500).as_nanos() as i64),
-                    ..Default::default()
-                }),
-                placement: Some(TaskSpecPlacement {
-                    constraints: Some(spec.constraints.clone()),
-                    ..Default::default()
-                }),
-                networks: Some(vec![NetworkAttachmentConfig {
-                    target: Some(self.network.clone()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(replicas as i64) }),
-                ..Default::default()
-            }),
-            update_config: Some(ServiceSpecUpdateConfig {
-                parallelism: Some(1),
-                order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
-                failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
-                monitor: Some(Duration::from_secs(1).as_nanos() as i64),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(EndpointSpec {
-                mode: Some(EndpointSpecModeEnum::DNSRR),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    }
-
-    /// `update_service` at the version it was read at, read again and
-    /// retried if someone else changed it meanwhile.
-    async fn update_service(
-        &self,
-        function: &FunctionRef,
-        change: impl Fn(&FunctionService) -> Result<Option<ServiceSpec>>,
-    ) -> Result<()> {
-        for _ in 0..5 {
-            let current = self.service(function).await?;
-            let Some(spec) = change(&current)? else { return Ok(()) };
-            let options = UpdateServiceOptionsBuilder::default().version(current.version as i32).build();
-            match self.docker.update_service(&current.id, spec, options, None).await {
-                Ok(_) => {
-                    self.router.wake.notify_one();
-                    return Ok(());
-                }
-                Err(e) if is_out_of_sequence(&e) => continue,
-                Err(e) => return Err(ProviderError::internal("updating a service", e)),
-            }
-        }
-        Err(ProviderError::Conflict(format!("function {} kept changing; try again", function.name)))
-    }
-}
-
-/// `faas-watchdog --ready`, as often as the engine allows cheaply.
-fn watchdog_health_check(start_interval: bool) -> HealthConfig {
-    let interval = if start_interval { HEALTH_INTERVAL_AFTER_START } else { HEALTH_INTERVAL };
-    HealthConfig {
-        test: Some(vec!["CMD".into(), "/usr/bin/faas-watchdog".into(), "--ready".into()]),
-        interval: Some(interval.as_nanos() as i64),
-        timeout: Some(Duration::from_secs(3).as_nanos() as i64),
-        retries: Some(3),
-        start_period: Some(Duration::from_secs(120).as_nanos() as i64),
-        start_interval: start_interval.then(|| HEALTH_START_INTERVAL.as_nanos() as i64),
-    }
-}
-
-fn secret_ref(name: &str, id: String, docker_name: String) -> TaskSpecContainerSpecSecrets {
-    TaskSpecContainerSpecSecrets {
-        file: Some(TaskSpecContainerSpecFile {
-            name: Some(format!("{SECRETS_PATH}/{name}")),
-            uid: Some("0".into()),
-            gid: Some("0".into()),
-            mode: Some(0o444),
-        }),
-        secret_id: Some(id),
-        secret_name: Some(docker_name),
-    }
-}
-
-/// The name a secret reference's file gives (the function's secret name).
-fn secret_file_name(r: &TaskSpecContainerSpecSecrets) -> Option<&str> {
-    r.file.as_ref()?.name.as_deref()?.strip_prefix(SECRETS_PATH)?.strip_prefix('/')
 }
 
 #[async_trait]
@@ -877,37 +524,6 @@ impl Provider for SwarmProvider {
     }
 }
 
-impl SwarmProvider {
-    async fn create_version(
-        &self,
-        name: &str,
-        namespace: &str,
-        version: u64,
-        value: &[u8],
-    ) -> Result<(String, String)> {
-        let docker_name = secret_version_name(name, version);
-        let spec = SecretSpec {
-            name: Some(docker_name.clone()),
-            labels: Some(HashMap::from([
-                (LABEL_SECRET.to_owned(), name.to_owned()),
-                (LABEL_NAMESPACE.to_owned(), namespace.to_owned()),
-                (LABEL_SECRET_VERSION.to_owned(), version.to_string()),
-            ])),
-            data: Some(ferrofaas_types::base64::encode(value)),
-            ..Default::default()
-        };
-        match self.docker.create_secret(spec).await {
-            Ok(created) => Ok((created.id, docker_name)),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
-                Err(ProviderError::Conflict(format!(
-                    "a Docker secret named {docker_name} exists and is not this secret"
-                )))
-            }
-            Err(e) => Err(ProviderError::internal("creating a secret", e)),
-        }
-    }
-}
-
 /// A service log line: `<timestamp> <details> <text>`, the details being
 /// `com.docker.swarm.node.id=…,com.docker.swarm.service.id=…,com.docker.swarm.task.id=…`.
 fn parse_log_line(line: &str, function: &FunctionRef, router: &routing::Router) -> Option<LogMessage> {
@@ -931,25 +547,6 @@ fn parse_log_line(line: &str, function: &FunctionRef, router: &routing::Router) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_versions_cannot_collide_with_secret_names() {
-        let name = secret_version_name("db.password", 3);
-        assert_eq!(name, "db.password_v3");
-        assert!(ferrofaas_types::names::validate_secret_name(&name).is_err());
-    }
-
-    #[test]
-    fn secret_files_are_named_after_the_secret() {
-        let r = secret_ref("api-key", "id".into(), "api-key_v2".into());
-        assert_eq!(secret_file_name(&r), Some("api-key"));
-        assert_eq!(r.file.as_ref().and_then(|f| f.name.as_deref()), Some("/var/openfaas/secrets/api-key"));
-    }
-
-    #[test]
-    fn this_process_has_a_loopback_address() {
-        assert!(local_ipv4_addresses().contains(&std::net::Ipv4Addr::LOCALHOST));
-    }
 
     #[test]
     fn only_the_default_namespace() {
