@@ -19,7 +19,7 @@
 //! function with `zero=true` that had no request for `zero-duration` goes to
 //! zero replicas.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The span over which load is averaged.
 const LOAD_WINDOW: Duration = Duration::from_secs(10);
-/// How often the policies (labels) are read again from the provider.
-const POLICY_REFRESH: Duration = Duration::from_secs(5);
 
 /// One sample of a function's load.
 #[derive(Debug, Clone, Copy)]
@@ -194,9 +192,6 @@ pub type WakeOutcome = watch::Receiver<Option<Result<(), String>>>;
 pub struct Autoscaler {
     enabled: bool,
     interval: Duration,
-    policies: Mutex<HashMap<FunctionRef, ScalingPolicy>>,
-    /// Every function's annotations (the asynchronous calls' retry policy).
-    annotations: Mutex<HashMap<FunctionRef, BTreeMap<String, String>>>,
     recommenders: Mutex<HashMap<FunctionRef, Recommender>>,
     /// The last CPU reading of each replica (by instance) of functions
     /// scaled on CPU.
@@ -209,8 +204,6 @@ impl Autoscaler {
         Autoscaler {
             enabled,
             interval,
-            policies: Mutex::default(),
-            annotations: Mutex::default(),
             recommenders: Mutex::default(),
             cpu_readings: Mutex::default(),
             wakes: Mutex::default(),
@@ -219,28 +212,6 @@ impl Autoscaler {
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A function's policy, as last read (the defaults if not yet read).
-    pub fn policy(&self, function: &FunctionRef) -> ScalingPolicy {
-        Self::lock(&self.policies).get(function).cloned().unwrap_or_default()
-    }
-
-    /// A function's annotations, as last read.
-    pub fn annotations(&self, function: &FunctionRef) -> BTreeMap<String, String> {
-        Self::lock(&self.annotations).get(function).cloned().unwrap_or_default()
-    }
-
-    /// Records a function's labels and annotations (on deploy and update).
-    pub fn set_labels(
-        &self,
-        function: FunctionRef,
-        labels: &BTreeMap<String, String>,
-        annotations: &BTreeMap<String, String>,
-    ) {
-        let policy = ScalingPolicy::from_labels(labels).unwrap_or_default();
-        Self::lock(&self.policies).insert(function.clone(), policy);
-        Self::lock(&self.annotations).insert(function, annotations.clone());
     }
 
     /// Starts `route`'s function from zero replicas: the first caller asks
@@ -256,7 +227,7 @@ impl Autoscaler {
         drop(wakes);
         route.stats.cold_start();
         let function = route.function.clone();
-        let replicas = self.policy(&function).min.max(1);
+        let replicas = route.policies().scaling.min.max(1);
         let (me, provider) = (Arc::clone(self), Arc::clone(provider));
         tokio::spawn(async move {
             tracing::info!(%function, replicas, "starting from zero replicas");
@@ -270,42 +241,24 @@ impl Autoscaler {
         rx
     }
 
-    /// Reads every function's labels from the provider.
-    async fn refresh_policies(&self, provider: &dyn Provider) {
-        let Ok(namespaces) = provider.namespaces().await else { return };
-        let mut policies = HashMap::new();
-        let mut annotations = HashMap::new();
-        for ns in namespaces {
-            let Ok(functions) = provider.list(&ns).await else { return };
-            for f in functions {
-                let policy = ScalingPolicy::from_labels(&f.labels).unwrap_or_default();
-                let function = FunctionRef { name: f.name, namespace: ns.clone() };
-                policies.insert(function.clone(), policy);
-                annotations.insert(function, f.annotations);
-            }
-        }
-        *Self::lock(&self.policies) = policies;
-        *Self::lock(&self.annotations) = annotations;
-    }
-
     /// One round: every function sampled, and scaled where its load says so.
     pub async fn tick(&self, provider: &dyn Provider) {
         let now = Instant::now();
         let routes = provider.routes().all();
         let mut cpu = HashMap::new();
         for route in &routes {
-            if self.policy(&route.function).kind == ScalingType::Cpu {
+            if route.policies().scaling.kind == ScalingType::Cpu {
                 cpu.insert(route.function.clone(), self.cpu_millicores(route).await);
             }
         }
         let mut changes = Vec::new();
         {
-            let policies = Self::lock(&self.policies);
             let mut recommenders = Self::lock(&self.recommenders);
             recommenders.retain(|f, _| routes.iter().any(|r| &r.function == f));
             Self::lock(&self.cpu_readings).retain(|f, _| routes.iter().any(|r| &r.function == f));
             for route in &routes {
-                let policy = policies.get(&route.function).cloned().unwrap_or_default();
+                let policies = route.policies();
+                let policy = &policies.scaling;
                 let sample = Observation {
                     at: now,
                     started_total: route.stats.started_total(),
@@ -316,7 +269,7 @@ impl Autoscaler {
                 let current = route.desired();
                 let recommender =
                     recommenders.entry(route.function.clone()).or_insert_with(|| Recommender::new(now));
-                if let Some(wanted) = recommender.observe(&policy, current, sample) {
+                if let Some(wanted) = recommender.observe(policy, current, sample) {
                     changes.push((route.function.clone(), current, wanted));
                 }
             }
@@ -354,22 +307,18 @@ impl Autoscaler {
         total
     }
 
-    /// Ticks until `stop`; policies are read again every few seconds.
+    /// Ticks until `stop`. Each function's policy is its route's (set by
+    /// the provider whenever it loads the deployment): nothing to re-read.
     pub async fn run(self: Arc<Self>, provider: Arc<dyn Provider>, stop: CancellationToken) {
         if !self.enabled {
             return;
         }
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_refresh: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ticker.tick() => {}
-            }
-            if last_refresh.is_none_or(|at| at.elapsed() >= POLICY_REFRESH) {
-                self.refresh_policies(&*provider).await;
-                last_refresh = Some(Instant::now());
             }
             self.tick(&*provider).await;
         }

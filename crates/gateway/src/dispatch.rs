@@ -231,10 +231,11 @@ impl Dispatcher {
         }
     }
 
+    /// The function's retry policy, as its route carries it.
     fn retry_policy(&self, function: &str) -> RetryPolicy {
         let (name, ns) = split_qualified(function);
-        let f = ferrofaas_types::FunctionRef { name: name.to_owned(), namespace: ns.to_owned() };
-        RetryPolicy::from_annotations(&self.gateway.autoscaler.annotations(&f)).unwrap_or_default()
+        let route = self.gateway.provider.routes().get(name, ns);
+        route.map(|r| r.policies().retry.clone()).unwrap_or_default()
     }
 
     /// One try of a call: the invocation (unless done before), then the
@@ -393,8 +394,14 @@ mod tests {
         let (y, m, d) = (&rfc[0..4], &rfc[5..7], &rfc[8..10]);
         let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
             [m.parse::<usize>().unwrap() - 1];
-        let date =
-            format!("Mon, {d} {month} {y} {:02}:{:02}:{:02} GMT", rem / 3600, rem % 3600 / 60, rem % 60);
+        // 1970-01-01 was a Thursday (the weekday must be right).
+        let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+        let date = format!(
+            "{weekday}, {d} {month} {y} {:02}:{:02}:{:02} GMT",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        );
         let wait = retry_after(&outcome(&[("retry-after", &date)])).unwrap();
         assert!(
             (Duration::from_secs(110)..=Duration::from_secs(120)).contains(&wait),

@@ -7,9 +7,7 @@ use std::fmt::Write as _;
 use ferrofaas_provider::{FunctionRoute, Provider};
 use ferrofaas_types::prom;
 
-use crate::autoscale::Autoscaler;
-
-pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
+pub fn render(provider: &dyn Provider) -> String {
     let routes = provider.routes().all();
     let mut out = String::with_capacity(1024 + routes.len() * 2048);
 
@@ -88,7 +86,8 @@ pub fn render(provider: &dyn Provider, autoscaler: &Autoscaler) -> String {
          above which it fires.",
     );
     for (route, name) in routes.iter().zip(&names) {
-        let policy = autoscaler.policy(&route.function);
+        let policies = route.policies();
+        let policy = &policies.scaling;
         let (kind, target) = match policy.alert {
             Some(_) => ("alert", ferrofaas_types::scaling::AlertScaling::RATE),
             None => (policy.kind.as_str(), policy.target),

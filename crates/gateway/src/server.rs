@@ -73,7 +73,7 @@ impl Gateway {
                 crate::ui::serve(p)
             }
             (&Method::GET, "/metrics") => {
-                let mut text = crate::metrics::render(&*self.provider, &self.autoscaler);
+                let mut text = crate::metrics::render(&*self.provider);
                 if let Some(queue) = &self.queue {
                     crate::metrics::render_queue(&mut text, &queue.stats().await);
                 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferrofaas_types::FunctionRef;
+use ferrofaas_types::Policies;
 use ferrofaas_types::prom::Histogram;
 use tokio::sync::Notify;
 
@@ -176,6 +177,8 @@ pub struct FunctionRoute {
     changed: Notify,
     removed: AtomicBool,
     desired: AtomicU64,
+    /// Its deployment's policies, set by the provider whenever it loads one.
+    policies: ArcSwap<Policies>,
     pub stats: InvocationStats,
 }
 
@@ -188,7 +191,21 @@ impl FunctionRoute {
             cursor: AtomicUsize::new(0),
             changed: Notify::new(),
             removed: AtomicBool::new(false),
+            policies: ArcSwap::default(),
             stats: InvocationStats::default(),
+        }
+    }
+
+    /// How the function scales and retries, as its deployment says (the
+    /// defaults until the provider has loaded it).
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.load_full()
+    }
+
+    /// Called by the provider with each deployment it loads.
+    pub fn set_policies(&self, policies: Policies) {
+        if **self.policies.load() != policies {
+            self.policies.store(Arc::new(policies));
         }
     }
 
@@ -349,6 +366,19 @@ mod tests {
 
     fn f(name: &str) -> FunctionRef {
         FunctionRef::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_route_carries_its_deployments_policies() {
+        let routes = Routes::default();
+        let r = routes.ensure(&f("a"));
+        assert_eq!(*r.policies(), Policies::default(), "the defaults until a deployment is loaded");
+        let mut spec: ferrofaas_types::FunctionDeployment =
+            serde_json::from_str(r#"{"service":"a","image":"x","labels":{"com.openfaas.scale.max":"3"}}"#)
+                .unwrap();
+        let policies = spec.validate().unwrap();
+        r.set_policies(policies);
+        assert_eq!(routes.get("a", "openfaas-fn").unwrap().policies().scaling.max, 3);
     }
 
     fn ep(port: u16) -> Arc<Endpoint> {

@@ -164,10 +164,31 @@ pub struct DeleteFunctionRequest {
     pub namespace: String,
 }
 
+/// What a function's labels and annotations ask of the platform: how it
+/// scales and how its asynchronous calls are retried. Read once per
+/// deployment (when it is validated, or when a provider loads it back) and
+/// carried by the function's route, where the autoscaler, the dispatcher and
+/// the alert handler read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policies {
+    pub scaling: crate::scaling::ScalingPolicy,
+    pub retry: crate::retry::RetryPolicy,
+}
+
+impl Policies {
+    pub fn of(spec: &FunctionDeployment) -> Result<Policies, InvalidDeployment> {
+        Ok(Policies {
+            scaling: crate::scaling::ScalingPolicy::from_labels(&spec.labels)?,
+            retry: crate::retry::RetryPolicy::from_annotations(&spec.annotations)?,
+        })
+    }
+}
+
 impl FunctionDeployment {
     /// Checks everything that can be checked without the provider, and fills
     /// in the default namespace.
-    pub fn validate(&mut self) -> Result<(), InvalidDeployment> {
+    /// Returns what its labels and annotations ask for, read once here.
+    pub fn validate(&mut self) -> Result<Policies, InvalidDeployment> {
         names::validate_function_name(&self.service)?;
         if self.namespace.is_empty() {
             self.namespace = names::DEFAULT_NAMESPACE.to_owned();
@@ -210,8 +231,7 @@ impl FunctionDeployment {
                 }
             }
         }
-        crate::scaling::ScalingPolicy::from_labels(&self.labels)?;
-        crate::retry::RetryPolicy::from_annotations(&self.annotations)?;
+        let policies = Policies::of(self)?;
         for (field, res) in [("limits", &self.limits), ("requests", &self.requests)] {
             if let Some(res) = res {
                 if !res.memory.is_empty() && parse_memory(&res.memory).is_none() {
@@ -228,7 +248,7 @@ impl FunctionDeployment {
                 }
             }
         }
-        Ok(())
+        Ok(policies)
     }
 }
 

@@ -24,7 +24,7 @@ pub mod time;
 
 pub use function::{
     DeleteFunctionRequest, FunctionDeployment, FunctionResources, FunctionStatus, FunctionUsage,
-    InvalidDeployment, ScaleServiceRequest,
+    InvalidDeployment, Policies, ScaleServiceRequest,
 };
 pub use info::{GatewayInfo, ProviderInfo, VersionInfo};
 pub use logs::{LogMessage, LogRequest};

@@ -90,6 +90,9 @@ pub struct ScalingPolicy {
     pub down_window: Duration,
     /// `Some`: Community Edition's alert rule decides, not the target.
     pub alert: Option<AlertScaling>,
+    /// `com.openfaas.scale.factor`: how far an alert scales (the built-in
+    /// rule's, or Alertmanager's `POST /system/alert`); 0 turns alerts off.
+    pub factor: u64,
 }
 
 impl Default for ScalingPolicy {
@@ -104,6 +107,7 @@ impl Default for ScalingPolicy {
             zero_duration: Duration::from_secs(15 * 60),
             down_window: Duration::from_secs(5 * 60),
             alert: Some(AlertScaling { factor: AlertScaling::DEFAULT_FACTOR }),
+            factor: AlertScaling::DEFAULT_FACTOR,
         }
     }
 }
@@ -169,8 +173,8 @@ impl ScalingPolicy {
         let factor = labels.whole(LABEL_FACTOR, 0..=100, "from 0 to 100 (percent)")?;
         let targeted =
             [LABEL_TYPE, LABEL_TARGET, LABEL_TARGET_PROPORTION].iter().any(|l| labels.get(l).is_some());
-        p.alert =
-            (!targeted).then(|| AlertScaling { factor: factor.unwrap_or(AlertScaling::DEFAULT_FACTOR) });
+        p.factor = factor.unwrap_or(AlertScaling::DEFAULT_FACTOR);
+        p.alert = (!targeted).then_some(AlertScaling { factor: p.factor });
         Ok(p)
     }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use ferrofaas_types::FunctionRef;
-use ferrofaas_types::scaling::{AlertScaling, LABEL_FACTOR, ScalingPolicy};
+use ferrofaas_types::scaling::{AlertScaling, ScalingPolicy};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -95,12 +95,10 @@ pub async fn post(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>
                 continue;
             }
         };
-        let policy = ScalingPolicy::from_labels(&status.labels).unwrap_or_default();
-        let factor = status
-            .labels
-            .get(LABEL_FACTOR)
-            .and_then(|f| f.trim().parse::<u64>().ok())
-            .map_or(AlertScaling::DEFAULT_FACTOR, |f| f.min(100));
+        // Its policies as its route carries them (read when it was deployed).
+        let policies = gw.provider.routes().get(&function.name, &function.namespace).map(|r| r.policies());
+        let policy = policies.map(|p| p.scaling.clone()).unwrap_or_default();
+        let factor = policy.factor;
         let to = if factor == 0 {
             status.replicas
         } else {

@@ -68,18 +68,13 @@ pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Bod
 /// falls back to POST). Both answer 202: replicas start in the background.
 pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Result<Response<Body>, ApiError> {
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
+    // The provider sets the policies validation reads on the function's route.
     spec.validate().map_err(|e| ApiError::invalid(&e.field, &e.message))?;
-    let (function, labels, annotations) = (
-        FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() },
-        spec.labels.clone(),
-        spec.annotations.clone(),
-    );
     if create {
         gw.provider.deploy(spec).await?;
     } else {
         gw.provider.update(spec).await?;
     }
-    gw.autoscaler.set_labels(function, &labels, &annotations);
     Ok(status(StatusCode::ACCEPTED))
 }
 

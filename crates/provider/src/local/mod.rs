@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use ferrofaas_types::names::{self, DEFAULT_NAMESPACE};
 use ferrofaas_types::{
-    FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, ProviderInfo, Secret,
+    FunctionDeployment, FunctionRef, FunctionStatus, LogMessage, LogRequest, Policies, ProviderInfo, Secret,
 };
 use tokio::sync::{Mutex, mpsc};
 
@@ -173,6 +173,7 @@ impl<B: Backend> LocalProvider<B> {
         let mut functions = provider.functions.lock().await;
         for f in stored {
             let function = f.function();
+            provider.routes.ensure(&function).set_policies(Policies::of(&f.spec).unwrap_or_default());
             let (handle, identity, unstartable) = match provider.generation(&f.spec, 0).await {
                 Ok((spec, identity)) => {
                     (Some(provider.spawn(&function, spec, f.replicas)), Some(identity), None)
@@ -282,11 +283,6 @@ impl<B: Backend> LocalProvider<B> {
     }
 }
 
-/// The replicas a function starts with: its `com.openfaas.scale.min`.
-pub(crate) fn initial_replicas(spec: &FunctionDeployment) -> Result<u64> {
-    Ok(ferrofaas_types::scaling::ScalingPolicy::from_labels(&spec.labels)?.min)
-}
-
 pub(crate) fn not_found(f: &FunctionRef) -> ProviderError {
     ProviderError::NotFound(format!("function {} not found in namespace {}", f.name, f.namespace))
 }
@@ -302,8 +298,8 @@ impl<B: Backend> Provider for LocalProvider<B> {
     }
 
     async fn deploy(&self, mut spec: FunctionDeployment) -> Result<()> {
-        spec.validate()?;
-        let replicas = initial_replicas(&spec)?;
+        let policies = spec.validate()?;
+        let replicas = policies.scaling.min;
         let function = FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() };
         let mut functions = self.functions.lock().await;
         if functions.contains_key(&function) {
@@ -319,6 +315,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
             created_at: ferrofaas_types::time::format(SystemTime::now(), false),
         };
         self.save(&stored)?;
+        self.routes.ensure(&function).set_policies(policies);
         let handle = self.spawn(&function, generation, replicas);
         tracing::info!(%function, image = %stored.spec.image, replicas, "deployed");
         functions.insert(
@@ -335,7 +332,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
     }
 
     async fn update(&self, mut spec: FunctionDeployment) -> Result<()> {
-        spec.validate()?;
+        let policies = spec.validate()?;
         let function = FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() };
         let mut functions = self.functions.lock().await;
         let number = match functions.get(&function) {
@@ -350,6 +347,7 @@ impl<B: Backend> Provider for LocalProvider<B> {
         }
         let stored = StoredFunction { spec, ..entry.stored.clone() };
         self.save(&stored)?;
+        self.routes.ensure(&function).set_policies(policies);
         entry.stored = stored;
         entry.generation = number;
         entry.identity = Some(identity);

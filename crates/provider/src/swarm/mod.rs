@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 
 use crate::container::{Hardening, limits};
 use crate::docker::{FunctionImage, SECRETS_PATH, function_image};
-use crate::local::{initial_replicas, not_found, validate_secret};
+use crate::local::{not_found, validate_secret};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 
 /// Labels on every function service (and its containers).
@@ -259,9 +259,9 @@ impl Provider for SwarmProvider {
     }
 
     async fn deploy(&self, mut spec: FunctionDeployment) -> Result<()> {
-        spec.validate()?;
+        let policies = spec.validate()?;
         only_default_namespace(&spec.namespace)?;
-        let replicas = initial_replicas(&spec)?;
+        let replicas = policies.scaling.min;
         match self.docker.inspect_service(&spec.service, None).await {
             Ok(existing) => {
                 let ours =
@@ -284,14 +284,16 @@ impl Provider for SwarmProvider {
             Err(e) => return Err(ProviderError::internal("creating a service", e)),
         }
         let function = FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() };
-        self.router.routes.ensure(&function).set_desired(replicas);
+        let route = self.router.routes.ensure(&function);
+        route.set_policies(policies);
+        route.set_desired(replicas);
         self.router.wake.notify_one();
         tracing::info!(%function, image = %spec.image, replicas, "deployed");
         Ok(())
     }
 
     async fn update(&self, mut spec: FunctionDeployment) -> Result<()> {
-        spec.validate()?;
+        let policies = spec.validate()?;
         only_default_namespace(&spec.namespace)?;
         let function = FunctionRef { name: spec.service.clone(), namespace: spec.namespace.clone() };
         let current = self.service(&function).await?;
@@ -302,6 +304,7 @@ impl Provider for SwarmProvider {
             Ok(Some(new))
         })
         .await?;
+        self.router.routes.ensure(&function).set_policies(policies);
         tracing::info!(%function, image = %spec.image, "updated");
         Ok(())
     }

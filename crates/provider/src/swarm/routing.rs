@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptionsBuilder, ListServicesOptionsBuilder};
-use ferrofaas_types::FunctionRef;
+use ferrofaas_types::{FunctionRef, Policies};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::{LABEL_FUNCTION, LABEL_NAMESPACE, REPLICA_PORT, engine};
+use super::{LABEL_FUNCTION, LABEL_NAMESPACE, LABEL_SPEC, REPLICA_PORT, engine};
 use crate::local::replica::probe_within;
 use crate::{Endpoint, Routes};
 
@@ -47,6 +47,9 @@ struct Tracked {
     probing: HashSet<SocketAddr>,
     /// Task id to instance name (`<service>.<slot>.<task id>`), for logs.
     instances: HashMap<String, String>,
+    /// The service version each route's policies were read at: a service
+    /// changed (by any gateway) is read again, once.
+    policies_at: HashMap<FunctionRef, u64>,
 }
 
 impl Router {
@@ -83,7 +86,9 @@ impl Router {
         let mut instances = HashMap::new();
         let mut containers = HashMap::new();
         let mut per_route = Vec::new();
+        let mut policies_at = HashMap::new();
         for service in services {
+            let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
             let (Some(id), Some(spec)) = (service.id, service.spec) else { continue };
             let labels = spec.labels.unwrap_or_default();
             let (Some(name), Some(namespace)) = (labels.get(LABEL_FUNCTION), labels.get(LABEL_NAMESPACE))
@@ -94,6 +99,13 @@ impl Router {
             let replicas = spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas).unwrap_or(0);
             let route = self.routes.ensure(&function);
             route.set_desired(replicas.max(0) as u64);
+            if self.tracked().policies_at.get(&function) != Some(&version) {
+                let deployment = labels.get(LABEL_SPEC).and_then(|j| serde_json::from_str(j).ok());
+                if let Some(deployment) = deployment {
+                    route.set_policies(Policies::of(&deployment).unwrap_or_default());
+                }
+            }
+            policies_at.insert(function.clone(), version);
 
             let mut candidates = HashMap::new();
             for task in tasks.iter().filter(|t| t.service_id == id) {
@@ -143,6 +155,7 @@ impl Router {
             }
             tracked.live = live;
             tracked.containers = containers;
+            tracked.policies_at = policies_at;
             tracked.instances.extend(instances);
             if tracked.instances.len() > 4096 {
                 let keep: HashSet<String> = tracked.live.values().cloned().collect();
