@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrofaas_queue::{Call, DeadLetter, Entry, Outcome, Queue, QueueError, now_ms};
-use ferrofaas_types::names::split_qualified;
+use ferrofaas_types::FunctionRef;
 use ferrofaas_types::retry::RetryPolicy;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
@@ -147,7 +147,7 @@ pub struct Dispatcher {
     gateway: Arc<Gateway>,
     queue: Arc<dyn Queue>,
     client: Client<CheckedConnector, Full<Bytes>>,
-    running: Mutex<HashMap<String, usize>>,
+    running: Mutex<HashMap<FunctionRef, usize>>,
     /// Bytes of the calls being run ([`Entry::size`]): at most the
     /// gateway's `async_memory`, but one call always runs.
     in_memory: AtomicU64,
@@ -171,7 +171,7 @@ impl Dispatcher {
         })
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionRef, usize>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -232,9 +232,8 @@ impl Dispatcher {
     }
 
     /// The function's retry policy, as its route carries it.
-    fn retry_policy(&self, function: &str) -> RetryPolicy {
-        let (name, ns) = split_qualified(function);
-        let route = self.gateway.provider.routes().get(name, ns);
+    fn retry_policy(&self, function: &FunctionRef) -> RetryPolicy {
+        let route = self.gateway.provider.routes().get(&function.name, &function.namespace);
         route.map(|r| r.policies().retry.clone()).unwrap_or_default()
     }
 
@@ -242,8 +241,7 @@ impl Dispatcher {
     /// callback; settled, retried later, or dead-lettered.
     async fn attempt(&self, entry: Entry) {
         let Entry { call, mut progress } = entry;
-        let key = format!("{}.{}", call.function, call.namespace);
-        let policy = self.retry_policy(&key);
+        let policy = self.retry_policy(&call.function_ref());
         if progress.result.is_none() {
             progress.attempts += 1;
             let outcome = self

@@ -29,6 +29,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
+use ferrofaas_types::FunctionRef;
+
 use crate::{
     CallStatus, DeadLetter, Entry, LISTED_ANSWER, Limits, Progress, Queue, QueueError, QueueStats, Result,
     now_ms,
@@ -153,7 +155,7 @@ struct State {
     /// Pending calls by id.
     entries: HashMap<String, Slot>,
     /// Due calls per function (`name.namespace`), oldest first.
-    ready: BTreeMap<String, VecDeque<(u64, String)>>,
+    ready: BTreeMap<FunctionRef, VecDeque<(u64, String)>>,
     /// Retries waiting for their time: (not before, seq, id).
     waiting: BTreeSet<(u64, u64, String)>,
     running: HashSet<String>,
@@ -164,14 +166,14 @@ struct State {
     /// Bytes held (pending, running, arriving, dead letters): in all and
     /// per function.
     bytes: u64,
-    function_bytes: HashMap<String, u64>,
+    function_bytes: HashMap<FunctionRef, u64>,
     processed: BTreeMap<String, u64>,
     retried: BTreeMap<String, u64>,
     dead_lettered: BTreeMap<String, u64>,
 }
 
-fn key_of(entry: &Entry) -> String {
-    entry.call.function_key()
+fn key_of(entry: &Entry) -> FunctionRef {
+    entry.call.function_ref()
 }
 
 fn storage(e: impl std::fmt::Display) -> QueueError {
@@ -223,12 +225,12 @@ impl State {
         Some(slot)
     }
 
-    fn hold(&mut self, function: &str, bytes: u64) {
+    fn hold(&mut self, function: &FunctionRef, bytes: u64) {
         self.bytes += bytes;
-        *self.function_bytes.entry(function.to_owned()).or_default() += bytes;
+        *self.function_bytes.entry(function.clone()).or_default() += bytes;
     }
 
-    fn release(&mut self, function: &str, bytes: u64) {
+    fn release(&mut self, function: &FunctionRef, bytes: u64) {
         self.bytes = self.bytes.saturating_sub(bytes);
         if let Some(held) = self.function_bytes.get_mut(function) {
             *held = held.saturating_sub(bytes);
@@ -444,7 +446,7 @@ impl EmbeddedQueue {
                 + s.letter.last.as_ref().map_or(0, crate::Outcome::size)
                 + blob_len(s.bodies.call)
                 + blob_len(s.bodies.result);
-            state.hold(&s.letter.call.function_key(), size);
+            state.hold(&s.letter.call.function_ref(), size);
             state.dead.insert(id, DeadSlot { seq: s.seq, letter: s.letter, bodies: s.bodies, size });
         }
         // What no call refers to (a crash between a body's file and its
@@ -541,7 +543,7 @@ impl EmbeddedQueue {
     fn finished_status(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
         CallStatus {
             call_id: entry.call.id.clone(),
-            function: key_of(entry),
+            function: key_of(entry).to_string(),
             state: state.to_owned(),
             attempts: entry.progress.attempts,
             status,
@@ -565,7 +567,7 @@ impl EmbeddedQueue {
             };
             return Some(CallStatus {
                 call_id: id.to_owned(),
-                function: key_of(&slot.entry),
+                function: key_of(&slot.entry).to_string(),
                 state: phase.to_owned(),
                 attempts: p.attempts,
                 status: p.result.as_ref().map(|r| r.status),
@@ -577,7 +579,7 @@ impl EmbeddedQueue {
     }
 
     /// Bytes held for calls and dead letters: in all, and of `function`.
-    pub fn bytes(&self, function: &str) -> (u64, u64) {
+    pub fn bytes(&self, function: &FunctionRef) -> (u64, u64) {
         let state = self.lock();
         (state.bytes, state.function_bytes.get(function).copied().unwrap_or(0))
     }
@@ -652,7 +654,7 @@ fn write_loop(db: &Database, rx: std::sync::mpsc::Receiver<Batch>) {
 impl Queue for EmbeddedQueue {
     async fn enqueue(&self, mut call: crate::Call) -> Result<()> {
         let id = call.id.clone();
-        let key = call.function_key();
+        let key = call.function_ref();
         let size = call.size();
         let limits = self.limits;
         let (seq, n) = {
@@ -718,13 +720,13 @@ impl Queue for EmbeddedQueue {
         }
     }
 
-    fn ready_functions(&self) -> Vec<String> {
+    fn ready_functions(&self) -> Vec<FunctionRef> {
         let mut state = self.lock();
         state.promote(now_ms());
         state.ready.iter().filter(|(_, line)| !line.is_empty()).map(|(k, _)| k.clone()).collect()
     }
 
-    async fn take(&self, function: &str, room: u64) -> Option<Entry> {
+    async fn take(&self, function: &FunctionRef, room: u64) -> Option<Entry> {
         let slot = {
             let mut state = self.lock();
             let (_, id) = state.ready.get(function)?.front()?.clone();
@@ -792,7 +794,7 @@ impl Queue for EmbeddedQueue {
         self.files.remove(slot.bodies.all());
         let mut state = self.lock();
         state.forget(id);
-        state.release(&finished.function, slot.size);
+        state.release(&key_of(&slot.entry), slot.size);
         *state.processed.entry(finished.function.clone()).or_default() += 1;
         state.finished.insert(id.to_owned(), finished);
         drop(state);
@@ -827,7 +829,7 @@ impl Queue for EmbeddedQueue {
         state.forget(id);
         state.release(&key, slot.size);
         state.hold(&key, size);
-        *state.retried.entry(key).or_default() += 1;
+        *state.retried.entry(key.to_string()).or_default() += 1;
         state.place(Slot { seq: slot.seq, entry: stored.entry, bodies, size }, now_ms());
         drop(state);
         self.changed.notify_one();
@@ -873,7 +875,7 @@ impl Queue for EmbeddedQueue {
         state.forget(id);
         state.release(&key, slot.size);
         state.hold(&key, size);
-        *state.dead_lettered.entry(key).or_default() += 1;
+        *state.dead_lettered.entry(key.to_string()).or_default() += 1;
         state.dead.insert(id.to_owned(), DeadSlot { seq: slot.seq, letter: stored.letter, bodies, size });
         state.finished.insert(id.to_owned(), finished);
         drop(state);
@@ -939,7 +941,7 @@ impl Queue for EmbeddedQueue {
         self.files.remove(dead.bodies.all());
         let mut state = self.lock();
         state.dead.remove(id);
-        state.release(&dead.letter.call.function_key(), dead.size);
+        state.release(&dead.letter.call.function_ref(), dead.size);
         Ok(())
     }
 
@@ -947,7 +949,7 @@ impl Queue for EmbeddedQueue {
         let state = self.lock();
         let mut pending = BTreeMap::new();
         for slot in state.entries.values() {
-            *pending.entry(key_of(&slot.entry)).or_default() += 1;
+            *pending.entry(key_of(&slot.entry).to_string()).or_default() += 1;
         }
         QueueStats {
             pending,
@@ -966,6 +968,10 @@ pub fn open(path: &Path, limits: Limits) -> Result<Arc<EmbeddedQueue>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fr(name: &str) -> FunctionRef {
+        FunctionRef { name: name.to_owned(), namespace: "openfaas-fn".to_owned() }
+    }
     use crate::Call;
     use redb::ReadableTableMetadata;
 
@@ -995,7 +1001,7 @@ mod tests {
         q.enqueue(call("same", "f")).await.unwrap();
         let taken = |r: Result<()>| matches!(r, Err(QueueError::Exists(id)) if id == "same");
         assert!(taken(q.enqueue(call("same", "g")).await), "pending");
-        let running = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let running = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(running.call.function, "f", "the first one is what runs");
         assert!(taken(q.enqueue(call("same", "g")).await), "running");
         q.done("same", 1, Some(200), None).await.unwrap();
@@ -1015,22 +1021,22 @@ mod tests {
                 q.enqueue(call(&format!("c{i}"), "f")).await.unwrap();
             }
             q.enqueue(call("g0", "g")).await.unwrap();
-            assert_eq!(q.ready_functions(), vec!["f.openfaas-fn", "g.openfaas-fn"]);
-            let first = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+            assert_eq!(q.ready_functions(), vec![fr("f"), fr("g")]);
+            let first = q.take(&fr("f"), u64::MAX).await.unwrap();
             assert_eq!(first.call.id, "c0");
             q.done("c0", 1, Some(200), None).await.unwrap();
-            let second = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+            let second = q.take(&fr("f"), u64::MAX).await.unwrap();
             assert_eq!(second.call.id, "c1");
             assert_eq!(q.status_now("c1").unwrap().state, "running");
             // c1 running when the process "dies".
         }
         let q = EmbeddedQueue::open(&path, calls(100)).unwrap();
         let mut ids: Vec<String> = Vec::new();
-        while let Some(e) = q.take("f.openfaas-fn", u64::MAX).await {
+        while let Some(e) = q.take(&fr("f"), u64::MAX).await {
             ids.push(e.call.id);
         }
         assert_eq!(ids, vec!["c1", "c2", "c3", "c4"]);
-        assert_eq!(&q.take("g.openfaas-fn", u64::MAX).await.unwrap().call.body[..], b"hello");
+        assert_eq!(&q.take(&fr("g"), u64::MAX).await.unwrap().call.body[..], b"hello");
         assert_eq!(q.status_now("c0").unwrap().state, "done");
         assert_eq!(q.status_now("c0").unwrap().status, Some(200));
     }
@@ -1040,15 +1046,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = EmbeddedQueue::open(&dir.path().join("q"), calls(100)).unwrap();
         q.enqueue(call("a", "f")).await.unwrap();
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         let later = now_ms() + 60_000;
         q.retry("a", Progress { attempts: 1, not_before: later, ..e.progress.clone() }).await.unwrap();
         assert!(q.ready_functions().is_empty(), "not due yet");
         assert_eq!(q.next_due(), Some(later));
         assert_eq!(q.status_now("a").unwrap().state, "retrying");
         q.retry("a", Progress { attempts: 1, not_before: 0, ..e.progress.clone() }).await.unwrap();
-        assert_eq!(q.ready_functions(), vec!["f.openfaas-fn"]);
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        assert_eq!(q.ready_functions(), vec![fr("f")]);
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         let letter = DeadLetter {
             call: e.call.clone(),
             attempts: 3,
@@ -1062,7 +1068,7 @@ mod tests {
         assert_eq!(q.stats().await.dead_lettered.get("f.openfaas-fn"), Some(&1));
         q.replay("a").await.unwrap();
         assert!(q.dead_letters().await.unwrap().is_empty());
-        assert_eq!(q.take("f.openfaas-fn", u64::MAX).await.unwrap().progress.attempts, 0);
+        assert_eq!(q.take(&fr("f"), u64::MAX).await.unwrap().progress.attempts, 0);
         assert!(matches!(q.replay("zz").await, Err(QueueError::NotFound(_))));
     }
 
@@ -1096,7 +1102,7 @@ mod tests {
             assert_eq!(files_in(&q), 2, "the small one is a row");
             // Memory holds no body: what is kept per call is its metadata.
             assert!(q.lock().entries.values().all(|s| s.entry.call.body.is_empty()));
-            let a = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+            let a = q.take(&fr("f"), u64::MAX).await.unwrap();
             assert_eq!(a.call.body.len(), 3 << 20);
             assert!(a.call.body.iter().all(|&b| b == b'a'));
             q.done("a", 1, Some(200), None).await.unwrap();
@@ -1107,14 +1113,14 @@ mod tests {
         std::fs::write(path.with_extension("bodies").join("999999"), b"orphan").unwrap();
         let q = EmbeddedQueue::open(&path, Limits::default()).unwrap();
         assert_eq!(files_in(&q), 1);
-        let b = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let b = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(&b.call.body[..], &[b'b'; 1000][..]);
-        let c = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let c = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(c.call.body.len(), INLINE_MAX + 1);
         q.done("b", 1, Some(200), None).await.unwrap();
         q.done("c", 1, Some(200), None).await.unwrap();
         assert_eq!(files_in(&q), 0);
-        assert_eq!(q.bytes("f.openfaas-fn"), (0, 0));
+        assert_eq!(q.bytes(&fr("f")), (0, 0));
         let blobs = q.db.begin_read().unwrap().open_table(BLOBS).unwrap().len().unwrap();
         assert_eq!(blobs, 0, "no body row is left");
     }
@@ -1135,10 +1141,10 @@ mod tests {
         full(q.enqueue(big("k1", "k", 3 << 20, 1)).await, "--queue-max-bytes");
         assert!(!q.lock().entries.contains_key("k1"));
         // A dead letter holds its bytes until it is deleted.
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         let letter = DeadLetter { call: e.call, attempts: 3, last: None, error: None, failed_at: now_ms() };
         q.dead_letter("f1", letter).await.unwrap();
-        assert_eq!(q.bytes("f.openfaas-fn").1, big("f1", "f", 3 << 20, 1).size(), "body and metadata");
+        assert_eq!(q.bytes(&fr("f")).1, big("f1", "f", 3 << 20, 1).size(), "body and metadata");
         full(q.enqueue(big("f2", "f", 1 << 20, 1)).await, "--queue-max-function-bytes");
         q.delete_dead_letter("f1").await.unwrap();
         q.enqueue(big("f2", "f", 2 << 20, 1)).await.unwrap();
@@ -1150,9 +1156,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = EmbeddedQueue::open(&dir.path().join("q"), Limits::default()).unwrap();
         q.enqueue(big("a", "f", 1 << 20, 1)).await.unwrap();
-        assert!(q.take("f.openfaas-fn", 1000).await.is_none());
+        assert!(q.take(&fr("f"), 1000).await.is_none());
         assert_eq!(q.status_now("a").unwrap().state, "queued", "still in line");
-        assert_eq!(q.take("f.openfaas-fn", 2 << 20).await.unwrap().call.id, "a");
+        assert_eq!(q.take(&fr("f"), 2 << 20).await.unwrap().call.id, "a");
     }
 
     #[tokio::test]
@@ -1161,7 +1167,7 @@ mod tests {
         let path = dir.path().join("q");
         let q = EmbeddedQueue::open(&path, Limits::default()).unwrap();
         q.enqueue(big("a", "f", 200_000, b'x')).await.unwrap();
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         let answer = crate::Outcome {
             status: 200,
             headers: vec![],
@@ -1174,7 +1180,7 @@ mod tests {
         assert_eq!(q.status_now("a").unwrap().state, "callback");
         drop(q);
         let q = EmbeddedQueue::open(&path, Limits::default()).unwrap();
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(e.progress.result.as_ref().unwrap().body, answer.body, "the answer came back");
         assert_eq!(e.call.body.len(), 200_000);
         let letter =
@@ -1186,7 +1192,7 @@ mod tests {
         assert!(listed[0].call.body.is_empty());
         q.replay("a").await.unwrap();
         assert_eq!(files_in(&q), 1, "a replay starts over with the call's body only");
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(e.call.body.len(), 200_000);
         assert!(e.progress.result.is_none());
     }
@@ -1199,7 +1205,7 @@ mod tests {
         for f in std::fs::read_dir(q.body_folder()).unwrap() {
             std::fs::remove_file(f.unwrap().path()).unwrap();
         }
-        assert!(q.take("f.openfaas-fn", u64::MAX).await.is_none());
+        assert!(q.take(&fr("f"), u64::MAX).await.is_none());
         let status = q.status_now("a").unwrap();
         assert_eq!(status.state, "dead-lettered");
         assert!(status.error.unwrap().contains("could not be read"));
@@ -1223,7 +1229,7 @@ mod tests {
         let q = EmbeddedQueue::open(&path, Limits::default()).unwrap();
         assert_eq!(files_in(&q), 1);
         assert!(q.lock().entries["old"].entry.call.body.is_empty());
-        let e = q.take("f.openfaas-fn", u64::MAX).await.unwrap();
+        let e = q.take(&fr("f"), u64::MAX).await.unwrap();
         assert_eq!(&e.call.body[..], &vec![9; 100_000][..]);
         q.enqueue(call("new", "f")).await.unwrap();
         assert!(q.lock().entries["new"].seq > 7, "numbers go on from the file's");

@@ -30,6 +30,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use ferrofaas_types::FunctionRef;
+
 use crate::{CallStatus, DeadLetter, Entry, Limits, Progress, Queue, QueueError, QueueStats, Result, now_ms};
 
 const STREAM: &str = "FERROFAAS_CALLS";
@@ -64,7 +66,7 @@ struct Local {
     held: HashMap<String, Held>,
     /// Bytes of the messages held.
     held_bytes: usize,
-    ready: BTreeMap<String, VecDeque<(u64, String)>>,
+    ready: BTreeMap<FunctionRef, VecDeque<(u64, String)>>,
     processed: BTreeMap<String, u64>,
     retried: BTreeMap<String, u64>,
     dead_lettered: BTreeMap<String, u64>,
@@ -112,8 +114,8 @@ fn dead_subject(id: &str) -> String {
     format!("ferrofaas.dead.{}", token(id))
 }
 
-fn key_of(entry: &Entry) -> String {
-    format!("{}.{}", entry.call.function, entry.call.namespace)
+fn key_of(entry: &Entry) -> FunctionRef {
+    entry.call.function_ref()
 }
 
 /// Connects, makes the stream, consumer and buckets if they are missing,
@@ -344,7 +346,7 @@ impl JetStreamQueue {
     fn status_of(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
         CallStatus {
             call_id: entry.call.id.clone(),
-            function: key_of(entry),
+            function: key_of(entry).to_string(),
             state: state.to_owned(),
             attempts: entry.progress.attempts,
             status,
@@ -388,11 +390,11 @@ impl Queue for JetStreamQueue {
         Ok(())
     }
 
-    fn ready_functions(&self) -> Vec<String> {
+    fn ready_functions(&self) -> Vec<FunctionRef> {
         self.lock().ready.iter().filter(|(_, l)| !l.is_empty()).map(|(k, _)| k.clone()).collect()
     }
 
-    async fn take(&self, function: &str, room: u64) -> Option<Entry> {
+    async fn take(&self, function: &FunctionRef, room: u64) -> Option<Entry> {
         let mut local = self.lock();
         let (_, id) = local.ready.get(function)?.front()?.clone();
         let entry = local.held.get(&id).map(|h| h.entry.clone());
@@ -416,7 +418,7 @@ impl Queue for JetStreamQueue {
         held.entry.progress.attempts = attempts;
         self.put_status(&Self::status_of(&held.entry, "done", status, error)).await?;
         held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
-        *self.lock().processed.entry(key_of(&held.entry)).or_default() += 1;
+        *self.lock().processed.entry(key_of(&held.entry).to_string()).or_default() += 1;
         self.changed.notify_one();
         Ok(())
     }
@@ -428,7 +430,7 @@ impl Queue for JetStreamQueue {
         let state = if entry.progress.result.is_some() { "callback" } else { "retrying" };
         self.put_status(&Self::status_of(&entry, state, None, entry.progress.last_error.clone())).await?;
         held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
-        *self.lock().retried.entry(key_of(&entry)).or_default() += 1;
+        *self.lock().retried.entry(key_of(&entry).to_string()).or_default() += 1;
         self.changed.notify_one();
         Ok(())
     }
@@ -446,7 +448,7 @@ impl Queue for JetStreamQueue {
         );
         self.put_status(&status).await?;
         held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
-        *self.lock().dead_lettered.entry(key_of(&held.entry)).or_default() += 1;
+        *self.lock().dead_lettered.entry(key_of(&held.entry).to_string()).or_default() += 1;
         self.changed.notify_one();
         Ok(())
     }

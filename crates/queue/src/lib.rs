@@ -49,11 +49,6 @@ impl Call {
         FunctionRef { name: self.function.clone(), namespace: self.namespace.clone() }
     }
 
-    /// `name.namespace`, how the queue keys functions.
-    pub fn function_key(&self) -> String {
-        format!("{}.{}", self.function, self.namespace)
-    }
-
     /// The bytes it takes to keep, body aside.
     fn meta_size(&self) -> u64 {
         let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -229,12 +224,12 @@ pub trait Queue: Send + Sync + 'static {
     async fn enqueue(&self, call: Call) -> Result<()>;
 
     /// Functions (`name.namespace`) with a call due now that is not running.
-    fn ready_functions(&self) -> Vec<String>;
+    fn ready_functions(&self) -> Vec<FunctionRef>;
 
     /// The oldest due call of a function, marked running, with its bodies
     /// read back; `None` if there is none or if it is larger than `room`
     /// bytes ([`Entry::size`]): the caller bounds what it holds in memory.
-    async fn take(&self, function: &str, room: u64) -> Option<Entry>;
+    async fn take(&self, function: &FunctionRef, room: u64) -> Option<Entry>;
 
     /// When the next waiting retry falls due (ms since the epoch).
     fn next_due(&self) -> Option<u64>;
