@@ -223,7 +223,7 @@ pub trait Queue: Send + Sync + 'static {
     /// is never replaced.
     async fn enqueue(&self, call: Call) -> Result<()>;
 
-    /// Functions (`name.namespace`) with a call due now that is not running.
+    /// Functions with a call due now that is not running.
     fn ready_functions(&self) -> Vec<FunctionRef>;
 
     /// The oldest due call of a function, marked running, with its bodies
