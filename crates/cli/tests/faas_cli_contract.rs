@@ -171,12 +171,7 @@ async fn the_faas_cli_workflow() {
     assert!(info["version"]["release"].is_string());
     assert!(info["arch"].is_string());
     // The commit it was built from, on both (this is a git checkout).
-    let head = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let head = git_head();
     for sha in [&info["version"]["sha"], &info["provider"]["version"]["sha"]] {
         let sha = sha.as_str().unwrap();
         match &head {

@@ -357,6 +357,17 @@ pub async fn push_bundle_to(addr: SocketAddr, auth: &str, image: &str, archive: 
     read(send(addr, req).await.unwrap()).await
 }
 
+/// The commit this checkout is at, if it is a git checkout (what
+/// `/system/info` must name).
+pub fn git_head() -> Option<String> {
+    Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
 /// What OpenFaaS's clients and conformance tests rely on, for `function`
 /// deployed without labels nor annotations, on any provider: both are
 /// objects all the same; a call's response says when it started and how
@@ -378,12 +389,7 @@ pub async fn openfaas_basics(addr: SocketAddr, auth: &str, function: &str) {
     let took: f64 = r.header("x-duration-seconds").expect("X-Duration-Seconds").parse().unwrap();
     assert!((0.0..60.0).contains(&took), "{took}");
     let info = call(addr, Method::GET, "/system/info", &basic, "").await.json();
-    let head = Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let head = git_head();
     for sha in [&info["version"]["sha"], &info["provider"]["version"]["sha"]] {
         let sha = sha.as_str().unwrap();
         match &head {
