@@ -14,27 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bollard::Docker;
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Mount,
-    MountType, NetworkAttachmentConfig, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
-};
 use bollard::query_parameters::{
     ListSecretsOptionsBuilder, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use ferrofaas_gateway::Credentials;
 use ferrofaas_provider::docker::image;
+use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY};
 use ferrofaas_provider::swarm::{DEFAULT_NETWORK, LABEL_FUNCTION, LABEL_SECRET};
-use sha2::Digest;
 
 use crate::auth_config::AuthConfig;
 use crate::paths;
-
-/// Labels the gateway's service, image and credential secrets.
-const LABEL_GATEWAY: &str = "com.ferrofaas.gateway";
-const CREDENTIALS_TARGET: &str = "ferrofaas-credentials";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -125,7 +114,11 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     }
 
     let watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
-    let gateway_image = build_gateway_image(docker, &watchdog).await?;
+    let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
+    say(&format!("building the gateway image {tag}"));
+    let gateway_image = platform::build_gateway_image(docker, &std::env::current_exe()?, &watchdog, &tag)
+        .await
+        .context("building the gateway image (its faas must run on Debian bookworm's C library)")?;
     ferrofaas_provider::swarm::ensure_network(docker, &args.network).await?;
 
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
@@ -133,9 +126,16 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     let creds_path = paths::credentials_file(&state);
     let (creds, _) = Credentials::load_or_create(&creds_path)
         .with_context(|| format!("credentials in {}", creds_path.display()))?;
-    let secret = credentials_secret(docker, &creds).await?;
+    let (secret_id, secret_name) = platform::credentials_secret(docker, &serde_json::to_vec(&creds)?).await?;
 
-    let spec = gateway_service(&args, &gateway_image, &secret);
+    let spec = platform::gateway_service(&platform::GatewayService {
+        name: &args.name,
+        network: &args.network,
+        port: args.port,
+        image: &gateway_image,
+        secret_id: &secret_id,
+        secret_name: &secret_name,
+    });
     match docker.inspect_service(&args.name, None).await {
         Ok(existing) => {
             let version = existing.version.and_then(|v| v.index).unwrap_or(0);
@@ -161,159 +161,6 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     super::print_credentials(&creds, &creds_path);
     println!("  (saved for faas in {}; /system/* needs them)", crate::auth_config::path().display());
     Ok(())
-}
-
-/// `ferrofaas-gateway:<version>`: this `faas` and the static watchdog on the
-/// minimal base. Returns the image id.
-async fn build_gateway_image(docker: &Docker, watchdog: &std::path::Path) -> anyhow::Result<String> {
-    let faas = std::env::current_exe()?;
-    let dockerfile = format!(
-        "FROM {}\nCOPY faas faas-watchdog /usr/local/bin/\nRUN [\"/usr/local/bin/faas\", \"--version\"]\n\
-         EXPOSE 8080\nENTRYPOINT [\"/usr/local/bin/faas\"]\n",
-        image::base_image("minimal")
-    );
-    let mut tar = tar::Builder::new(Vec::new());
-    // The engine reads no GNU sparse entries.
-    tar.sparse(false);
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
-    for (path, name) in [(faas.as_path(), "faas"), (watchdog, "faas-watchdog")] {
-        // As a plain file: a linker's output may be sparse, which Docker's
-        // tar reader refuses.
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        tar.append_data(&mut header, name, bytes.as_slice())?;
-    }
-    let context = tar.into_inner()?;
-    let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
-    println!("  building the gateway image {tag}");
-    let labels = HashMap::from([(LABEL_GATEWAY.to_owned(), "true".to_owned())]);
-    image::build_image(docker, context, &tag, &labels)
-        .await
-        .context("building the gateway image (its faas must run on Debian bookworm's C library)")
-}
-
-/// The Docker secret holding `creds`, named after their hash (Docker
-/// secrets cannot change; new credentials make a new secret).
-async fn credentials_secret(docker: &Docker, creds: &Credentials) -> anyhow::Result<(String, String)> {
-    let json = serde_json::to_vec(creds)?;
-    let hash = sha2::Sha256::digest(&json);
-    let name = format!("ferrofaas-credentials-{}", hex8(&hash));
-    if let Ok(existing) = docker.inspect_secret(&name).await {
-        return Ok((existing.id.unwrap_or_default(), name));
-    }
-    let spec = SecretSpec {
-        name: Some(name.clone()),
-        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "credentials".to_owned())])),
-        data: Some(ferrofaas_types::base64::encode(&json)),
-        ..Default::default()
-    };
-    let created = docker.create_secret(spec).await.context("storing the credentials as a Docker secret")?;
-    Ok((created.id, name))
-}
-
-fn hex8(bytes: &[u8]) -> String {
-    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
-}
-
-fn gateway_service(args: &UpArgs, image: &str, (secret_id, secret_name): &(String, String)) -> ServiceSpec {
-    let command: Vec<String> = [
-        "serve",
-        "--provider",
-        "swarm",
-        "--bind",
-        "0.0.0.0",
-        "--port",
-        "8080",
-        "--network",
-        &args.network,
-        "--credentials-file",
-        &format!("/run/secrets/{CREDENTIALS_TARGET}"),
-        "--image-watchdog",
-        "/usr/local/bin/faas-watchdog",
-        "--state",
-        "/var/lib/ferrofaas",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    ServiceSpec {
-        name: Some(args.name.clone()),
-        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "service".to_owned())])),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(image.to_owned()),
-                args: Some(command),
-                mounts: Some(vec![
-                    Mount {
-                        target: Some("/var/run/docker.sock".into()),
-                        source: Some("/var/run/docker.sock".into()),
-                        typ: Some(MountType::BIND),
-                        ..Default::default()
-                    },
-                    // The asynchronous queue outlives the gateway's container.
-                    Mount {
-                        target: Some("/var/lib/ferrofaas".into()),
-                        source: Some(format!("{}-state", args.name)),
-                        typ: Some(MountType::VOLUME),
-                        ..Default::default()
-                    },
-                ]),
-                secrets: Some(vec![TaskSpecContainerSpecSecrets {
-                    file: Some(TaskSpecContainerSpecFile {
-                        name: Some(CREDENTIALS_TARGET.into()),
-                        uid: Some("0".into()),
-                        gid: Some("0".into()),
-                        mode: Some(0o400),
-                    }),
-                    secret_id: Some(secret_id.clone()),
-                    secret_name: Some(secret_name.clone()),
-                }]),
-                init: Some(true),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(Duration::from_secs(1).as_nanos() as i64),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec!["node.role == manager".into()]),
-                ..Default::default()
-            }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(args.network.clone()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        // A host-mode port cannot be held by two tasks on one node.
-        update_config: Some(ServiceSpecUpdateConfig {
-            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
-            parallelism: Some(1),
-            ..Default::default()
-        }),
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(EndpointSpecModeEnum::DNSRR),
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(8080),
-                published_port: Some(i64::from(args.port)),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-        }),
-        ..Default::default()
-    }
 }
 
 /// Waits until the service's update (if any) has finished and the gateway

@@ -20,6 +20,7 @@
 
 mod engine;
 mod network;
+pub mod platform;
 mod routing;
 mod secrets;
 mod service;
