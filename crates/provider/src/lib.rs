@@ -23,15 +23,16 @@ use tokio::sync::mpsc;
 #[cfg(feature = "bundles")]
 pub mod bundles;
 #[cfg(feature = "docker")]
-mod container;
-#[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "docker")]
+pub mod engine;
 pub mod fsutil;
 #[cfg(feature = "local")]
 pub mod local;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod routes;
+pub mod rules;
 #[cfg(feature = "swarm")]
 pub mod swarm;
 

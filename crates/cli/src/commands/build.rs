@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mode = Mode::pick(args.quiet, args.json);
     let docker = match args.docker {
         true => Some((
-            ferrofaas_provider::docker::connect().await?,
+            ferrofaas_provider::engine::connect().await?,
             crate::paths::image_watchdog(args.image_watchdog.as_deref())?,
         )),
         false => None,
@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     eprintln!("{name}: {step}");
                 }
             };
-            let id = ferrofaas_provider::docker::image::build_function_image(
+            let id = ferrofaas_provider::engine::image::build_function_image(
                 docker, &bundle, &image, watchdog, &say,
             )
             .await

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
     ListSecretsOptionsBuilder, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use ferrofaas_gateway::Credentials;
-use ferrofaas_provider::docker::image;
+use ferrofaas_provider::engine::image;
 use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY};
 use ferrofaas_provider::swarm::{DEFAULT_NETWORK, LABEL_FUNCTION, LABEL_SECRET};
 
@@ -78,7 +78,7 @@ struct DownArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let docker = ferrofaas_provider::docker::connect().await?;
+    let docker = ferrofaas_provider::engine::connect().await?;
     match args.command {
         Command::Up(up) => self::up(&docker, up).await,
         Command::Down(down) => self::down(&docker, down).await,

@@ -11,8 +11,6 @@
 //! in `/var/openfaas/secrets`, a read-only root with a writable `/tmp` when
 //! `readOnlyRootFilesystem` is set, and an init process that reaps zombies.
 
-pub mod image;
-
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -31,16 +29,16 @@ use ferrofaas_types::{FunctionDeployment, FunctionRef, ProviderInfo};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use crate::container::{Hardening, limits};
+use crate::engine::containment::{Hardening, limits};
+use crate::engine::{ContainerMeter, FunctionImage, SECRETS_PATH, connect, function_image, image};
 use crate::local::{Backend, DEFAULT_ENV, Instance, Launch, LocalConfig, LocalProvider, SecretAccess};
-use crate::{BundleInfo, ProviderError, Result};
+use crate::{BundleInfo, Result};
 
 pub use crate::local::Timing;
 
 /// The network replicas run on.
 pub const NETWORK: &str = "ferrofaas";
 /// Where OpenFaaS functions read their secrets.
-pub const SECRETS_PATH: &str = "/var/openfaas/secrets";
 const LABEL_OWNER: &str = "com.ferrofaas.owner";
 const LABEL_FUNCTION: &str = "com.ferrofaas.function";
 const LABEL_NAMESPACE: &str = "com.ferrofaas.namespace";
@@ -70,17 +68,6 @@ impl DockerConfig {
             bundle_max_unpacked: crate::bundles::BundleLimits::default().max_unpacked,
         }
     }
-}
-
-/// Connects to the local engine (`DOCKER_HOST` or the default socket) at an
-/// API version it speaks.
-pub async fn connect() -> io::Result<Docker> {
-    let docker = Docker::connect_with_local_defaults().map_err(io::Error::other)?;
-    let docker = docker.negotiate_version().await.map_err(|e| {
-        io::Error::other(format!("the Docker engine does not answer (is dockerd running?): {e}"))
-    })?;
-    docker.ping().await.map_err(|e| io::Error::other(format!("the Docker engine does not answer: {e}")))?;
-    Ok(docker)
 }
 
 /// The Docker provider on its state folder, with its stored functions started.
@@ -283,59 +270,6 @@ impl Backend for DockerBackend {
     }
 }
 
-/// The image a deployment names, as this engine has it.
-pub(crate) struct FunctionImage {
-    /// Its id, so that every replica of a version runs exactly it.
-    pub id: String,
-    /// The replicas' environment: the provider's defaults, then `fprocess`
-    /// from `envProcess`, then `envVars`.
-    pub env: Vec<String>,
-    /// Does it run `faas-watchdog` (so that `faas-watchdog --ready` is its
-    /// health check)? Read by the Swarm backend.
-    #[cfg_attr(not(feature = "swarm"), allow(dead_code))]
-    pub runs_watchdog: bool,
-}
-
-pub(crate) async fn function_image(
-    docker: &Docker,
-    spec: &FunctionDeployment,
-    defaults: &[(&str, &str)],
-) -> Result<FunctionImage> {
-    let inspect = docker.inspect_image(&spec.image).await.map_err(|_| {
-        ProviderError::invalid(
-            "image",
-            format!(
-                "no Docker image {} on this engine: build it (faas build --docker), or deploy its bundle \
-                 (faas deploy pushes it and the gateway builds the image)",
-                spec.image
-            ),
-        )
-    })?;
-    let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
-    let config = inspect.config.unwrap_or_default();
-    let runs_watchdog = config
-        .entrypoint
-        .iter()
-        .chain(config.cmd.iter())
-        .flatten()
-        .next()
-        .is_some_and(|exe| exe.ends_with("/faas-watchdog"));
-    let image_env = config.env.unwrap_or_default();
-    let has_fprocess =
-        image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
-    let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if !spec.env_process.is_empty() {
-        env.push(format!("fprocess={}", spec.env_process));
-    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
-        return Err(ProviderError::invalid(
-            "envProcess",
-            format!("image {} sets no fprocess: give envProcess", spec.image),
-        ));
-    }
-    env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
-    Ok(FunctionImage { id, env, runs_watchdog })
-}
-
 async fn remove(docker: &Docker, id: &str) {
     let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
     if let Err(e) = docker.remove_container(id, Some(options)).await {
@@ -426,26 +360,5 @@ impl Instance for Container {
 
     fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
         Some(Arc::new(ContainerMeter { docker: self.docker.clone(), id: self.id.clone() }))
-    }
-}
-
-/// CPU time of a container, from the engine's stats (one sample each).
-pub(crate) struct ContainerMeter {
-    pub docker: Docker,
-    pub id: String,
-}
-
-impl crate::routes::CpuMeter for ContainerMeter {
-    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
-        Box::pin(async move {
-            let options = bollard::query_parameters::StatsOptionsBuilder::default()
-                .stream(false)
-                .one_shot(true)
-                .build();
-            let mut stats = self.docker.stats(&self.id, Some(options));
-            let sample = stats.next().await?.ok()?;
-            let nanos = sample.cpu_stats?.cpu_usage?.total_usage?;
-            Some(nanos as f64 / 1e9)
-        })
     }
 }

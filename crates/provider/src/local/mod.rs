@@ -40,6 +40,7 @@ pub use self::replica::{Instance, Timing};
 pub use self::secrets::SecretAccess;
 use self::secrets::SecretStore;
 use self::store::{FunctionStore, StoredFunction};
+pub(crate) use crate::rules::{not_found, validate_secret};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 
 /// Environment every replica's watchdog starts from, whatever runs it (a
@@ -283,10 +284,6 @@ impl<B: Backend> LocalProvider<B> {
     }
 }
 
-pub(crate) fn not_found(f: &FunctionRef) -> ProviderError {
-    ProviderError::NotFound(format!("function {} not found in namespace {}", f.name, f.namespace))
-}
-
 #[async_trait]
 impl<B: Backend> Provider for LocalProvider<B> {
     fn info(&self) -> ProviderInfo {
@@ -490,20 +487,4 @@ impl<B: Backend> Provider for LocalProvider<B> {
         .await;
         self.backend.stopped().await;
     }
-}
-
-pub(crate) fn validate_secret(secret: &Secret) -> Result<(String, String)> {
-    names::validate_secret_name(&secret.name).map_err(|e| ProviderError::invalid("name", e.to_string()))?;
-    let ns = if secret.namespace.is_empty() { DEFAULT_NAMESPACE } else { &secret.namespace };
-    names::validate_namespace(ns).map_err(|e| ProviderError::invalid("namespace", e.to_string()))?;
-    if secret.bytes().is_empty() {
-        return Err(ProviderError::invalid("value", "a secret needs a value (value or rawValue)"));
-    }
-    if secret.bytes().len() > ferrofaas_types::secret::MAX_SECRET_BYTES {
-        return Err(ProviderError::invalid(
-            "value",
-            format!("at most {} KiB", ferrofaas_types::secret::MAX_SECRET_BYTES / 1024),
-        ));
-    }
-    Ok((secret.name.clone(), ns.to_owned()))
 }

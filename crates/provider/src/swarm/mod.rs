@@ -57,9 +57,9 @@ use futures_util::StreamExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::container::{Hardening, limits};
-use crate::docker::{FunctionImage, SECRETS_PATH, function_image};
-use crate::local::{not_found, validate_secret};
+use crate::engine::containment::{Hardening, limits};
+use crate::engine::{FunctionImage, SECRETS_PATH, function_image};
+use crate::rules::{not_found, validate_secret};
 use crate::{BundleInfo, Provider, ProviderError, Result, Routes};
 
 /// Labels on every function service (and its containers).
@@ -132,7 +132,7 @@ impl Drop for SwarmProvider {
 /// The Swarm provider, on a Swarm manager's engine (`DOCKER_HOST` or the
 /// default socket), with its routes filled from the Swarm's services.
 pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
-    let docker = crate::docker::connect().await?;
+    let docker = crate::engine::connect().await?;
     let info = docker.info().await.map_err(io::Error::other)?;
     let swarm = info.swarm.unwrap_or_default();
     if swarm.control_available != Some(true) {
@@ -505,7 +505,7 @@ impl Provider for SwarmProvider {
     }
 
     async fn push_bundle(&self, image: &str, archive: &std::path::Path) -> Result<BundleInfo> {
-        crate::docker::image::push_bundle(
+        crate::engine::image::push_bundle(
             &self.docker,
             &self.watchdog,
             image,
@@ -516,7 +516,7 @@ impl Provider for SwarmProvider {
     }
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {
-        crate::docker::image::list_bundles(&self.docker).await
+        crate::engine::image::list_bundles(&self.docker).await
     }
 
     /// The Swarm keeps the functions running: a gateway that stops leaves

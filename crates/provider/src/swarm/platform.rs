@@ -19,7 +19,7 @@ use bollard::models::{
 };
 use sha2::Digest;
 
-use crate::docker::image;
+use crate::engine::image;
 use crate::{ProviderError, Result};
 
 /// Labels the gateway's service, image and credential secrets.

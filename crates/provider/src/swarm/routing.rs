@@ -191,7 +191,7 @@ impl Router {
                     let mut endpoints = route.endpoints();
                     if !endpoints.iter().any(|e| e.addr == addr) {
                         let meter = tracked.containers.get(&addr).map(|id| {
-                            Arc::new(crate::docker::ContainerMeter {
+                            Arc::new(crate::engine::ContainerMeter {
                                 docker: self.docker.clone(),
                                 id: id.clone(),
                             }) as Arc<dyn crate::routes::CpuMeter>

@@ -1,0 +1,104 @@
+//! The Docker Engine, as the Docker and Swarm backends both use it: the
+//! connection, function images and their builds ([`image`]), the image a
+//! deployment names and the environment its replicas get, the containment
+//! and limits of containers ([`containment`]), and the CPU meter of a
+//! container.
+
+pub mod containment;
+pub mod image;
+
+use std::io;
+
+use bollard::Docker;
+use ferrofaas_types::FunctionDeployment;
+use futures_util::StreamExt;
+
+use crate::{ProviderError, Result};
+
+/// Where a replica finds its secrets, as OpenFaaS's SDKs look for them.
+pub const SECRETS_PATH: &str = "/var/openfaas/secrets";
+
+/// Connects to the local engine (`DOCKER_HOST` or the default socket) at an
+/// API version it speaks.
+pub async fn connect() -> io::Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(io::Error::other)?;
+    let docker = docker.negotiate_version().await.map_err(|e| {
+        io::Error::other(format!("the Docker engine does not answer (is dockerd running?): {e}"))
+    })?;
+    docker.ping().await.map_err(|e| io::Error::other(format!("the Docker engine does not answer: {e}")))?;
+    Ok(docker)
+}
+
+/// The image a deployment names, as this engine has it.
+pub struct FunctionImage {
+    /// Its id, so that every replica of a version runs exactly it.
+    pub id: String,
+    /// The replicas' environment: the provider's defaults, then `fprocess`
+    /// from `envProcess`, then `envVars`.
+    pub env: Vec<String>,
+    /// Does it run `faas-watchdog` (so that `faas-watchdog --ready` is its
+    /// health check)? Read by the Swarm backend.
+    #[cfg_attr(not(feature = "swarm"), allow(dead_code))]
+    pub runs_watchdog: bool,
+}
+
+pub async fn function_image(
+    docker: &Docker,
+    spec: &FunctionDeployment,
+    defaults: &[(&str, &str)],
+) -> Result<FunctionImage> {
+    let inspect = docker.inspect_image(&spec.image).await.map_err(|_| {
+        ProviderError::invalid(
+            "image",
+            format!(
+                "no Docker image {} on this engine: build it (faas build --docker), or deploy its bundle \
+                 (faas deploy pushes it and the gateway builds the image)",
+                spec.image
+            ),
+        )
+    })?;
+    let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
+    let config = inspect.config.unwrap_or_default();
+    let runs_watchdog = config
+        .entrypoint
+        .iter()
+        .chain(config.cmd.iter())
+        .flatten()
+        .next()
+        .is_some_and(|exe| exe.ends_with("/faas-watchdog"));
+    let image_env = config.env.unwrap_or_default();
+    let has_fprocess =
+        image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
+    let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !spec.env_process.is_empty() {
+        env.push(format!("fprocess={}", spec.env_process));
+    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
+        return Err(ProviderError::invalid(
+            "envProcess",
+            format!("image {} sets no fprocess: give envProcess", spec.image),
+        ));
+    }
+    env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
+    Ok(FunctionImage { id, env, runs_watchdog })
+}
+
+/// CPU time of a container, from the engine's stats (one sample each).
+pub struct ContainerMeter {
+    pub docker: Docker,
+    pub id: String,
+}
+
+impl crate::routes::CpuMeter for ContainerMeter {
+    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
+        Box::pin(async move {
+            let options = bollard::query_parameters::StatsOptionsBuilder::default()
+                .stream(false)
+                .one_shot(true)
+                .build();
+            let mut stats = self.docker.stats(&self.id, Some(options));
+            let sample = stats.next().await?.ok()?;
+            let nanos = sample.cpu_stats?.cpu_usage?.total_usage?;
+            Some(nanos as f64 / 1e9)
+        })
+    }
+}
