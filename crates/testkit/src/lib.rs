@@ -1,7 +1,11 @@
 //! Helpers the integration tests of several crates share: one HTTP request
 //! per connection (so each test sees exactly what it sent), waiting for a
-//! condition without fixed sleeps, and looking at processes in /proc.
+//! condition without fixed sleeps, looking at processes in /proc, the check
+//! of a test that needs a tool this machine may lack ([`require`]), and a
+//! WebDriver client ([`webdriver`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -113,4 +117,13 @@ pub fn children(pid: u32) -> Vec<i32> {
         }
     }
     out
+}
+
+/// For a test that needs a tool or a service this machine may not have:
+/// such tests are `#[ignore = "needs ..."]`, so that the README's test
+/// command shows them as ignored, with the reason; `cargo test -- --ignored`
+/// (as `.ci/run` does, after installing and starting them) runs them, and
+/// then a missing one is a failure, said here.
+pub fn require(present: bool, what: &str, how: &str) {
+    assert!(present, "this test needs {what}, which is missing here ({how})");
 }

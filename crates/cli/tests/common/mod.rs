@@ -67,15 +67,6 @@ fn beside_faas(program: &str, package: &str, build: &Once) -> PathBuf {
     path
 }
 
-/// For a test that needs a tool or a service this machine may not have:
-/// such tests are `#[ignore = "needs ..."]`, so that the README's test
-/// command shows them as ignored, with the reason; `cargo test -- --ignored`
-/// (as `.ci/run` does, after installing and starting them) runs them, and
-/// then a missing one is a failure, said here.
-pub fn require(present: bool, what: &str, how: &str) {
-    assert!(present, "this test needs {what}, which is missing here ({how})");
-}
-
 /// A TCP server on 127.0.0.1 that appends what each connection sends to
 /// `path`: how a sandboxed function reports to a test. Its port.
 pub fn record_lines(path: &Path) -> u16 {
