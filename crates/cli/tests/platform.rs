@@ -507,6 +507,19 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
         let message = r.message();
         assert!(message.contains(needle), "{method} {path}: {message:?} should mention {needle:?}");
     }
+    // A 405 says which methods the path takes, from the table it was
+    // routed by: the API's, and the open pages'.
+    for (method, path, allow) in [
+        (Method::PATCH, "/system/functions", "GET, POST, PUT, DELETE"),
+        (Method::GET, "/system/scale-function/keep", "POST"),
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (Method::DELETE, "/metrics", "GET"),
+        (Method::POST, "/ui/", "GET, HEAD"),
+    ] {
+        let r = p.api(method.clone(), path, "").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {}", r.body);
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
 
     // What a page of another site can make the admin's browser send (its
     // Basic credentials attached): a form, or a request from another

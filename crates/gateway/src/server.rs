@@ -67,12 +67,21 @@ impl Gateway {
                 Err(e) => e.into_response(),
             };
         }
-        match (req.method(), path) {
-            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "OK"),
-            (&Method::GET | &Method::HEAD, p) if p == "/" || p == "/ui" || p.starts_with("/ui/") => {
-                crate::ui::serve(p)
-            }
-            (&Method::GET, "/metrics") => {
+        // The open pages, each with the methods it takes (`Allow` from them).
+        let (methods, page): (&[Method], Page) = match path {
+            "/healthz" => (&[Method::GET, Method::HEAD], Page::Health),
+            "/metrics" => (&[Method::GET], Page::Metrics),
+            p if p == "/" || p == "/ui" || p.starts_with("/ui/") => (&[Method::GET, Method::HEAD], Page::Ui),
+            _ => return json_error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
+        };
+        if !methods.contains(req.method()) {
+            let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            return ApiError::method_not_allowed(&allow.join(", ")).into_response();
+        }
+        match page {
+            Page::Health => text(StatusCode::OK, "OK"),
+            Page::Ui => crate::ui::serve(path),
+            Page::Metrics => {
                 let mut text = crate::metrics::render(&*self.provider);
                 if let Some(queue) = &self.queue {
                     crate::metrics::render_queue(&mut text, &queue.stats().await);
@@ -82,10 +91,15 @@ impl Gateway {
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
                 resp
             }
-            (_, "/healthz" | "/metrics") => ApiError::method_not_allowed("GET").into_response(),
-            _ => json_error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
         }
     }
+}
+
+/// The pages anyone may read.
+enum Page {
+    Health,
+    Ui,
+    Metrics,
 }
 
 /// What every `/function/` response carries: a sandbox without
