@@ -1,8 +1,14 @@
 //! Rules every backend applies the same way, so that a client sees one
-//! behaviour whichever runs its functions.
+//! behaviour whichever runs its functions: what a secret may be, the 404
+//! of a function, and how a replica is asked whether it is ready.
 
 use ferrofaas_types::names::{self, DEFAULT_NAMESPACE};
 use ferrofaas_types::{FunctionRef, Secret};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ProviderError, Result};
 
@@ -28,4 +34,19 @@ pub fn validate_secret(secret: &Secret) -> Result<(String, String)> {
         ));
     }
     Ok((secret.name.clone(), ns.to_owned()))
+}
+
+/// `GET path` on a replica: its status code, if it answers within `timeout`.
+pub async fn probe_within(addr: SocketAddr, path: &'static str, timeout: Duration) -> Option<u16> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        // "HTTP/1.1 200" is all that is needed.
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.ok()?;
+        std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+    };
+    tokio::time::timeout(timeout, work).await.ok()?
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferrofaas_types::FunctionRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -245,22 +244,9 @@ async fn watch(replica: &mut Box<dyn Instance>, interval: Duration) -> String {
     }
 }
 
+use crate::rules::probe_within;
+
 /// `GET path` on a replica: its status code, if it answers within a second.
 async fn probe(addr: SocketAddr, path: &'static str) -> Option<u16> {
     probe_within(addr, path, Duration::from_secs(1)).await
-}
-
-/// `GET path` on a replica: its status code, if it answers within `timeout`.
-pub(crate) async fn probe_within(addr: SocketAddr, path: &'static str, timeout: Duration) -> Option<u16> {
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        // "HTTP/1.1 200" is all that is needed.
-        let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).await.ok()?;
-        std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
-    };
-    tokio::time::timeout(timeout, work).await.ok()?
 }

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use super::{LABEL_FUNCTION, LABEL_NAMESPACE, LABEL_SPEC, REPLICA_PORT, engine};
-use crate::local::replica::probe_within;
+use crate::rules::probe_within;
 use crate::{Endpoint, Routes};
 
 /// Longest time between two refreshes.
