@@ -206,14 +206,28 @@ impl Backend for DockerBackend {
         let started = async {
             self.docker.start_container(&id, None).await.map_err(io::Error::other)?;
             let inspect = self.docker.inspect_container(&id, None).await.map_err(io::Error::other)?;
+            let state = inspect.state.unwrap_or_default();
             let ip = inspect
                 .network_settings
                 .and_then(|n| n.networks)
                 .and_then(|mut n| n.remove(NETWORK))
                 .and_then(|n| n.ip_address)
-                .and_then(|ip| ip.parse::<IpAddr>().ok())
-                .ok_or_else(|| io::Error::other("the container has no address on the network"))?;
-            Ok::<_, io::Error>(SocketAddr::new(ip, 8080))
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            match ip {
+                Some(ip) => Ok(SocketAddr::new(ip, 8080)),
+                // Gone already (a container that exits at once leaves the
+                // network before it could be looked at): say so, with what
+                // it printed last.
+                None if state.running != Some(true) => {
+                    let code = state.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string());
+                    let said = last_line(&self.docker, &id).await;
+                    Err(io::Error::other(match said {
+                        Some(line) => format!("exited during start-up (exit code {code}): {line}"),
+                        None => format!("exited during start-up (exit code {code})"),
+                    }))
+                }
+                None => Err(io::Error::other("the container has no address on the network")),
+            }
         };
         let addr = match started.await {
             Ok(addr) => addr,
@@ -268,6 +282,21 @@ impl Backend for DockerBackend {
             Err(e) => tracing::warn!(error = %e, "could not list old replicas"),
         }
     }
+}
+
+/// The last line a container printed, at most 200 characters of it.
+async fn last_line(docker: &Docker, id: &str) -> Option<String> {
+    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("5").build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut last = None;
+    while let Some(Ok(chunk)) = stream.next().await {
+        for line in String::from_utf8_lossy(&chunk.into_bytes()).lines() {
+            if !line.trim().is_empty() {
+                last = Some(line.trim().chars().take(200).collect::<String>());
+            }
+        }
+    }
+    last
 }
 
 async fn remove(docker: &Docker, id: &str) {
