@@ -114,7 +114,8 @@ impl Invoker {
         };
         let (mut parts, body) = req.into_parts();
         let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
-        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+        // hyper hands over the connection only for a request that asked.
+        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(lease.endpoint().authority.clone());

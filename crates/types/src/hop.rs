@@ -39,12 +39,15 @@ pub fn strip(headers: &mut HeaderMap) {
 /// The protocol a request asks to switch to: its `Upgrade` header, if
 /// `Connection` names `upgrade` (RFC 9110 section 7.8). A proxy that passes
 /// an upgrade on puts both back with [`keep_upgrade`] after [`strip`].
+///
+/// On the request path: an ordinary request has no `Upgrade`, and that one
+/// lookup is all it costs.
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let protocol = headers.get(header::UPGRADE).filter(|p| !p.is_empty())?;
     let asked = headers.get_all(header::CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
     });
-    let protocol = headers.get(header::UPGRADE)?;
-    (asked && !protocol.is_empty()).then(|| protocol.clone())
+    asked.then(|| protocol.clone())
 }
 
 /// Whether an `Upgrade` value asks for a WebSocket (RFC 6455).

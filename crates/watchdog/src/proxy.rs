@@ -87,7 +87,8 @@ impl Proxy {
         };
         parts.version = Version::HTTP_11;
         let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
-        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+        // hyper hands over the connection only for a request that asked.
+        let client_upgrade = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         ferrofaas_types::hop::strip(&mut parts.headers);
         if let Some(protocol) = &upgrade {
             ferrofaas_types::hop::keep_upgrade(&mut parts.headers, protocol.clone());
