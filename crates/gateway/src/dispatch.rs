@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrofaas_queue::{Call, DeadLetter, Entry, Outcome, Queue, QueueError, now_ms};
 use ferrofaas_types::FunctionRef;
-use ferrofaas_types::retry::RetryPolicy;
+use ferrofaas_types::Policies;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -193,7 +193,7 @@ impl Dispatcher {
                     if total >= MAX_RUNNING {
                         break;
                     }
-                    let limit = self.retry_policy(f).max_inflight;
+                    let limit = self.policies(&f.name, &f.namespace).retry.max_inflight;
                     if self.running().get(f).copied().unwrap_or(0) >= limit {
                         continue;
                     }
@@ -231,17 +231,18 @@ impl Dispatcher {
         }
     }
 
-    /// The function's retry policy, as its route carries it.
-    fn retry_policy(&self, function: &FunctionRef) -> RetryPolicy {
-        let route = self.gateway.provider.routes().get(&function.name, &function.namespace);
-        route.map(|r| r.policies().retry.clone()).unwrap_or_default()
+    /// The function's policies, as its route carries them (shared, not
+    /// copied: the dispatcher reads them every round).
+    fn policies(&self, name: &str, namespace: &str) -> Arc<Policies> {
+        self.gateway.provider.routes().get(name, namespace).map(|r| r.policies()).unwrap_or_default()
     }
 
     /// One try of a call: the invocation (unless done before), then the
     /// callback; settled, retried later, or dead-lettered.
     async fn attempt(&self, entry: Entry) {
         let Entry { call, mut progress } = entry;
-        let policy = self.retry_policy(&call.function_ref());
+        let policies = self.policies(&call.function, &call.namespace);
+        let policy = &policies.retry;
         if progress.result.is_none() {
             progress.attempts += 1;
             let outcome = self

@@ -25,12 +25,6 @@ pub struct InvocationGuard {
     pub(crate) code: u16,
 }
 
-impl InvocationGuard {
-    pub(crate) fn set_code(&mut self, code: u16) {
-        self.code = code;
-    }
-}
-
 impl Drop for InvocationGuard {
     fn drop(&mut self) {
         self.route.stats.finished(self.code, self.start.elapsed());

@@ -36,14 +36,17 @@ pub struct Tunnels {
 impl Tunnels {
     /// Carries bytes both ways until both sides have closed, either side
     /// fails, or [`Tunnels::close`]. `guard` ends the invocation then.
-    pub fn open(&self, switched: Switched, mut guard: InvocationGuard) {
+    pub fn open(&self, switched: Switched, guard: InvocationGuard) {
         let close = self.close.clone();
         self.tracker.spawn(async move {
+            // The whole guard moves in (a field alone would be captured
+            // otherwise, and the guard dropped here and now).
+            let mut guard = guard;
             let (client, upstream) = match tokio::try_join!(switched.client, switched.upstream) {
                 Ok(both) => both,
                 Err(e) => {
                     tracing::debug!(error = %e, "an upgrade did not complete");
-                    guard.set_code(502);
+                    guard.code = 502;
                     return;
                 }
             };

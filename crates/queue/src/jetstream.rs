@@ -342,18 +342,6 @@ impl JetStreamQueue {
         }
         Some(held)
     }
-
-    fn status_of(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
-        CallStatus {
-            call_id: entry.call.id.clone(),
-            function: key_of(entry).to_string(),
-            state: state.to_owned(),
-            attempts: entry.progress.attempts,
-            status,
-            error,
-            updated_at: now_ms(),
-        }
-    }
 }
 
 #[async_trait]
@@ -367,7 +355,7 @@ impl Queue for JetStreamQueue {
         // The id is taken by its first status, written only if the subject
         // has none (every gateway sharing the stream sees the same), and
         // given back if the call cannot be stored.
-        let status = Self::status_of(&entry, "queued", None, None);
+        let status = CallStatus::of(&entry, "queued", None, None);
         let bytes = serde_json::to_vec(&status).map_err(|e| err("encoding a status")(&e))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
@@ -416,7 +404,7 @@ impl Queue for JetStreamQueue {
     async fn done(&self, id: &str, attempts: u32, status: Option<u16>, error: Option<String>) -> Result<()> {
         let Some(mut held) = self.release(id) else { return Err(QueueError::NotFound(id.to_owned())) };
         held.entry.progress.attempts = attempts;
-        self.put_status(&Self::status_of(&held.entry, "done", status, error)).await?;
+        self.put_status(&CallStatus::of(&held.entry, "done", status, error)).await?;
         held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
         *self.lock().processed.entry(key_of(&held.entry).to_string()).or_default() += 1;
         self.changed.notify_one();
@@ -428,7 +416,7 @@ impl Queue for JetStreamQueue {
         let entry = Entry { call: held.entry.call.clone(), progress };
         self.publish(&entry).await?;
         let state = if entry.progress.result.is_some() { "callback" } else { "retrying" };
-        self.put_status(&Self::status_of(&entry, state, None, entry.progress.last_error.clone())).await?;
+        self.put_status(&CallStatus::of(&entry, state, None, entry.progress.last_error.clone())).await?;
         held.message.double_ack().await.map_err(|e| err("acknowledging a call")(&e))?;
         *self.lock().retried.entry(key_of(&entry).to_string()).or_default() += 1;
         self.changed.notify_one();
@@ -440,7 +428,7 @@ impl Queue for JetStreamQueue {
         held.entry.progress.attempts = letter.attempts;
         let bytes = serde_json::to_vec(&letter).map_err(|e| err("encoding a dead letter")(&e))?;
         self.put(dead_subject(id), bytes).await?;
-        let status = Self::status_of(
+        let status = CallStatus::of(
             &held.entry,
             "dead-lettered",
             letter.last.as_ref().map(|o| o.status),
@@ -457,7 +445,7 @@ impl Queue for JetStreamQueue {
         if let Some(h) = self.lock().held.get(id) {
             let p = &h.entry.progress;
             let state = if p.result.is_some() { "callback" } else { "running" };
-            return Ok(Some(Self::status_of(&h.entry, state, p.result.as_ref().map(|r| r.status), None)));
+            return Ok(Some(CallStatus::of(&h.entry, state, p.result.as_ref().map(|r| r.status), None)));
         }
         let bytes = Self::last(&self.status, status_subject(id)).await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
@@ -492,7 +480,7 @@ impl Queue for JetStreamQueue {
         };
         let entry = Entry::new(letter.call);
         self.publish(&entry).await?;
-        self.put_status(&Self::status_of(&entry, "queued", None, None)).await?;
+        self.put_status(&CallStatus::of(&entry, "queued", None, None)).await?;
         self.remove_dead_letter(id).await
     }
 

@@ -162,6 +162,22 @@ pub struct CallStatus {
     pub updated_at: u64,
 }
 
+impl CallStatus {
+    /// `entry`'s status now: `state`, with the function's answer and error
+    /// as far as there are any.
+    pub fn of(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
+        CallStatus {
+            call_id: entry.call.id.clone(),
+            function: entry.call.function_ref().to_string(),
+            state: state.to_owned(),
+            attempts: entry.progress.attempts,
+            status,
+            error,
+            updated_at: now_ms(),
+        }
+    }
+}
+
 /// How much the queue keeps at most: calls waiting or running and dead
 /// letters, counted by [`Call::size`] and [`Outcome::size`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -86,12 +86,13 @@ const ROUTES: &[(Method, Path, Op)] = &[
 /// The operation `method` and `path` name, with the path's segment: a 404
 /// if no route has the path, a 405 (with `Allow`) if none has the method.
 fn find<'p>(method: &Method, path: &'p str) -> Result<(Op, &'p str), ApiError> {
+    let routes = || ROUTES.iter().filter_map(|(m, pattern, op)| Some((m, pattern.matches(path)?, op)));
+    if let Some((_, segment, op)) = routes().find(|(m, ..)| *m == method) {
+        return Ok((*op, segment.unwrap_or("")));
+    }
+    // Only for an answer that is not a route: what the path does take.
     let mut allowed: Vec<&str> = Vec::new();
-    for (m, pattern, op) in ROUTES {
-        let Some(segment) = pattern.matches(path) else { continue };
-        if m == method {
-            return Ok((*op, segment.unwrap_or("")));
-        }
+    for (m, ..) in routes() {
         if !allowed.contains(&m.as_str()) {
             allowed.push(m.as_str());
         }

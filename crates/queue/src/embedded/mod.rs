@@ -129,18 +129,6 @@ impl EmbeddedQueue {
             .map_err(|e| e.to_string())?
     }
 
-    fn finished_status(entry: &Entry, state: &str, status: Option<u16>, error: Option<String>) -> CallStatus {
-        CallStatus {
-            call_id: entry.call.id.clone(),
-            function: key_of(entry).to_string(),
-            state: state.to_owned(),
-            attempts: entry.progress.attempts,
-            status,
-            error,
-            updated_at: now_ms(),
-        }
-    }
-
     fn status_now(&self, id: &str) -> Option<CallStatus> {
         let state = self.lock();
         if let Some(slot) = state.entries.get(id) {
@@ -154,15 +142,12 @@ impl EmbeddedQueue {
             } else {
                 "queued"
             };
-            return Some(CallStatus {
-                call_id: id.to_owned(),
-                function: key_of(&slot.entry).to_string(),
-                state: phase.to_owned(),
-                attempts: p.attempts,
-                status: p.result.as_ref().map(|r| r.status),
-                error: p.last_error.clone(),
-                updated_at: now_ms(),
-            });
+            return Some(CallStatus::of(
+                &slot.entry,
+                phase,
+                p.result.as_ref().map(|r| r.status),
+                p.last_error.clone(),
+            ));
         }
         state.finished.get(id).cloned()
     }
@@ -324,7 +309,7 @@ impl Queue for EmbeddedQueue {
             return Err(QueueError::NotFound(id.to_owned()));
         };
         slot.entry.progress.attempts = attempts;
-        let finished = Self::finished_status(&slot.entry, "done", status, error);
+        let finished = CallStatus::of(&slot.entry, "done", status, error);
         let mut writes = vec![
             Write::Delete(Table::Pending, id.to_owned()),
             Write::Put(Table::Finished, id.to_owned(), encode(&finished)?),
@@ -383,7 +368,7 @@ impl Queue for EmbeddedQueue {
         slot.entry.progress.attempts = letter.attempts;
         let key = key_of(&slot.entry);
         let n = self.lock().next();
-        let finished = Self::finished_status(
+        let finished = CallStatus::of(
             &slot.entry,
             "dead-lettered",
             letter.last.as_ref().map(|o| o.status),
