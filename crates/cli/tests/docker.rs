@@ -20,6 +20,7 @@ fn require_docker() {
         .output()
         .is_ok_and(|o| o.status.success());
     require(ok, "a Docker engine", ".ci/run installs and starts one");
+    image_watchdog();
 }
 
 fn containers(owner: &std::path::Path, function: &str) -> Vec<String> {

@@ -75,7 +75,7 @@ impl Drop for Teardown<'_> {
 async fn functions_run_as_swarm_services() {
     require_swarm();
     // The watchdog the gateway image and the functions' images take, up to date.
-    watchdog();
+    image_watchdog();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let id = format!("{:x}", std::process::id());

@@ -21,11 +21,17 @@ use http_body_util::Full;
 pub const FAAS: &str = env!("CARGO_BIN_EXE_faas");
 
 /// The watchdog next to `faas`, built if this test run has not built it.
-/// The static build that images take when it is there
-/// (`scripts/build-watchdog`) is brought up to date too: a stale one would
-/// test the containers with yesterday's watchdog.
 pub fn watchdog() -> PathBuf {
     static BUILD: Once = Once::new();
+    beside_faas("faas-watchdog", "faas-watchdog", &BUILD)
+}
+
+/// For tests that build images (Docker, Swarm): the static watchdog that
+/// images take when it is there (`scripts/build-watchdog`), brought up to
+/// date once per test run, since a stale one would test the containers
+/// with yesterday's watchdog. (Without it, images take the one beside
+/// `faas`, which [`watchdog`] builds.)
+pub fn image_watchdog() {
     static STATIC: Once = Once::new();
     STATIC.call_once(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -41,7 +47,7 @@ pub fn watchdog() -> PathBuf {
             assert!(ok, "scripts/build-watchdog failed");
         }
     });
-    beside_faas("faas-watchdog", "faas-watchdog", &BUILD)
+    watchdog();
 }
 
 /// The sandbox program next to `faas`, built if this test run has not.
