@@ -292,4 +292,17 @@ async fn streams_openfaas_basics_and_reasons_on_containers() {
     assert!(out.contains("Status:             Not Ready\nReason:             replica broken-"), "{out}");
     faas_ok(dir.path(), Some(&p), &["remove", "broken"], None);
     faas_ok(dir.path(), Some(&p), &["remove", "streams"], None);
+
+    // A hostile function with no watchdog in front of it (its image runs its
+    // own server): the gateway itself refuses its unasked 101, and still
+    // carries a WebSocket the client did ask for.
+    let r = push_bundle(&p, "bare:1", streams::bare_bundle()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    p.deploy(serde_json::json!({"service": "bare", "image": "bare:1"}), 1).await;
+    let ids = containers(state.path(), "bare");
+    let cmd = docker(&["inspect", &ids[0], "--format", "{{json .Config.Cmd}}"]);
+    assert_eq!(cmd, r#"["python3","streams.py"]"#, "no watchdog in front");
+    streams::unasked_switch_refused(p.addr, "bare").await;
+    streams::websocket_both_ways(p.addr, "bare").await;
+    faas_ok(dir.path(), Some(&p), &["remove", "bare"], None);
 }

@@ -117,4 +117,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 port = int(os.environ.get("PORT", "5000"))
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+# Behind a watchdog, loopback; as a container's own server (no watchdog in
+# front), every address.
+bind = os.environ.get("BIND", "127.0.0.1")
+http.server.ThreadingHTTPServer((bind, port), Handler).serve_forever()

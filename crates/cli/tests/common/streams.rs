@@ -31,6 +31,16 @@ pub fn bundle() -> Vec<u8> {
     tar(&[("bundle.json", &manifest, 0o644), ("streams.py", SERVER, 0o644)])
 }
 
+/// The same server as a container's own process, with no watchdog in
+/// front (an image anyone may deploy on Docker or Swarm): whatever it
+/// answers reaches the gateway as it is.
+pub fn bare_bundle() -> Vec<u8> {
+    let dockerfile = "FROM ferrofaas-base/python3:bookworm\nCOPY bundle/streams.py /home/app/streams.py\n\
+                      WORKDIR /home/app\nENV PORT=8080 BIND=0.0.0.0 fprocess=none\nUSER 1000:1000\n\
+                      EXPOSE 8080\nCMD [\"python3\", \"streams.py\"]\n";
+    tar(&[("Dockerfile", dockerfile, 0o644), ("streams.py", SERVER, 0o644)])
+}
+
 const STEP: Duration = Duration::from_secs(10);
 
 async fn next_message(
