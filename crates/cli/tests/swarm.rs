@@ -52,6 +52,12 @@ fn faas_at(dir: &Path, url: &str, args: &[&str], stdin: Option<&str>) -> String 
     faas_ok(dir, None, &all, stdin)
 }
 
+/// `POST /system/functions` of `spec` to the gateway at `addr`.
+async fn deploy_at(addr: SocketAddr, auth: &str, spec: &serde_json::Value) -> Reply {
+    let headers = [("authorization", auth), ("content-type", "application/json")];
+    call(addr, Method::POST, "/system/functions", &headers, &spec.to_string()).await
+}
+
 /// Takes the test's platform down even when the test fails.
 struct Teardown<'a> {
     dir: &'a Path,
@@ -245,14 +251,7 @@ def handle(event, context):
     let r = push_bundle_to(addr, &auth, &format!("{streams}:1"), common::streams::bundle()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let spec = serde_json::json!({"service": streams, "image": format!("{streams}:1")});
-    let r = call(
-        addr,
-        Method::POST,
-        "/system/functions",
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &spec.to_string(),
-    )
-    .await;
+    let r = deploy_at(addr, &auth, &spec).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let ready = eventually(Duration::from_secs(60), async || {
         call(addr, Method::GET, &format!("/function/{streams}"), &[], "").await.status == StatusCode::OK
@@ -266,14 +265,7 @@ def handle(event, context):
     let broken = format!("swbr{id}");
     let spec =
         serde_json::json!({"service": broken, "image": format!("{streams}:1"), "envVars": {"mode": "bogus"}});
-    let r = call(
-        addr,
-        Method::POST,
-        "/system/functions",
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &spec.to_string(),
-    )
-    .await;
+    let r = deploy_at(addr, &auth, &spec).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let mut last = serde_json::Value::Null;
     let said = eventually(Duration::from_secs(60), async || {
