@@ -119,7 +119,7 @@ async fn lifecycle(state: &std::path::Path, extra: &[&str]) {
     // The test's callback receiver is on loopback, which must be allowed.
     let mut args = vec!["--callback-allow", "127.0.0.1"];
     args.extend_from_slice(extra);
-    let p = Platform::start(state, &args);
+    let p = Platform::start(&programs(), state, &args);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
 
@@ -284,7 +284,7 @@ async fn full_queue(extra: &[&str]) {
     let state = tempfile::tempdir().unwrap();
     let mut args = vec!["--queue-max", "2"];
     args.extend_from_slice(extra);
-    let p = Platform::start(state.path(), &args);
+    let p = Platform::start(&programs(), state.path(), &args);
     let image = format!("{}/wc", examples().display());
     let annotations = json!({"com.openfaas.queue.max_inflight": "1"});
     p.deploy(
@@ -322,7 +322,7 @@ async fn crash(nats: Option<&str>) {
         Some(url) => vec!["--queue", url, "--queue-ack-wait", "3s"],
         None => vec![],
     };
-    let p = Platform::start(state.path(), &queue_args);
+    let p = Platform::start(&programs(), state.path(), &queue_args);
     let image = format!("{}/wc", examples().display());
     // The function reports each call id to the test over TCP (it cannot
     // write the test's files from its sandbox); the test appends them to
@@ -334,7 +334,7 @@ async fn crash(nats: Option<&str>) {
     p.deploy(spec.clone(), 1).await;
     // The second gateway (NATS only), with the same function.
     let state_b = tempfile::tempdir().unwrap();
-    let b = nats.map(|_| Platform::start(state_b.path(), &queue_args));
+    let b = nats.map(|_| Platform::start(&programs(), state_b.path(), &queue_args));
     if let Some(b) = &b {
         b.deploy(spec, 1).await;
     }
@@ -370,7 +370,7 @@ async fn crash(nats: Option<&str>) {
     // carries on alone.
     let p = match b {
         Some(b) => b,
-        None => Platform::start(state.path(), &queue_args),
+        None => Platform::start(&programs(), state.path(), &queue_args),
     };
     let all = eventually(Duration::from_secs(180), async || {
         let text = std::fs::read_to_string(&seen).unwrap_or_default();
@@ -398,7 +398,7 @@ async fn crash(nats: Option<&str>) {
 async fn slow_bodies_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
     let auth = p.auth.clone().unwrap();
@@ -448,6 +448,7 @@ fn files_in(dir: &std::path::Path) -> usize {
 async fn stored_calls_are_bounded_in_bytes_and_wait_on_disk() {
     let state = tempfile::tempdir().unwrap();
     let p = Platform::start(
+        &programs(),
         state.path(),
         &["--queue-max-body", "1Mi", "--queue-max-function-bytes", "3Mi", "--queue-max-bytes", "5Mi"],
     );
@@ -520,7 +521,7 @@ async fn stored_calls_are_bounded_in_bytes_and_wait_on_disk() {
 async fn bodies_being_received_stay_within_their_memory() {
     use tokio::io::AsyncWriteExt;
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--queue-max-body", "1Mi", "--queue-memory", "1Mi"]);
+    let p = Platform::start(&programs(), state.path(), &["--queue-max-body", "1Mi", "--queue-memory", "1Mi"]);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "wc -c"}), 1).await;
     let mut slow = tokio::net::TcpStream::connect(p.addr).await.unwrap();
@@ -554,7 +555,7 @@ async fn bodies_being_received_stay_within_their_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_to_this_machine_are_refused_unless_allowed() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
     let (cb, received) = receiver(0).await;
@@ -591,7 +592,11 @@ async fn callbacks_to_this_machine_are_refused_unless_allowed() {
 
     // Allowed by the operator, the same callback is delivered.
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--callback-allow", "127.0.0.0/8", "--callback-allow", "::1"]);
+    let p = Platform::start(
+        &programs(),
+        state.path(),
+        &["--callback-allow", "127.0.0.0/8", "--callback-allow", "::1"],
+    );
     p.deploy(json!({"service": "echo", "image": image, "envProcess": "cat"}), 1).await;
     let r =
         call(p.addr, Method::POST, "/async-function/echo", &[("x-callback-url", &by_name)], "allowed").await;

@@ -27,7 +27,7 @@ async fn metric(p: &Platform, prefix: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_the_load_down_to_zero_and_back() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let spec = json!({
         "service": "busy",
         "image": format!("{}/wc", examples().display()),
@@ -115,7 +115,7 @@ async fn replicas_follow_the_load_down_to_zero_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_never_starts_gives_504_and_min_equal_max_is_left_alone() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--start-timeout", "2s"]);
+    let p = Platform::start(&programs(), state.path(), &["--start-timeout", "2s"]);
     // An http-mode function whose server never comes up: never ready.
     let spec = json!({
         "service": "stuck",
@@ -155,7 +155,7 @@ async fn a_replica_that_never_starts_gives_504_and_min_equal_max_is_left_alone()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_webhooks_scale_as_openfaas() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--no-autoscale"]);
+    let p = Platform::start(&programs(), state.path(), &["--no-autoscale"]);
     let spec = json!({
         "service": "alerted",
         "image": format!("{}/wc", examples().display()),
@@ -187,7 +187,7 @@ async fn alertmanager_webhooks_scale_as_openfaas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_only_min_and_max_it_scales_as_openfaas_does() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let spec = json!({
         "service": "ce",
         "image": format!("{}/wc", examples().display()),

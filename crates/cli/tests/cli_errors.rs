@@ -77,7 +77,7 @@ fn gateway_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_wrong_password_and_not_found() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{}", p.addr);
     // Somebody else's machine: no local credentials to fall back on.

@@ -43,7 +43,7 @@ fn ok(out: std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_user_logs_in_deploys_and_manages_functions() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let url = format!("http://{}", p.addr);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();

@@ -44,7 +44,7 @@ fn docker(args: &[&str]) -> String {
 async fn functions_run_as_containers() {
     require_docker();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let p = Platform::start(&programs(), state.path(), &["--provider", "docker"]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     faas_ok(dir, Some(&p), &["secret", "create", "db", "--from-literal", "s3cret"], None);
@@ -152,7 +152,7 @@ def handle(event, context):
     let stopped = p.stop();
     assert!(stopped.success());
     assert!(containers(state.path(), "probe").is_empty(), "replicas stop with the platform");
-    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let p = Platform::start(&programs(), state.path(), &["--provider", "docker"]);
     p.wait_ready("probe", 2).await;
     assert_eq!(containers(state.path(), "probe").len(), 2);
     faas_ok(dir, Some(&p), &["remove", "probe"], None);
@@ -164,7 +164,7 @@ def handle(event, context):
 async fn images_build_locally_and_unknown_images_are_refused() {
     require_docker();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let p = Platform::start(&programs(), state.path(), &["--provider", "docker"]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     faas_ok(dir, Some(&p), &["new", "shell", "--lang", "bash"], None);
@@ -237,7 +237,7 @@ async fn images_build_locally_and_unknown_images_are_refused() {
 async fn a_replica_lost_mid_request_ends_it_then() {
     require_docker();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let p = Platform::start(&programs(), state.path(), &["--provider", "docker"]);
     let env = r#"{"env":{"fprocess":"sh -c 'cat >/dev/null; sleep 20; echo late'","mode":"streaming","exec_timeout":"60s"}}"#;
     assert_eq!(
         push_bundle(&p, "sleeper:1", tar(&[("bundle.json", env, 0o644)])).await.status,
@@ -269,7 +269,7 @@ async fn a_replica_lost_mid_request_ends_it_then() {
 async fn streams_openfaas_basics_and_reasons_on_containers() {
     require_docker();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--provider", "docker"]);
+    let p = Platform::start(&programs(), state.path(), &["--provider", "docker"]);
     let r = push_bundle(&p, "streams:1", streams::bundle()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     p.deploy(serde_json::json!({"service": "streams", "image": "streams:1"}), 1).await;

@@ -15,7 +15,7 @@ const UA: &str = "faas-cli/0.18.12";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_faas_cli_workflow() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let auth = p.auth.clone().unwrap();
     let basic = [("authorization", auth.as_str()), ("user-agent", UA)];
     let json_basic =

@@ -23,7 +23,7 @@ async fn the_readme_first_function_works_as_written() {
     let script = readme_block();
     assert!(script.contains("faas new hello --lang python3-http"));
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let work = tempfile::tempdir().unwrap();
     // Run from a folder laid out like the repository: target/release/faas.
     let bin = work.path().join("target/release");

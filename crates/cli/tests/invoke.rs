@@ -28,7 +28,8 @@ fn fork(name: &str, fprocess: &str, env: serde_json::Value) -> serde_json::Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_name_and_namespace_with_paths_and_queries() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    let p =
+        Platform::start(&programs(), state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
     p.wait_ready("wc", 1).await;
     p.wait_ready("hello-python", 1).await;
 
@@ -64,7 +65,7 @@ async fn routes_by_name_and_namespace_with_paths_and_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_ids_and_start_times() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.deploy(
         fork("env", "sh -c 'echo \"$Http_X_Call_Id|$Http_X_Start_Time|$Http_X_Forwarded_For\"'", json!({})),
         1,
@@ -88,7 +89,7 @@ async fn call_ids_and_start_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways_through_the_gateway() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.deploy(fork("cat", "cat", json!({})), 1).await;
     let (mut tx, body) = Channel::<Bytes>::new(1);
     let req = Request::post("/function/cat").header("host", "x").body(body).unwrap();
@@ -113,7 +114,7 @@ async fn bodies_stream_both_ways_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_spread_over_ready_replicas() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     // Each replica has a host name of its own: the function prints it.
     p.deploy(fork("who", "sh -c 'sleep 0.05; hostname'", json!({})), 1).await;
     let r = p.api(Method::POST, "/system/scale-function/who", r#"{"serviceName":"who","replicas":3}"#).await;
@@ -142,7 +143,7 @@ async fn requests_are_spread_over_ready_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_is_replaced() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.deploy(fork("work", "sh -c 'sleep 0.02; echo ok'", json!({})), 1).await;
     let r =
         p.api(Method::POST, "/system/scale-function/work", r#"{"serviceName":"work","replicas":2}"#).await;
@@ -186,7 +187,7 @@ async fn a_replica_killed_under_load_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_missing_replicas_are_clear_errors() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--upstream-timeout", "1s"]);
+    let p = Platform::start(&programs(), state.path(), &["--upstream-timeout", "1s"]);
     // The watchdog's own limit: 504 from the replica.
     p.deploy(fork("slow", "sleep 5", json!({"exec_timeout": "300ms"})), 1).await;
     let r = p.invoke("/function/slow", "").await;
@@ -213,7 +214,7 @@ async fn timeouts_and_missing_replicas_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_use_openfaas_names() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.deploy(fork("m", "cat", json!({})), 1).await;
     for _ in 0..3 {
         assert_eq!(p.invoke("/function/m", "x").await.status, StatusCode::OK);
@@ -234,7 +235,7 @@ async fn metrics_use_openfaas_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_new_lines() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.deploy(fork("talk", "sh -c 'echo said-$(cat) >&2; echo done'", json!({})), 1).await;
     let req = Request::get("/system/logs?name=talk&follow=true&tail=0")
         .header("host", "x")
@@ -261,7 +262,7 @@ async fn logs_follow_new_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_starting_replica() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     // An http-mode function whose server takes a while to listen.
     let spec = json!({
         "service": "slow-start",

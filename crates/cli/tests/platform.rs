@@ -16,7 +16,8 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_needs_credentials_functions_do_not() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    let p =
+        Platform::start(&programs(), state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
     let creds = state.path().join("credentials.json");
     assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
@@ -46,7 +47,7 @@ async fn system_needs_credentials_functions_do_not() {
     p.stop();
 
     // The second start reuses the credentials and does not print them.
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     assert!(!p.logs().contains(&password));
     assert_eq!(p.api(Method::GET, "/system/functions", "").await.status, StatusCode::OK);
 }
@@ -54,7 +55,7 @@ async fn system_needs_credentials_functions_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_and_secrets_survive_a_restart() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let r = p.api(Method::POST, "/system/secrets", r#"{"name":"db-password","value":"hunter2"}"#).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let spec = json!({
@@ -100,7 +101,7 @@ async fn functions_and_secrets_survive_a_restart() {
     assert!(p.stop().success());
     assert!(std::fs::read_dir(state.path().join("run")).map(|d| d.count()).unwrap_or(0) <= 1);
 
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     p.wait_ready("reader", 2).await;
     let f = p.api(Method::GET, "/system/function/reader", "").await.json();
     assert_eq!(f["replicas"], 2);
@@ -114,7 +115,7 @@ async fn functions_and_secrets_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_built_elsewhere_is_pushed_then_deployed() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let archive = tar(&[
         ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
         ("shout.sh", "#!/bin/sh\ntr a-z A-Z\n", 0o755),
@@ -171,7 +172,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_and_images_stay_within_their_bounds() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--bundle-max-unpacked", "300Mi"]);
+    let p = Platform::start(&programs(), state.path(), &["--bundle-max-unpacked", "300Mi"]);
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
@@ -240,7 +241,7 @@ async fn bundles_and_images_stay_within_their_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_that_is_not_ready_says_why() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     // A watchdog it cannot start: a mode there is none of.
     let spec =
@@ -290,7 +291,7 @@ async fn a_function_that_is_not_ready_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_fields_are_named_and_traffic_has_a_history() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     for (spec, field) in [
         (json!({"service": "Bad_Name", "image": image}), "service"),
@@ -336,7 +337,7 @@ async fn invalid_fields_are_named_and_traffic_has_a_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_4xx_json_and_changes_nothing() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "keep", "image": image}), 1).await;
     let r = p.api(Method::POST, "/system/secrets", r#"{"name":"keep","value":"v"}"#).await;
@@ -583,7 +584,8 @@ async fn bad_input_gets_4xx_json_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faas_list_prints_a_header_then_one_function_per_line() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    let p =
+        Platform::start(&programs(), state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
     p.wait_ready("wc", 1).await;
     assert_eq!(p.invoke("/function/wc", "x").await.status, StatusCode::OK);
     let list = |extra: &[&str]| {
@@ -622,7 +624,7 @@ async fn faas_list_prints_a_header_then_one_function_per_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_updates_and_scaling_fail_no_request() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     // Scaled by hand, kept there under load (factor 0: no autoscaling).
     let labels = json!({"com.openfaas.scale.factor": "0"});
@@ -668,7 +670,7 @@ fn the_password_is_shown_at_a_terminal_only() {
     let line = format!(
         "{FAAS} serve --port 0 --state {} --watchdog {} --unsafe-no-sandbox",
         state.path().display(),
-        watchdog().display()
+        programs().watchdog.display()
     );
     let mut child = Command::new("/usr/bin/script")
         .args(["-qfec", &line, "/dev/null"])

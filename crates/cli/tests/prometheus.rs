@@ -48,7 +48,7 @@ async fn prometheus_scrapes_the_gateway_and_the_dashboard_has_data() {
     let present = Command::new("prometheus").arg("--version").output().is_ok();
     require(present, "prometheus", "apt-get install prometheus; .ci/run does");
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let image = format!("{}/wc", examples().display());
     p.deploy(json!({"service": "metered", "image": image, "envProcess": "cat"}), 1).await;
     p.deploy(json!({"service": "failing", "image": image, "envProcess": "sh -c 'exit 3'"}), 1).await;

@@ -73,7 +73,7 @@ fn processes_with(needle: &str) -> Vec<i32> {
 async fn a_hostile_function_reaches_nothing_but_its_own() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     for (name, value) in [("spy-key", "mine"), ("victim-key", "theirs")] {
         let r =
             p.api(Method::POST, "/system/secrets", &json!({"name": name, "value": value}).to_string()).await;
@@ -185,7 +185,7 @@ async fn limits_hold_and_say_why() {
     }
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--pids-limit", "64"]);
+    let p = Platform::start(&programs(), state.path(), &["--pids-limit", "64"]);
     let calm = bundle(files.path(), "calm", "echo calm\n");
     p.deploy(json!({"service": "calm", "image": calm, "envProcess": "sh run.sh"}), 1).await;
 
@@ -300,7 +300,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 async fn a_function_can_go_without_a_network() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let probe = format!(
         "python3 -c 'import urllib.request; urllib.request.urlopen(\"http://{}/healthz\", timeout=2)' \
          2>/dev/null && echo reached || echo unreachable\n",
@@ -335,7 +335,7 @@ async fn a_function_can_go_without_a_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sandbox_no_replicas_unless_asked() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--sandbox", "/bin/false"]);
+    let p = Platform::start(&programs(), state.path(), &["--sandbox", "/bin/false"]);
     let image = format!("{}/wc", examples().display());
     let r = p
         .api(
@@ -359,7 +359,7 @@ async fn no_sandbox_no_replicas_unless_asked() {
     drop(p);
 
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["--unsafe-no-sandbox"]);
+    let p = Platform::start(&programs(), state.path(), &["--unsafe-no-sandbox"]);
     assert!(p.logs().contains("without a sandbox"), "{}", p.logs());
     p.deploy(json!({"service": "id", "image": image, "envProcess": "id -u"}), 1).await;
     // SAFETY: geteuid has no preconditions.
@@ -388,7 +388,7 @@ async fn an_ordinary_user_gets_sandboxes_too() {
     );
     // Its programs where it can reach them (a build folder may be private).
     let bin = tempfile::tempdir().unwrap();
-    let programs = Programs::built().copied_to(bin.path());
+    let programs = programs().copied_to(bin.path());
     let p = Platform::start_as(
         &programs,
         state.path(),

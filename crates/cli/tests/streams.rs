@@ -32,7 +32,8 @@ fn in_flight(metrics: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_and_server_sent_events_pass_through() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
+    let p =
+        Platform::start(&programs(), state.path(), &["-f", &format!("{}/stack.yml", examples().display())]);
     deployed(&p).await;
     streams::check(p.addr, "streams").await;
     // A fork-mode function cannot speak WebSocket: said so.
@@ -50,7 +51,7 @@ async fn websockets_and_server_sent_events_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_open_websocket_is_an_invocation_in_flight() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     deployed(&p).await;
     let url = format!("ws://{}/function/streams/ws", p.addr);
     let mut open = Vec::new();

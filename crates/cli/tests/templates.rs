@@ -30,7 +30,7 @@ fn require_runtime(commands: &[&str], lang: &str) {
 async fn round_trip(lang: &str, files: &[(&str, &str)], input: &str) -> String {
     let work = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let dir = work.path();
     let name = format!("fn-{}", lang.replace('3', "three"));
     let out = faas_ok(dir, Some(&p), &["new", &name, "--lang", lang], None);
@@ -132,7 +132,7 @@ async fn round_trip_with_extra(
     all.extend(extra.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())));
     let work = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let dir = work.path();
     let name = format!("fn-{lang}");
     faas_ok(dir, Some(&p), &["new", &name, "--lang", lang], None);

@@ -60,37 +60,103 @@ async fn labelled(b: &Browser, view: &str) {
 #[ignore = "needs Chromium and chromedriver: cargo test -- --ignored runs it (.ci/run installs them)"]
 async fn the_ui_in_a_real_browser() {
     require_chromium();
-    let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
-    let bundle = tar(&[
-        ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
-        (
-            "shout.sh",
-            "#!/bin/sh\nbody=$(cat)\necho \"got $body\" >&2\nprintf '%s %s' \"$GREETING\" \"$body\" | tr a-z A-Z\n",
-            0o755,
-        ),
-    ]);
-    assert_eq!(push_bundle(&p, "shout:1.0", bundle).await.status, StatusCode::CREATED);
-    let creds: Value =
-        serde_json::from_slice(&std::fs::read(state.path().join("credentials.json")).unwrap()).unwrap();
-    let password = creds["password"].as_str().unwrap();
-    let origin = format!("http://{}", p.addr);
-    let b = Browser::start().await;
+    let ui = Ui::start().await;
+    phases!(ui:
+        sign_in,
+        secrets,
+        deploy_form,
+        function_page,
+        commands_run_and_copy,
+        asynchronous,
+        chart_and_logs,
+        edit,
+        scale_and_list,
+        screenshot_and_phone,
+        nothing_foreign,
+        delete,
+        other_namespace,
+        why_it_cannot_start,
+        dead_letters,
+        secret_deleted,
+        sign_out,
+    );
+    ui.end();
+}
 
-    // Sign in: a wrong password is refused, the right one (typed, then
-    // Enter: no mouse) opens the functions list.
+/// Runs the phases of a UI session in order, each named in the test's
+/// output, so that a failure says which phase it was in.
+macro_rules! phases {
+    ($ui:ident: $($phase:ident),+ $(,)?) => {
+        $(
+            eprintln!("phase: {}", stringify!($phase));
+            $phase(&$ui).await;
+        )+
+    };
+}
+use phases;
+
+/// The platform (with the `shout:1.0` bundle pushed), a browser, and the
+/// admin's credentials: what every phase works with.
+struct Ui {
+    p: Platform,
+    b: Browser,
+    origin: String,
+    username: String,
+    password: String,
+    _state: tempfile::TempDir,
+}
+
+impl Ui {
+    async fn start() -> Ui {
+        let state = tempfile::tempdir().unwrap();
+        let p = Platform::start(&programs(), state.path(), &[]);
+        let bundle = tar(&[
+            ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
+            (
+                "shout.sh",
+                "#!/bin/sh\nbody=$(cat)\necho \"got $body\" >&2\nprintf '%s %s' \"$GREETING\" \"$body\" | tr a-z A-Z\n",
+                0o755,
+            ),
+        ]);
+        assert_eq!(push_bundle(&p, "shout:1.0", bundle).await.status, StatusCode::CREATED);
+        let creds: Value =
+            serde_json::from_slice(&std::fs::read(state.path().join("credentials.json")).unwrap()).unwrap();
+        Ui {
+            origin: format!("http://{}", p.addr),
+            username: creds["username"].as_str().unwrap().to_owned(),
+            password: creds["password"].as_str().unwrap().to_owned(),
+            b: Browser::start().await,
+            p,
+            _state: state,
+        }
+    }
+
+    /// The browser's session ends before the platform stops.
+    fn end(self) {
+        drop(self.b);
+        self.p.stop();
+    }
+}
+
+/// Sign in: a wrong password is refused, the right one (typed, then
+/// Enter: no mouse) opens the functions list.
+async fn sign_in(ui: &Ui) {
+    let Ui { b, origin, username, password, .. } = ui;
     b.goto(&format!("{origin}/")).await;
     b.fill("#signin input[name=password]", "wrong").await;
     b.click("#signin button[type=submit]").await;
     b.wait_text("#signin-error", "says the password is wrong", |t| t.contains("Wrong username or password"))
         .await;
-    b.fill("#signin input[name=username]", creds["username"].as_str().unwrap()).await;
+    b.fill("#signin input[name=username]", username).await;
     b.fill("#signin input[name=password]", password).await;
     b.keys("\u{E007}").await;
     b.find("#functions-view h2").await;
     b.find("#empty").await;
+}
 
-    // Secrets: created, listed, its value never shown again, updated.
+/// Secrets: created, listed, its value never shown again, updated.
+async fn secrets(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.click("#nav a[data-view=secrets]").await;
     b.fill("#secret-name", "Bad Name").await;
     b.fill("#secret-value", "s3cret-value").await;
@@ -107,9 +173,12 @@ async fn the_ui_in_a_real_browser() {
     b.click("#secret-submit").await;
     b.wait_text("#secret-status", "confirms", |t| t == "Updated api-key.").await;
     b.screenshot(&screenshots().join("secrets.png")).await;
+}
 
-    // Deploy through the form: a bad name is caught beside its field before
-    // any request; a bad scaling label by the gateway, beside the labels.
+/// Deploy through the form: a bad name is caught beside its field before
+/// any request; a bad scaling label by the gateway, beside the labels.
+async fn deploy_form(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.click("#nav a[data-view=deploy]").await;
     b.fill("#deploy-service", "Shout_Fn").await;
     b.fill("#deploy-image", "shout:1.0").await;
@@ -137,8 +206,11 @@ async fn the_ui_in_a_real_browser() {
     // default rule would join in (factor 0 leaves it to the hand).
     b.fill("#deploy-labels", "team=web\ncom.openfaas.scale.factor=0").await;
     b.click("#deploy-submit").await;
+}
 
-    // The function page: ready, invoked, counted.
+/// The function page: ready, invoked, counted.
+async fn function_page(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.wait_text("#fn-title", "is the function page", |t| t == "shout").await;
     b.wait_text("#fn-replicas", "one ready replica", |t| t == "1/1").await;
     assert_eq!(b.text("#fn-secrets").await, "api-key");
@@ -152,8 +224,11 @@ async fn the_ui_in_a_real_browser() {
         b.click("#invoke button[type=submit]").await;
     }
     b.wait_text("#fn-invocations", "counts every call", |t| t == "4").await;
+}
 
-    // The commands shown run as they are, in a shell.
+/// The commands shown run as they are, in a shell.
+async fn commands_run_and_copy(ui: &Ui) {
+    let Ui { b, origin, .. } = ui;
     let curl = b.text("#cmd-curl").await;
     assert!(curl.starts_with(&format!("curl -i -X POST {origin}/function/shout/")), "{curl}");
     let out = Command::new("sh").arg("-c").arg(&curl).output().unwrap();
@@ -178,9 +253,12 @@ async fn the_ui_in_a_real_browser() {
         )
         .await;
     assert_eq!(pasted.as_str(), Some(curl.as_str()), "the clipboard has the curl command");
+}
 
-    // Asynchronous: 202 and a call id at once, then the call's state as
-    // the dispatcher runs it; the commands follow.
+/// Asynchronous: 202 and a call id at once, then the call's state as
+/// the dispatcher runs it; the commands follow.
+async fn asynchronous(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.click("#invoke-async").await;
     b.click("#invoke button[type=submit]").await;
     b.wait_text("#invoke-status", "accepted", |t| t.starts_with("202")).await;
@@ -189,9 +267,12 @@ async fn the_ui_in_a_real_browser() {
     assert!(curl.contains("/async-function/shout/"), "{curl}");
     assert!(b.text("#cmd-faas").await.contains("--async"));
     b.click("#invoke-async").await;
+}
 
-    // Load from outside shows in the chart (from the gateway's metrics):
-    // bursts over a few seconds while the test goes on.
+/// Load from outside shows in the chart (from the gateway's metrics):
+/// bursts over a few seconds while the test goes on.
+async fn chart_and_logs(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     let addr = p.addr;
     let load = tokio::spawn(async move {
         for burst in [10, 25, 5] {
@@ -220,8 +301,11 @@ async fn the_ui_in_a_real_browser() {
     b.wait_text("#logs", "follows", |t| t.contains("got live-line")).await;
 
     load.await.unwrap();
+}
 
-    // Edit: the form comes filled in; an update keeps what it does not show.
+/// Edit: the form comes filled in; an update keeps what it does not show.
+async fn edit(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     b.click("#fn-edit").await;
     b.wait_text("#deploy-title", "is the update form", |t| t == "Update shout").await;
     assert_eq!(b.js("return document.getElementById('deploy-service').readOnly;", json!([])).await, true);
@@ -243,8 +327,11 @@ async fn the_ui_in_a_real_browser() {
     .await;
     assert!(updated, "the update reached the replicas");
     assert_eq!(b.text("#fn-secrets").await, "api-key");
+}
 
-    // Scale to 2, from the page.
+/// Scale to 2, from the page.
+async fn scale_and_list(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.fill("#scale-replicas", "2").await;
     b.click("#scale button[type=submit]").await;
     b.wait_text("#fn-replicas", "two ready replicas", |t| t == "2/2").await;
@@ -260,8 +347,11 @@ async fn the_ui_in_a_real_browser() {
     let focused = b.js("return document.activeElement.closest('tr')?.dataset.function;", json!([])).await;
     assert_eq!(focused, "shout", "focus kept across refreshes");
     assert!(count.parse::<u64>().unwrap() >= 46, "{count}");
+}
 
-    // A screenshot of the function page, traffic drawn.
+/// A screenshot of the function page, traffic drawn.
+async fn screenshot_and_phone(ui: &Ui) {
+    let Ui { b, origin, .. } = ui;
     b.click("tr[data-function=shout] a").await;
     b.wait_text("#fn-replicas", "two", |t| t == "2/2").await;
     b.find("[data-chart='Requests/s'] path.rps").await;
@@ -269,7 +359,7 @@ async fn the_ui_in_a_real_browser() {
     b.resize(1280, 2000).await;
     b.js("window.scrollTo(0, 0);", json!([])).await;
     b.screenshot(&screenshots().join("function-page.png")).await;
-    labelled(&b, "function page").await;
+    labelled(b, "function page").await;
 
     // Phone-sized: every view fits a 390 px wide screen.
     b.resize(390, 844).await;
@@ -283,15 +373,18 @@ async fn the_ui_in_a_real_browser() {
         b.goto(&format!("{origin}/ui/{hash}")).await;
         b.find(&format!("#{view}-view h2")).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        fits(&b, view).await;
-        labelled(&b, view).await;
+        fits(b, view).await;
+        labelled(b, view).await;
     }
     b.goto(&format!("{origin}/ui/#/function/shout")).await;
     b.wait_text("#fn-replicas", "loaded", |t| t == "2/2").await;
     b.screenshot(&screenshots().join("function-page-phone.png")).await;
     b.resize(1280, 1000).await;
+}
 
-    // Nothing was fetched from anywhere but the gateway.
+/// Nothing was fetched from anywhere but the gateway.
+async fn nothing_foreign(ui: &Ui) {
+    let Ui { b, .. } = ui;
     let foreign = b
         .js(
             "return performance.getEntriesByType('resource').map(e => e.name)
@@ -300,8 +393,11 @@ async fn the_ui_in_a_real_browser() {
         )
         .await;
     assert_eq!(foreign, json!([]));
+}
 
-    // Delete: Escape cancels the confirmation, the button confirms it.
+/// Delete: Escape cancels the confirmation, the button confirms it.
+async fn delete(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     b.click("#fn-delete").await;
     b.find("#confirm").await;
     b.keys("\u{E00C}").await;
@@ -313,9 +409,12 @@ async fn the_ui_in_a_real_browser() {
     b.find("#functions-view h2").await;
     b.find("#empty").await;
     assert_eq!(p.api(Method::GET, "/system/function/shout", "").await.status, StatusCode::NOT_FOUND);
+}
 
-    // Another namespace: the chooser appears, lists its functions, and the
-    // function page works there (invoke, logs, delete).
+/// Another namespace: the chooser appears, lists its functions, and the
+/// function page works there (invoke, logs, delete).
+async fn other_namespace(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     let spec = json!({"service": "team-fn", "namespace": "team", "image": "shout:1.0"});
     assert_eq!(
         p.api(Method::POST, "/system/functions", &spec.to_string()).await.status,
@@ -335,8 +434,11 @@ async fn the_ui_in_a_real_browser() {
     let r = p.api(Method::GET, "/system/function/team-fn?namespace=team", "").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     b.choose("#namespace", "openfaas-fn").await;
+}
 
-    // A function that cannot start says why on its page.
+/// A function that cannot start says why on its page.
+async fn why_it_cannot_start(ui: &Ui) {
+    let Ui { p, b, origin, .. } = ui;
     let spec = json!({"service": "broken", "image": "shout:1.0", "envVars": {"mode": "bogus"}});
     assert_eq!(
         p.api(Method::POST, "/system/functions", &spec.to_string()).await.status,
@@ -348,17 +450,20 @@ async fn the_ui_in_a_real_browser() {
     let r = p.api(Method::DELETE, "/system/functions", r#"{"functionName":"broken"}"#).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     b.goto(&format!("{origin}/ui/#/functions")).await;
+}
 
-    // Failed asynchronous calls (dead letters): listed, one replayed once
-    // the function works, one deleted.
-    // (Fixed by an update that sets FIXED.)
+/// Failed asynchronous calls (dead letters): listed, one replayed once
+/// the function works, one deleted.
+/// (Fixed by an update that sets FIXED.)
+async fn dead_letters(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     let script =
         "#!/bin/sh\ncat >/dev/null\n[ -n \"$FIXED\" ] || { echo not yet >&2; exit 1; }\necho fixed\n";
     let flaky = tar(&[
         ("bundle.json", r#"{"env":{"fprocess":"./flaky.sh","mode":"serializing"}}"#, 0o644),
         ("flaky.sh", script, 0o755),
     ]);
-    assert_eq!(push_bundle(&p, "flaky:1.0", flaky).await.status, StatusCode::CREATED);
+    assert_eq!(push_bundle(p, "flaky:1.0", flaky).await.status, StatusCode::CREATED);
     let spec = json!({"service": "flaky", "image": "flaky:1.0", "annotations": {"com.openfaas.retry.attempts": "1"}});
     p.deploy(spec, 1).await;
     let mut ids = Vec::new();
@@ -395,21 +500,25 @@ async fn the_ui_in_a_real_browser() {
     b.wait_text("#failed-status", "confirms", |t| t == format!("Deleted {}.", ids[1])).await;
     b.find("#no-failed").await;
     assert_eq!(p.api(Method::GET, "/system/async/dead-letters", "").await.body, "[]");
+}
 
-    // And the secret, once no function uses it.
+/// And the secret, once no function uses it.
+async fn secret_deleted(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
     b.click("#nav a[data-view=secrets]").await;
     b.click("tr[data-secret=api-key] button.danger").await;
     b.click("#confirm-ok").await;
     b.wait_text("#secret-status", "confirms", |t| t == "Deleted api-key.").await;
     b.find("#no-secret-rows").await;
     assert_eq!(p.api(Method::GET, "/system/secrets", "").await.body, "[]");
+}
 
-    // Signing out forgets the credentials.
+/// Signing out forgets the credentials.
+async fn sign_out(ui: &Ui) {
+    let Ui { b, .. } = ui;
     b.click("#signout").await;
     b.find("#signin-view h2").await;
     assert_eq!(b.js("return sessionStorage.length;", json!([])).await, 0);
-    drop(b);
-    p.stop();
 }
 
 /// A function's page, opened in the tab where the admin signed in: its own
@@ -422,7 +531,7 @@ async fn the_ui_in_a_real_browser() {
 async fn a_functions_page_cannot_use_the_uis_credentials() {
     require_chromium();
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(state.path(), &[]);
+    let p = Platform::start(&programs(), state.path(), &[]);
     let page = r#"<!doctype html><html><body><p id="own">waiting</p><p id="storage">waiting</p><p id="write">waiting</p>
 <form id="csrf" method="post" action="/system/functions" enctype="text/plain" target="sink">
 <input name='{"service":"stolen","image":"/bin","envProcess":"cat","x":"' value='"}'></form>

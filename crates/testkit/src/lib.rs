@@ -1,11 +1,17 @@
 //! Helpers the integration tests of several crates share: one HTTP request
 //! per connection (so each test sees exactly what it sent), waiting for a
 //! condition without fixed sleeps, looking at processes in /proc, the check
-//! of a test that needs a tool this machine may lack ([`require`]), and a
-//! WebDriver client ([`webdriver`]).
+//! of a test that needs a tool this machine may lack ([`require`]), a
+//! WebDriver client ([`webdriver`]) and the end-to-end harness that runs the
+//! real platform ([`platform`]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod platform;
 pub mod webdriver;
+
+pub use platform::{
+    Platform, Programs, examples, git_head, push_bundle, push_bundle_to, record_lines, tar, under_load,
+};
 
 use std::net::SocketAddr;
 use std::path::Path;
