@@ -1,148 +1,147 @@
 //! `/metrics`: OpenFaaS's gateway metric names, from the routes' statistics,
 //! and the autoscaler's: replicas wanted and ready, the target load, time
-//! spent waiting for a replica and starts from zero.
+//! spent waiting for a replica and starts from zero; and the asynchronous
+//! queue's.
 
-use std::fmt::Write as _;
+use std::fmt;
+use std::sync::Arc;
 
 use ferrofaas_provider::{FunctionRoute, Provider};
-use ferrofaas_types::prom;
+use ferrofaas_queue::QueueStats;
+use ferrofaas_types::prom::{self, Histogram, Kind};
 
-pub fn render(provider: &dyn Provider) -> String {
+/// The metrics page, from what the routes (and the queue, if there is one)
+/// count now.
+pub fn render(provider: &dyn Provider, queue: Option<QueueStats>) -> String {
     let routes = provider.routes().all();
-    let mut out = String::with_capacity(1024 + routes.len() * 2048);
-
-    prom::header(
-        &mut out,
-        "gateway_function_invocation_total",
-        "counter",
-        "Invocations of each function, by status code.",
-    );
-    let snapshots: Vec<_> =
-        routes.iter().map(|r| (prom::escape(&r.function.to_string()), r.stats.snapshot())).collect();
-    for (name, by_code) in &snapshots {
-        for (code, h) in by_code {
-            let _ = writeln!(
-                out,
-                "gateway_function_invocation_total{{code=\"{code}\",function_name=\"{name}\"}} {}",
-                h.count
-            );
-        }
-    }
-
-    prom::header(
-        &mut out,
-        "gateway_functions_seconds",
-        "histogram",
-        "Duration of invocations, by status code.",
-    );
-    for (name, by_code) in &snapshots {
-        for (code, h) in by_code {
-            h.write(
-                &mut out,
-                "gateway_functions_seconds",
-                &format!("code=\"{code}\",function_name=\"{name}\""),
-            );
-        }
-    }
-
-    let names: Vec<&str> = snapshots.iter().map(|(name, _)| name.as_str()).collect();
-    let per_function = |out: &mut String, metric, kind, help, value: &dyn Fn(&FunctionRoute) -> u64| {
-        prom::header(out, metric, kind, help);
-        for (route, name) in routes.iter().zip(&names) {
-            let _ = writeln!(out, "{metric}{{function_name=\"{name}\"}} {}", value(route));
-        }
-    };
-    per_function(
-        &mut out,
-        "gateway_function_invocation_started",
-        "counter",
-        "Invocations started, per function.",
-        &|r| r.stats.started_total(),
-    );
-    per_function(
-        &mut out,
-        "gateway_function_invocation_inflight",
-        "gauge",
-        "Invocations in flight, per function.",
-        &|r| r.stats.in_flight().unsigned_abs(),
-    );
-    per_function(&mut out, "gateway_service_count", "gauge", "Replicas of each function (desired).", &|r| {
-        r.desired()
-    });
-    per_function(
-        &mut out,
-        "gateway_service_ready_count",
-        "gauge",
-        "Replicas of each function ready for requests.",
-        &|r| r.ready_count() as u64,
-    );
-
-    prom::header(
-        &mut out,
-        "gateway_service_target_load",
-        "gauge",
-        "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type; \
-         for Community Edition's rule (scaling_type alert), the requests per second of all its replicas \
-         above which it fires.",
-    );
-    for (route, name) in routes.iter().zip(&names) {
-        let policies = route.policies();
-        let policy = &policies.scaling;
-        let (kind, target) = match policy.alert {
-            Some(_) => ("alert", ferrofaas_types::scaling::AlertScaling::RATE),
-            None => (policy.kind.as_str(), policy.target),
-        };
-        let _ = writeln!(
-            out,
-            "gateway_service_target_load{{function_name=\"{name}\",scaling_type=\"{kind}\"}} {target}"
-        );
-    }
-
-    prom::header(
-        &mut out,
-        "gateway_function_cold_start_seconds",
-        "histogram",
-        "Time invocations waited for a ready replica (starting, or started from zero).",
-    );
-    for (route, name) in routes.iter().zip(&names) {
-        route.stats.waits().write(
-            &mut out,
-            "gateway_function_cold_start_seconds",
-            &format!("function_name=\"{name}\""),
-        );
-    }
-
-    per_function(
-        &mut out,
-        "gateway_function_cold_starts_total",
-        "counter",
-        "Starts of each function from zero replicas.",
-        &|r| r.stats.cold_starts(),
-    );
-    out
+    let functions = routes
+        .into_iter()
+        .map(|route| Function { name: route.function.to_string(), by_code: route.stats.snapshot(), route })
+        .collect();
+    prom::render(Figures { functions, queue })
 }
 
-/// The asynchronous queue's metrics, per function.
-pub fn render_queue(out: &mut String, stats: &ferrofaas_queue::QueueStats) {
-    for (name, kind, help, values) in [
-        ("gateway_async_pending", "gauge", "Asynchronous calls waiting or running.", &stats.pending),
-        ("gateway_async_processed_total", "counter", "Asynchronous calls finished.", &stats.processed),
-        (
-            "gateway_async_retried_total",
-            "counter",
-            "Asynchronous call attempts to be retried.",
-            &stats.retried,
-        ),
-        (
-            "gateway_async_dead_lettered_total",
-            "counter",
-            "Asynchronous calls out of attempts.",
-            &stats.dead_lettered,
-        ),
-    ] {
-        prom::header(out, name, kind, help);
-        for (function, n) in values {
-            let _ = writeln!(out, "{name}{{function_name=\"{}\"}} {n}", prom::escape(function));
+/// What a scrape read.
+struct Figures {
+    functions: Vec<Function>,
+    queue: Option<QueueStats>,
+}
+
+struct Function {
+    /// `name.namespace`, OpenFaaS's `function_name` label.
+    name: String,
+    route: Arc<FunctionRoute>,
+    by_code: Vec<(u16, Histogram)>,
+}
+
+type Labels<'a> = [(&'static str, &'a str); 1];
+
+impl Figures {
+    /// One series per function: `function_name` and a figure of its route.
+    fn per_function<'a>(
+        &'a self,
+        value: impl Fn(&FunctionRoute) -> u64 + 'a,
+    ) -> impl Iterator<Item = (Labels<'a>, u64)> + 'a {
+        self.functions.iter().map(move |f| ([("function_name", f.name.as_str())], value(&f.route)))
+    }
+
+    /// One series per function and status code.
+    fn per_code(&self) -> impl Iterator<Item = ([(&'static str, String); 2], Histogram)> + '_ {
+        self.functions.iter().flat_map(|f| {
+            f.by_code
+                .iter()
+                .map(|&(code, h)| ([("code", code.to_string()), ("function_name", f.name.clone())], h))
+        })
+    }
+}
+
+impl prom::Page for Figures {
+    fn write(&self, f: &mut prom::Families<'_>) -> fmt::Result {
+        f.integers(
+            "gateway_function_invocation",
+            Kind::Counter,
+            "Invocations of each function, by status code.",
+            self.per_code().map(|(labels, h)| (labels, h.count)),
+        )?;
+        f.histograms(
+            "gateway_functions_seconds",
+            "Duration of invocations, by status code.",
+            self.per_code(),
+        )?;
+        f.integers(
+            "gateway_function_invocation_started",
+            Kind::Untyped,
+            "Invocations started, per function.",
+            self.per_function(|r| r.stats.started_total()),
+        )?;
+        f.integers(
+            "gateway_function_invocation_inflight",
+            Kind::Gauge,
+            "Invocations in flight, per function.",
+            self.per_function(|r| r.stats.in_flight().unsigned_abs()),
+        )?;
+        f.integers(
+            "gateway_service_count",
+            Kind::Gauge,
+            "Replicas of each function (desired).",
+            self.per_function(FunctionRoute::desired),
+        )?;
+        f.integers(
+            "gateway_service_ready_count",
+            Kind::Gauge,
+            "Replicas of each function ready for requests.",
+            self.per_function(|r| r.ready_count() as u64),
+        )?;
+        f.reals(
+            "gateway_service_target_load",
+            "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type; \
+             for Community Edition's rule (scaling_type alert), the requests per second of all its replicas \
+             above which it fires.",
+            self.functions.iter().map(|f| {
+                let policies = f.route.policies();
+                let policy = &policies.scaling;
+                let (kind, target) = match policy.alert {
+                    Some(_) => ("alert", ferrofaas_types::scaling::AlertScaling::RATE),
+                    None => (policy.kind.as_str(), policy.target),
+                };
+                ([("function_name", f.name.as_str()), ("scaling_type", kind)], target)
+            }),
+        )?;
+        f.histograms(
+            "gateway_function_cold_start_seconds",
+            "Time invocations waited for a ready replica (starting, or started from zero).",
+            self.functions.iter().map(|f| ([("function_name", f.name.as_str())], f.route.stats.waits())),
+        )?;
+        f.integers(
+            "gateway_function_cold_starts",
+            Kind::Counter,
+            "Starts of each function from zero replicas.",
+            self.per_function(|r| r.stats.cold_starts()),
+        )?;
+        let Some(queue) = &self.queue else { return Ok(()) };
+        for (name, kind, help, values) in [
+            ("gateway_async_pending", Kind::Gauge, "Asynchronous calls waiting or running.", &queue.pending),
+            ("gateway_async_processed", Kind::Counter, "Asynchronous calls finished.", &queue.processed),
+            (
+                "gateway_async_retried",
+                Kind::Counter,
+                "Asynchronous call attempts to be retried.",
+                &queue.retried,
+            ),
+            (
+                "gateway_async_dead_lettered",
+                Kind::Counter,
+                "Asynchronous calls out of attempts.",
+                &queue.dead_lettered,
+            ),
+        ] {
+            f.integers(
+                name,
+                kind,
+                help,
+                values.iter().map(|(function, &n)| ([("function_name", function.as_str())], n)),
+            )?;
         }
+        Ok(())
     }
 }

@@ -82,10 +82,11 @@ impl Gateway {
             Page::Health => text(StatusCode::OK, "OK"),
             Page::Ui => crate::ui::serve(path),
             Page::Metrics => {
-                let mut text = crate::metrics::render(&*self.provider);
-                if let Some(queue) = &self.queue {
-                    crate::metrics::render_queue(&mut text, &queue.stats().await);
-                }
+                let queue = match &self.queue {
+                    Some(queue) => Some(queue.stats().await),
+                    None => None,
+                };
+                let text = crate::metrics::render(&*self.provider, queue);
                 let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));

@@ -5,12 +5,11 @@
 //! Recording is a short critical section on a small table (one row per method
 //! and status code seen), cheap next to the cost of any request.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use ferrofaas_types::prom::{self, Histogram};
+use ferrofaas_types::prom::{self, Histogram, Kind};
 use http::Method;
 
 #[derive(Default)]
@@ -62,26 +61,41 @@ impl Metrics {
         }
     }
 
-    /// Renders the Prometheus text exposition format.
+    /// The metrics page.
     pub fn render(&self) -> String {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner()).clone();
         series.sort_by_key(|&(method, code, _)| (method, code));
-        let mut out = String::with_capacity(512 + series.len() * 1024);
-        prom::header(&mut out, "http_requests_in_flight", "gauge", "Number of requests in flight.");
-        let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight().max(0));
-        prom::header(&mut out, "http_requests_total", "counter", "Total number of requests served.");
-        for (method, code, h) in &series {
-            let _ = writeln!(out, "http_requests_total{{code=\"{code}\",method=\"{method}\"}} {}", h.count);
-        }
-        prom::header(&mut out, "http_request_duration_seconds", "histogram", "Duration of requests.");
-        for (method, code, h) in &series {
-            h.write(
-                &mut out,
-                "http_request_duration_seconds",
-                &format!("code=\"{code}\",method=\"{method}\""),
-            );
-        }
-        out
+        prom::render(Figures { in_flight: self.in_flight().max(0).unsigned_abs(), series })
+    }
+}
+
+/// What a scrape read.
+struct Figures {
+    in_flight: u64,
+    series: Vec<(&'static str, u16, Histogram)>,
+}
+
+impl prom::Page for Figures {
+    fn write(&self, f: &mut prom::Families<'_>) -> std::fmt::Result {
+        let labels =
+            |method: &'static str, code: u16| [("code", code.to_string()), ("method", method.to_owned())];
+        f.integers(
+            "http_requests_in_flight",
+            Kind::Gauge,
+            "Number of requests in flight.",
+            [(prom::NO_LABELS, self.in_flight)],
+        )?;
+        f.integers(
+            "http_requests",
+            Kind::Counter,
+            "Total number of requests served.",
+            self.series.iter().map(|&(method, code, h)| (labels(method, code), h.count)),
+        )?;
+        f.histograms(
+            "http_request_duration_seconds",
+            "Duration of requests.",
+            self.series.iter().map(|&(method, code, h)| (labels(method, code), h)),
+        )
     }
 }
 
