@@ -236,6 +236,53 @@ async fn bundles_and_images_stay_within_their_bounds() {
     assert_eq!(std::fs::read_dir(state.path().join("uploads")).unwrap().count(), 0, "the upload is gone");
 }
 
+/// A bundle pushed while the gateway's disk is full: 507 (the client did
+/// nothing wrong, unlike the 400 a broken upload gets), the partial upload
+/// removed, and the gateway goes on, its state whole. The state folder is
+/// a 16 MiB tmpfs (mounting it needs root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root (mounts a small tmpfs): cargo test -- --ignored runs it"]
+async fn an_upload_to_a_full_disk_is_507_and_changes_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    require(unsafe { libc::geteuid() } == 0, "root", "run the tests as root");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "ferrofaas-test", state.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let p = Platform::start(&programs(), &state, &[]);
+    let small = tar(&[("bundle.json", r#"{"env":{"fprocess":"cat","mode":"streaming"}}"#, 0o644)]);
+    assert_eq!(push_bundle(&p, "small:1", small.clone()).await.status, StatusCode::CREATED);
+
+    let mut big = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(32 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    big.append_data(&mut h, "data", std::io::repeat(7).take(32 << 20)).unwrap();
+    let r = push_bundle(&p, "big:1", big.into_inner().unwrap()).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.body);
+    assert!(r.message().contains("could not keep the request body"), "{}", r.body);
+    assert_eq!(std::fs::read_dir(state.join("uploads")).unwrap().count(), 0, "the partial upload is gone");
+
+    // The space is back, and what was stored before is whole.
+    assert_eq!(push_bundle(&p, "small:2", small).await.status, StatusCode::CREATED);
+    let spec = json!({"service": "still", "image": "small:1"});
+    p.deploy(spec, 1).await;
+    assert_eq!(p.invoke("/function/still", "ok").await.body, "ok");
+    drop(p);
+}
+
 /// A function whose replicas cannot start says why, in the API and in
 /// `faas describe`, and says nothing once they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,17 @@ pub enum ReadError {
     /// The bodies being read at once already take all the memory they may
     /// (a [`Budget`]): 429.
     Busy(usize),
+    /// The gateway could not keep a body it spools to disk: 507 when the
+    /// disk (or the quota) is full, 500 otherwise. The client did nothing
+    /// wrong, and the partial file is removed.
+    Unkept { full: bool, error: String },
+}
+
+impl ReadError {
+    fn unkept(e: std::io::Error) -> ReadError {
+        let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
+        ReadError::Unkept { full, error: e.to_string() }
+    }
 }
 
 /// Bytes that bodies being read may take together: each reads only while
@@ -92,6 +103,9 @@ impl std::fmt::Display for ReadError {
                 f,
                 "the gateway is receiving as many bodies as it may hold at once ({max} bytes together)"
             ),
+            ReadError::Unkept { error, .. } => {
+                write!(f, "the gateway could not keep the request body: {error}")
+            }
         }
     }
 }
@@ -186,19 +200,18 @@ pub async fn spool(
         return Err(ReadError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
     }
     let path = dir.join(format!(".upload-{:016x}", fastrand::u64(..)));
-    let broken = |e: std::io::Error| ReadError::Broken(format!("could not keep it: {e}"));
     let file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).await;
     let mut spooled = Spooled { path, len: 0 };
-    let mut file = tokio::io::BufWriter::with_capacity(256 << 10, file.map_err(broken)?);
+    let mut file = tokio::io::BufWriter::with_capacity(256 << 10, file.map_err(ReadError::unkept)?);
     let started = Instant::now();
     while let Some(data) = next_data(&mut body, started, grace, spooled.len as usize).await? {
         if spooled.len + data.len() as u64 > limit {
             return Err(ReadError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
         }
-        file.write_all(&data).await.map_err(broken)?;
+        file.write_all(&data).await.map_err(ReadError::unkept)?;
         spooled.len += data.len() as u64;
     }
-    file.flush().await.map_err(broken)?;
+    file.flush().await.map_err(ReadError::unkept)?;
     Ok(spooled)
 }
 

@@ -40,6 +40,8 @@ impl From<request_body::ReadError> for ApiError {
             request_body::ReadError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             request_body::ReadError::Broken(_) => StatusCode::BAD_REQUEST,
             request_body::ReadError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            request_body::ReadError::Unkept { full: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            request_body::ReadError::Unkept { full: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
