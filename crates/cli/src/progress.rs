@@ -1,10 +1,11 @@
 //! What a build shows while it runs: a spinner line per function with the
-//! step it is on (on a terminal), plain step lines (otherwise), nothing
+//! step it is on (on a terminal, `indicatif`'s), plain step lines (otherwise), nothing
 //! (`--quiet`), or one JSON object per function (`--json`).
 
-use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -33,42 +34,29 @@ pub struct Task {
     mode: Mode,
     name: String,
     started: Instant,
-    step: Arc<Mutex<String>>,
-    spinner: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// On a terminal: `indicatif`'s spinner, redrawn every 100 ms.
+    spinner: Option<ProgressBar>,
 }
 
 impl Task {
     pub fn start(mode: Mode, name: &str) -> Task {
-        let step = Arc::new(Mutex::new("starting".to_owned()));
         let spinner = (mode == Mode::Spinner).then(|| {
-            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (d, s, n, t0) = (Arc::clone(&done), Arc::clone(&step), name.to_owned(), Instant::now());
-            let handle = std::thread::spawn(move || {
-                const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-                let mut i = 0;
-                while !d.load(std::sync::atomic::Ordering::Relaxed) {
-                    let step = s.lock().map(|s| s.clone()).unwrap_or_default();
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(
-                        err,
-                        "\r\x1b[2K{} {n}: {step} ({:.1}s)",
-                        FRAMES[i % FRAMES.len()],
-                        t0.elapsed().as_secs_f64()
-                    );
-                    let _ = err.flush();
-                    drop(err);
-                    i += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-            (done, handle)
+            let style = ProgressStyle::with_template("{spinner} {prefix}: {msg} ({secs})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                .with_key("secs", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+                });
+            let bar = ProgressBar::new_spinner().with_style(style).with_prefix(name.to_owned());
+            bar.set_message("starting");
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
         });
-        Task { mode, name: name.to_owned(), started: Instant::now(), step, spinner }
+        Task { mode, name: name.to_owned(), started: Instant::now(), spinner }
     }
 
     pub fn step(&self, step: &str) {
-        if let Ok(mut s) = self.step.lock() {
-            *s = step.to_owned();
+        if let Some(bar) = &self.spinner {
+            bar.set_message(step.to_owned());
         }
         if self.mode == Mode::Plain {
             eprintln!("{}: {step}", self.name);
@@ -76,10 +64,8 @@ impl Task {
     }
 
     fn stop_spinner(&mut self) {
-        if let Some((done, handle)) = self.spinner.take() {
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = handle.join();
-            eprint!("\r\x1b[2K");
+        if let Some(bar) = self.spinner.take() {
+            bar.finish_and_clear();
         }
     }
 
