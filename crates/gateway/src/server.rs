@@ -9,11 +9,8 @@ use std::sync::Arc;
 use http::header::{AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::body::Body;
@@ -191,9 +188,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let connections = TaskTracker::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(gateway.config.read_timeout).keep_alive(true);
+    let connections =
+        ferrofaas_serve::Connections::new(gateway.config.read_timeout, gateway.shutdown.clone());
     tokio::spawn(
         Arc::clone(&gateway.autoscaler).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()),
     );
@@ -202,54 +198,22 @@ pub async fn run(
         let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
         tokio::spawn(dispatcher.run(gateway.shutdown.clone()));
     }
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let gw = Arc::clone(&gateway);
-                let peer = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-                let service = service_fn(move |req| {
-                    let gw = Arc::clone(&gw);
-                    let peer = peer.clone();
-                    async move { Ok::<_, Infallible>(gw.handle(req, &peer).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                let stop = gateway.shutdown.clone();
-                connections.spawn(async move {
-                    tokio::pin!(conn);
-                    // When the gateway stops: the request in progress is
-                    // finished, then the connection is closed.
-                    let ended = tokio::select! {
-                        ended = conn.as_mut() => ended,
-                        () = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    };
-                    if let Err(e) = ended {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
+    let serve = |peer: std::net::SocketAddr| {
+        let gw = Arc::clone(&gateway);
+        let peer =
+            HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        service_fn(move |req| {
+            let gw = Arc::clone(&gw);
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req, &peer).await) }
+        })
+    };
+    connections.accept_until(&listener, serve, shutdown).await;
     drop(listener);
     gateway.shutdown.cancel();
     let drain = gateway.config.drain_timeout;
     let requests = async {
-        connections.close();
-        if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+        if tokio::time::timeout(drain, connections.close()).await.is_err() {
             tracing::warn!("requests still open after the drain timeout; closing them");
         }
     };

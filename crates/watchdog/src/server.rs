@@ -13,12 +13,11 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::config::{Config, Mode};
@@ -373,11 +372,7 @@ pub async fn run(
     tracing::info!(address = %local, mode = config.mode.as_str(), "listening");
     let metrics_server = metrics_listener.map(|l| tokio::spawn(serve_metrics(Arc::clone(&watchdog), l)));
 
-    let connections = TaskTracker::new();
-    let stopping = CancellationToken::new();
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(config.read_timeout).keep_alive(true);
-
+    let connections = ferrofaas_serve::Connections::new(config.read_timeout, CancellationToken::new());
     let stop = async {
         let announce = shutdown.await;
         watchdog.advance(Phase::Draining);
@@ -400,58 +395,26 @@ pub async fn run(
         }
     };
     tokio::pin!(failed);
-    let mut function_exited = false;
-    loop {
+    let serve = |_peer| {
+        let wd = Arc::clone(&watchdog);
+        service_fn(move |req| {
+            let wd = Arc::clone(&wd);
+            async move { Ok::<_, Infallible>(wd.handle(req).await) }
+        })
+    };
+    let stopped = async {
         tokio::select! {
             biased;
-            () = &mut stop => break,
-            () = &mut failed => {
-                function_exited = true;
-                break;
-            }
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep going.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let wd = Arc::clone(&watchdog);
-                let service = service_fn(move |req| {
-                    let wd = Arc::clone(&wd);
-                    async move { Ok::<_, Infallible>(wd.handle(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                let stop = stopping.clone();
-                connections.spawn(async move {
-                    tokio::pin!(conn);
-                    // When the watchdog stops: the request in progress is
-                    // finished, then the connection is closed.
-                    let ended = tokio::select! {
-                        ended = conn.as_mut() => ended,
-                        () = stop.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    };
-                    if let Err(e) = ended {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+            () = &mut stop => false,
+            () = &mut failed => true,
         }
-    }
+    };
+    let function_exited = connections.accept_until(&listener, serve, stopped).await;
     drop(listener);
 
     let write_timeout = config.write_timeout;
     tracing::info!(timeout = ?write_timeout, "listener closed; finishing in-flight requests");
-    stopping.cancel();
-    connections.close();
-    let finished = async { tokio::join!(connections.wait(), watchdog.tunnels.closed()) };
+    let finished = async { tokio::join!(connections.close(), watchdog.tunnels.closed()) };
     if tokio::time::timeout(write_timeout, finished).await.is_err() {
         tracing::warn!("requests still in flight after write_timeout; closing them");
     }
