@@ -3,8 +3,8 @@
 //! The bottom of the dependency graph: OpenFaaS-compatible API types
 //! ([`function`], [`secret`], [`info`], [`logs`]), name validation
 //! ([`names`]), and small pure helpers that several crates share (Go
-//! durations, RFC 3339 times, base64, hop-by-hop headers, the Prometheus text
-//! format). No I/O here.
+//! durations, RFC 3339 times, base64, query strings, hop-by-hop headers,
+//! metrics pages). No I/O here.
 
 pub mod base64;
 pub mod duration;
@@ -16,6 +16,7 @@ pub mod isolation;
 pub mod logs;
 pub mod names;
 pub mod prom;
+pub mod query;
 pub mod retry;
 pub mod scaling;
 pub mod secret;

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use anyhow::bail;
+use ferrofaas_types::query;
 use http::Method;
 
 use super::{key_value, read_stdin};
@@ -42,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let pairs: Vec<String> = args
             .query
             .iter()
-            .map(|kv| key_value(kv).map(|(k, v)| format!("{}={}", encode(&k), encode(&v))))
+            .map(|kv| key_value(kv).map(|(k, v)| format!("{}={}", query::encode(&k), query::encode(&v))))
             .collect::<anyhow::Result<_>>()?;
         path.push('?');
         path.push_str(&pairs.join("&"));
@@ -64,14 +65,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::io::stdout().write_all(&reply.body)?;
     Ok(())
-}
-
-/// Percent-encodes a query component.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

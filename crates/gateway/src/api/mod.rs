@@ -86,10 +86,10 @@ impl Query {
         let mut map = HashMap::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k =
-                decode(k).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
-            let v =
-                decode(v).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
+            let k = ferrofaas_types::query::decode(k)
+                .ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
+            let v = ferrofaas_types::query::decode(v)
+                .ok_or_else(|| ApiError::bad_request("invalid percent-encoding in the query"))?;
             map.insert(k, v);
         }
         Ok(Query(map))
@@ -98,26 +98,6 @@ impl Query {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
-}
-
-/// `application/x-www-form-urlencoded` decoding (`+` is a space).
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ impl Endpoint {
         let mut filters = HashMap::new();
         filters.insert("service", vec![service_id]);
         let query = serde_json::to_string(&filters).map_err(io::Error::other)?;
-        let body = self.get(&format!("/tasks?filters={}", percent_encode(&query))).await?;
+        let body = self.get(&format!("/tasks?filters={}", ferrofaas_types::query::encode(&query))).await?;
         serde_json::from_slice(&body).map_err(|e| io::Error::other(format!("the engine's task list: {e}")))
     }
 
@@ -151,21 +151,9 @@ impl Endpoint {
         let mut filters = HashMap::new();
         filters.insert("desired-state", vec!["running"]);
         let query = serde_json::to_string(&filters).map_err(io::Error::other)?;
-        let body = self.get(&format!("/tasks?filters={}", percent_encode(&query))).await?;
+        let body = self.get(&format!("/tasks?filters={}", ferrofaas_types::query::encode(&query))).await?;
         serde_json::from_slice(&body).map_err(|e| io::Error::other(format!("the engine's task list: {e}")))
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -193,6 +181,6 @@ mod tests {
 
     #[test]
     fn filters_are_percent_encoded() {
-        assert_eq!(percent_encode(r#"{"a":["b c"]}"#), "%7B%22a%22%3A%5B%22b%20c%22%5D%7D");
+        assert_eq!(ferrofaas_types::query::encode(r#"{"a":["b c"]}"#), "%7B%22a%22%3A%5B%22b%20c%22%5D%7D");
     }
 }
