@@ -42,6 +42,8 @@ const PERSONALITIES: [u64; 5] = [0, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
 // Calls the libc crate has no constant for (the numbers from 424 on are
 // the same on every architecture).
 const SYS_CACHESTAT: i64 = 451;
+/// (libc has it for x86_64 only.)
+const SYS_FCHMODAT2: i64 = 452;
 #[cfg(target_arch = "x86_64")]
 const SYS_MAP_SHADOW_STACK: i64 = 453;
 #[cfg(target_arch = "x86_64")]
@@ -84,7 +86,7 @@ const COMMON: &[i64] = &[
     libc::SYS_fchdir,
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
-    libc::SYS_fchmodat2,
+    SYS_FCHMODAT2,
     libc::SYS_fchown,
     libc::SYS_fchownat,
     libc::SYS_fcntl,
