@@ -24,6 +24,8 @@ pub struct Watchdog {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The threads copying its stdout and stderr into `log`.
+    readers: Vec<std::thread::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -54,13 +56,14 @@ impl Watchdog {
         let mut child = cmd.spawn().expect("start faas-watchdog");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
             let log = Arc::clone(&log);
             let tx = tx.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     if let Some(addr) = line.split("address=").nth(1) {
@@ -71,7 +74,7 @@ impl Watchdog {
                     log.push_str(&line);
                     log.push('\n');
                 }
-            });
+            }));
         }
         let addr = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(addr) => addr.parse().expect("listening address"),
@@ -80,7 +83,7 @@ impl Watchdog {
                 panic!("watchdog did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        Watchdog { child, addr, log, dir }
+        Watchdog { child, addr, log, readers, dir }
     }
 
     pub fn log(&self) -> String {
@@ -102,6 +105,12 @@ impl Watchdog {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Its last lines may still be in the pipes: read to their
+                // end (a child of its that kept them open: not for long).
+                let drained = Instant::now() + Duration::from_secs(2);
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(10));
