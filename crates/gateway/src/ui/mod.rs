@@ -1,5 +1,5 @@
 //! The web UI at `/ui/`, built into the gateway binary: plain HTML, CSS
-//! and JavaScript that call the gateway's own API (no other requests, no
+//! and JavaScript (three scripts, loaded in order) that call the gateway's own API (no other requests, no
 //! build step). `/` redirects here.
 
 use http::header::{
@@ -12,6 +12,8 @@ use crate::error::json_error;
 
 const INDEX: &str = include_str!("index.html");
 const APP: &str = include_str!("app.js");
+const FUNCTIONS: &str = include_str!("functions.js");
+const FORMS: &str = include_str!("forms.js");
 const STYLE: &str = include_str!("style.css");
 
 /// `GET` of a path under `/ui/`, or of `/` and `/ui` (redirects).
@@ -25,6 +27,8 @@ pub fn serve(path: &str) -> Response<Body> {
         }
         "/ui/" | "/ui/index.html" => (INDEX, "text/html; charset=utf-8"),
         "/ui/app.js" => (APP, "text/javascript; charset=utf-8"),
+        "/ui/functions.js" => (FUNCTIONS, "text/javascript; charset=utf-8"),
+        "/ui/forms.js" => (FORMS, "text/javascript; charset=utf-8"),
         "/ui/style.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return json_error(StatusCode::NOT_FOUND, &format!("no page {path}")),
     };
@@ -50,7 +54,10 @@ mod tests {
         assert_eq!(serve("/").status(), StatusCode::FOUND);
         assert_eq!(serve("/").headers()[LOCATION], "/ui/");
         assert_eq!(serve("/ui/").headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-        assert_eq!(serve("/ui/app.js").status(), StatusCode::OK);
+        for script in ["/ui/app.js", "/ui/functions.js", "/ui/forms.js"] {
+            assert_eq!(serve(script).status(), StatusCode::OK, "{script}");
+            assert!(INDEX.contains(&format!("<script src=\"{script}\">")), "index.html loads {script}");
+        }
         assert_eq!(serve("/ui/nothing").status(), StatusCode::NOT_FOUND);
         assert!(
             serve("/ui/").headers()[CONTENT_SECURITY_POLICY]
@@ -62,7 +69,7 @@ mod tests {
 
     #[test]
     fn no_request_leaves_the_gateway() {
-        for asset in [INDEX, APP, STYLE] {
+        for asset in [INDEX, APP, FUNCTIONS, FORMS, STYLE] {
             // SVG's namespace name is an identifier, never fetched.
             let asset = asset.replace("\"http://www.w3.org/2000/svg\"", "");
             assert!(!asset.contains("http://") && !asset.contains("https://") && !asset.contains("//cdn"));
