@@ -35,6 +35,8 @@ struct Function {
 }
 
 type Labels<'a> = [(&'static str, &'a str); 1];
+/// `code` and `function_name`.
+type CodeLabels<'a> = ([(&'static str, u16); 1], Labels<'a>);
 
 impl Figures {
     /// One series per function: `function_name` and a figure of its route.
@@ -45,19 +47,18 @@ impl Figures {
         self.functions.iter().map(move |f| ([("function_name", f.name.as_str())], value(&f.route)))
     }
 
-    /// One series per function and status code.
-    fn per_code(&self) -> impl Iterator<Item = ([(&'static str, String); 2], Histogram)> + '_ {
+    /// One series per function and status code (labels borrowed: a scrape
+    /// allocates nothing per series).
+    fn per_code(&self) -> impl Iterator<Item = (CodeLabels<'_>, Histogram)> + '_ {
         self.functions.iter().flat_map(|f| {
-            f.by_code
-                .iter()
-                .map(|&(code, h)| ([("code", code.to_string()), ("function_name", f.name.clone())], h))
+            f.by_code.iter().map(|&(code, h)| (([("code", code)], [("function_name", f.name.as_str())]), h))
         })
     }
 }
 
 impl prom::Page for Figures {
     fn write(&self, f: &mut prom::Families<'_>) -> fmt::Result {
-        f.integers(
+        f.values(
             "gateway_function_invocation",
             Kind::Counter,
             "Invocations of each function, by status code.",
@@ -68,32 +69,33 @@ impl prom::Page for Figures {
             "Duration of invocations, by status code.",
             self.per_code(),
         )?;
-        f.integers(
+        f.values(
             "gateway_function_invocation_started",
             Kind::Untyped,
             "Invocations started, per function.",
             self.per_function(|r| r.stats.started_total()),
         )?;
-        f.integers(
+        f.values(
             "gateway_function_invocation_inflight",
             Kind::Gauge,
             "Invocations in flight, per function.",
             self.per_function(|r| r.stats.in_flight().unsigned_abs()),
         )?;
-        f.integers(
+        f.values(
             "gateway_service_count",
             Kind::Gauge,
             "Replicas of each function (desired).",
             self.per_function(FunctionRoute::desired),
         )?;
-        f.integers(
+        f.values(
             "gateway_service_ready_count",
             Kind::Gauge,
             "Replicas of each function ready for requests.",
             self.per_function(|r| r.ready_count() as u64),
         )?;
-        f.reals(
+        f.values(
             "gateway_service_target_load",
+            Kind::Gauge,
             "The load per replica each function is scaled to (com.openfaas.scale.target), by scaling type; \
              for Community Edition's rule (scaling_type alert), the requests per second of all its replicas \
              above which it fires.",
@@ -112,7 +114,7 @@ impl prom::Page for Figures {
             "Time invocations waited for a ready replica (starting, or started from zero).",
             self.functions.iter().map(|f| ([("function_name", f.name.as_str())], f.route.stats.waits())),
         )?;
-        f.integers(
+        f.values(
             "gateway_function_cold_starts",
             Kind::Counter,
             "Starts of each function from zero replicas.",
@@ -135,7 +137,7 @@ impl prom::Page for Figures {
                 &queue.dead_lettered,
             ),
         ] {
-            f.integers(
+            f.values(
                 name,
                 kind,
                 help,

@@ -10,7 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -70,13 +72,14 @@ pub struct Families<'a> {
 }
 
 impl Families<'_> {
-    /// A family of integer series, one per label set.
-    pub fn integers<L: EncodeLabelSet>(
+    /// A family of `kind`, one series per label set (whole numbers or
+    /// real ones).
+    pub fn values<L: EncodeLabelSet, V: EncodeCounterValue + EncodeGaugeValue>(
         &mut self,
         name: &str,
         kind: Kind,
         help: &str,
-        series: impl IntoIterator<Item = (L, u64)>,
+        series: impl IntoIterator<Item = (L, V)>,
     ) -> fmt::Result {
         let metric_type = match kind {
             Kind::Counter => MetricType::Counter,
@@ -90,20 +93,6 @@ impl Families<'_> {
                 Kind::Counter => one.encode_counter::<NoLabelSet, _, u64>(&value, None)?,
                 Kind::Gauge | Kind::Untyped => one.encode_gauge(&value)?,
             }
-        }
-        Ok(())
-    }
-
-    /// A gauge family of real numbers.
-    pub fn reals<L: EncodeLabelSet>(
-        &mut self,
-        name: &str,
-        help: &str,
-        series: impl IntoIterator<Item = (L, f64)>,
-    ) -> fmt::Result {
-        let mut metric = self.encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, value) in series {
-            metric.encode_family(&labels)?.encode_gauge(&value)?;
         }
         Ok(())
     }
@@ -167,8 +156,8 @@ mod tests {
         fn write(&self, f: &mut Families<'_>) -> fmt::Result {
             f.histograms("x_seconds", "X.", [([("code", "200")], self.0)])?;
             f.histograms("y", "Y.", [(NO_LABELS, self.0)])?;
-            f.integers("z", Kind::Counter, "Z.", [([("function_name", "a\"b\\c\nd")], 3)])?;
-            f.integers("started", Kind::Untyped, "S.", [([("f", "g")], 4)])
+            f.values("z", Kind::Counter, "Z.", [([("function_name", "a\"b\\c\nd")], 3u64)])?;
+            f.values("started", Kind::Untyped, "S.", [([("f", "g")], 4u64)])
         }
     }
 

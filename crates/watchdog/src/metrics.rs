@@ -79,13 +79,13 @@ impl prom::Page for Figures {
     fn write(&self, f: &mut prom::Families<'_>) -> std::fmt::Result {
         let labels =
             |method: &'static str, code: u16| [("code", code.to_string()), ("method", method.to_owned())];
-        f.integers(
+        f.values(
             "http_requests_in_flight",
             Kind::Gauge,
             "Number of requests in flight.",
             [(prom::NO_LABELS, self.in_flight)],
         )?;
-        f.integers(
+        f.values(
             "http_requests",
             Kind::Counter,
             "Total number of requests served.",
