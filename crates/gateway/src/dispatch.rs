@@ -93,11 +93,8 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
                 &format!("an asynchronous call carries at most {max} bytes"),
             );
         }
-        Err(e @ crate::request_body::ReadError::TooSlow) => {
-            return json_error(StatusCode::REQUEST_TIMEOUT, &e.to_string());
-        }
         Err(e @ crate::request_body::ReadError::Busy(_)) => return try_later(&e.to_string()),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return json_error(e.status(), &e.to_string()),
     };
     let call = Call {
         id: id.clone(),

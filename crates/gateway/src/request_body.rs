@@ -33,6 +33,20 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// The status that answers it (one table for every path that reads a
+    /// body).
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            ReadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ReadError::TooSlow => StatusCode::REQUEST_TIMEOUT,
+            ReadError::Broken(_) => StatusCode::BAD_REQUEST,
+            ReadError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ReadError::Unkept { full: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            ReadError::Unkept { full: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     fn unkept(e: std::io::Error) -> ReadError {
         let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
         ReadError::Unkept { full, error: e.to_string() }

@@ -35,14 +35,7 @@ pub async fn read_body(req: Request<Incoming>, limit: usize, grace: Duration) ->
 
 impl From<request_body::ReadError> for ApiError {
     fn from(e: request_body::ReadError) -> ApiError {
-        let status = match e {
-            request_body::ReadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            request_body::ReadError::TooSlow => StatusCode::REQUEST_TIMEOUT,
-            request_body::ReadError::Broken(_) => StatusCode::BAD_REQUEST,
-            request_body::ReadError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            request_body::ReadError::Unkept { full: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
-            request_body::ReadError::Unkept { full: false, .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = e.status();
         ApiError::new(status, e.to_string())
     }
 }
