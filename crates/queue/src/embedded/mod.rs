@@ -102,6 +102,15 @@ impl EmbeddedQueue {
         done.await.map_err(|_| storage("the queue's writer stopped"))?.map_err(QueueError::Storage)
     }
 
+    /// Writes `writes`, which put `new` in the place of the answer body
+    /// `old`: the file of whichever lost is removed (`new`'s if the write
+    /// failed, `old`'s once it is durable).
+    async fn write_replacing(&self, writes: Vec<Write>, new: Option<Blob>, old: Option<Blob>) -> Result<()> {
+        let result = self.write(writes).await;
+        self.files.remove(if result.is_ok() { old } else { new });
+        result
+    }
+
     /// [`stash`], with a large body's file written off the runtime's
     /// threads.
     async fn stash(&self, n: u64, body: Bytes, writes: &mut Vec<Write>) -> Result<Option<Blob>> {
@@ -345,11 +354,7 @@ impl Queue for EmbeddedQueue {
         let entry = Entry { call: slot.entry.call.clone(), progress };
         let stored = Stored { seq: slot.seq, entry, bodies };
         writes.push(Write::Put(Table::Pending, id.to_owned(), encode(&stored)?));
-        if let Err(e) = self.write(writes).await {
-            self.files.remove(bodies.result);
-            return Err(e);
-        }
-        self.files.remove(slot.bodies.result);
+        self.write_replacing(writes, bodies.result, slot.bodies.result).await?;
         let mut state = self.lock();
         state.forget(id);
         state.release(&key, slot.size);
@@ -391,11 +396,7 @@ impl Queue for EmbeddedQueue {
             Write::Put(Table::Dead, id.to_owned(), encode(&stored)?),
             Write::Put(Table::Finished, id.to_owned(), encode(&finished)?),
         ]);
-        if let Err(e) = self.write(writes).await {
-            self.files.remove(bodies.result);
-            return Err(e);
-        }
-        self.files.remove(slot.bodies.result);
+        self.write_replacing(writes, bodies.result, slot.bodies.result).await?;
         let mut state = self.lock();
         state.forget(id);
         state.release(&key, slot.size);
