@@ -223,13 +223,7 @@ async fn bundles_and_images_stay_within_their_bounds() {
 
     // 256 MiB pushed: the gateway's memory does not grow by it.
     let before = peak_rss_kib(p.pid());
-    let mut big = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(256 << 20);
-    h.set_mode(0o644);
-    h.set_cksum();
-    big.append_data(&mut h, "data", std::io::repeat(7).take(256 << 20)).unwrap();
-    let r = push_bundle(&p, "big:1", big.into_inner().unwrap()).await;
+    let r = push_bundle(&p, "big:1", tar_filled("data", 256 << 20, 7)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let after = peak_rss_kib(p.pid());
     assert!(after < before + 64 * 1024, "peak RSS {before} KiB before, {after} KiB after");
@@ -264,13 +258,7 @@ async fn an_upload_to_a_full_disk_is_507_and_changes_nothing() {
     let small = tar(&[("bundle.json", r#"{"env":{"fprocess":"cat","mode":"streaming"}}"#, 0o644)]);
     assert_eq!(push_bundle(&p, "small:1", small.clone()).await.status, StatusCode::CREATED);
 
-    let mut big = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(32 << 20);
-    h.set_mode(0o644);
-    h.set_cksum();
-    big.append_data(&mut h, "data", std::io::repeat(7).take(32 << 20)).unwrap();
-    let r = push_bundle(&p, "big:1", big.into_inner().unwrap()).await;
+    let r = push_bundle(&p, "big:1", tar_filled("data", 32 << 20, 7)).await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.body);
     assert!(r.message().contains("could not keep the request body"), "{}", r.body);
     assert_eq!(std::fs::read_dir(state.join("uploads")).unwrap().count(), 0, "the partial upload is gone");

@@ -10,7 +10,8 @@ pub mod platform;
 pub mod webdriver;
 
 pub use platform::{
-    Platform, Programs, examples, git_head, push_bundle, push_bundle_to, record_lines, tar, under_load,
+    Platform, Programs, examples, git_head, push_bundle, push_bundle_to, record_lines, tar, tar_filled,
+    under_load,
 };
 
 use std::net::SocketAddr;

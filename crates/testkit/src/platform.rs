@@ -317,6 +317,19 @@ pub fn tar(files: &[(&str, &str, u32)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// A tar archive of one file `path` of `len` copies of `byte`: a large
+/// upload made cheaply.
+pub fn tar_filled(path: &str, len: u64, byte: u8) -> Vec<u8> {
+    use std::io::Read;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(len);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, path, std::io::repeat(byte).take(len)).unwrap();
+    b.into_inner().unwrap()
+}
+
 /// Pushes raw bytes as a bundle.
 pub async fn push_bundle(p: &Platform, image: &str, archive: Vec<u8>) -> Reply {
     push_bundle_to(p.addr, p.auth.as_deref().unwrap(), image, archive).await
