@@ -77,6 +77,7 @@ impl From<ProviderError> for ApiError {
             ProviderError::Invalid { field, message } => ApiError::invalid(&field, &message),
             ProviderError::Unsupported(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
             ProviderError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            ProviderError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             ProviderError::Internal(m) => {
                 tracing::error!(error = %m, "provider failed");
                 ApiError::new(

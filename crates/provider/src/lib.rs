@@ -56,6 +56,10 @@ pub enum ProviderError {
     /// 413: more than a limit allows (a bundle, the bundle store).
     #[error("{0}")]
     TooLarge(String),
+    /// 503: something the provider needs (a registry, an engine) does not
+    /// answer now; the message says what.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500; the message is logged, not shown to clients.
     #[error("{0}")]
     Internal(String),

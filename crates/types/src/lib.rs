@@ -15,6 +15,7 @@ mod invalid;
 pub mod isolation;
 pub mod logs;
 pub mod names;
+pub mod procfs;
 pub mod prom;
 pub mod query;
 pub mod retry;

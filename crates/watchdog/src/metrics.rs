@@ -1,6 +1,9 @@
 //! The watchdog's Prometheus metrics, with the names of-watchdog uses:
 //! `http_requests_total{code,method}`, `http_request_duration_seconds{code,method}`
-//! and `http_requests_in_flight`.
+//! and `http_requests_in_flight`; and `process_cpu_seconds_total`, the CPU
+//! time of the watchdog with the function's processes (those running and
+//! those it has reaped), which a gateway reads for `cpu` autoscaling where
+//! it cannot read the replica's container (a task on another Swarm node).
 //!
 //! Recording is a short critical section on a small table (one row per method
 //! and status code seen), cheap next to the cost of any request.
@@ -65,7 +68,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner()).clone();
         series.sort_by_key(|&(method, code, _)| (method, code));
-        prom::render(Figures { in_flight: self.in_flight().max(0).unsigned_abs(), series })
+        let cpu_seconds = ferrofaas_types::procfs::tree_cpu_seconds(std::process::id(), true);
+        prom::render(Figures { in_flight: self.in_flight().max(0).unsigned_abs(), series, cpu_seconds })
     }
 }
 
@@ -73,6 +77,7 @@ impl Metrics {
 struct Figures {
     in_flight: u64,
     series: Vec<(&'static str, u16, Histogram)>,
+    cpu_seconds: Option<f64>,
 }
 
 impl prom::Page for Figures {
@@ -95,6 +100,12 @@ impl prom::Page for Figures {
             "http_request_duration_seconds",
             "Duration of requests.",
             self.series.iter().map(|&(method, code, h)| (labels(method, code), h)),
+        )?;
+        f.values(
+            "process_cpu_seconds",
+            Kind::Counter,
+            "CPU time of the watchdog and the function's processes, in seconds.",
+            self.cpu_seconds.map(|s| (prom::NO_LABELS, s)),
         )
     }
 }
@@ -114,8 +125,15 @@ mod tests {
         m.request_started();
         m.request_finished(&Method::from_bytes(b"BREW").unwrap(), 504, Duration::from_secs(20));
         assert_eq!(m.in_flight(), 0);
+        // Some CPU time to show (the clock counts in ticks of 10 ms).
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < Duration::from_millis(60) {
+            std::hint::black_box(busy.elapsed());
+        }
         let text = m.render();
         assert!(text.contains("http_requests_in_flight 0\n"), "{text}");
+        let cpu = text.lines().find_map(|l| l.strip_prefix("process_cpu_seconds_total ")).expect(&text);
+        assert!(cpu.parse::<f64>().unwrap() > 0.0, "{cpu}");
         assert!(text.contains("http_requests_total{code=\"200\",method=\"post\"} 2\n"), "{text}");
         assert!(text.contains("http_requests_total{code=\"504\",method=\"other\"} 1\n"), "{text}");
         assert!(

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use ferrofaas_gateway::{Credentials, Gateway, GatewayConfig};
 use ferrofaas_provider::process::{ProcessConfig, SandboxOptions};
 use ferrofaas_provider::swarm::SwarmConfig;
+use ferrofaas_provider::swarm::registry::Registry;
 use ferrofaas_provider::{Provider, ProviderError};
 use tokio::net::TcpListener;
 
@@ -49,6 +50,15 @@ pub struct Args {
     /// The overlay network of functions and gateway (swarm provider)
     #[arg(long, default_value = ferrofaas_provider::swarm::DEFAULT_NETWORK)]
     network: String,
+    /// The registry the Swarm's nodes pull function images from, host[:port]
+    /// (swarm provider): images the gateway builds are pushed there and
+    /// run by digest. `faas swarm up` runs one (127.0.0.1:5000 on every
+    /// node); without it, functions run only where their image is
+    #[arg(long)]
+    registry: Option<String>,
+    /// The registry's credentials, a file holding `user:password`
+    #[arg(long, requires = "registry")]
+    registry_auth_file: Option<PathBuf>,
     /// Read the admin credentials from this file (JSON: username,
     /// password), never writing it: a Docker secret, say
     #[arg(long)]
@@ -234,6 +244,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 watchdog: image_watchdog,
                 pids_limit: args.pids_limit,
                 bundle_max_unpacked: args.bundle_max_unpacked,
+                registry: args
+                    .registry
+                    .as_deref()
+                    .map(|r| Registry::new(r, args.registry_auth_file.as_deref()))
+                    .transpose()?,
             })
             .await
             .context("starting the Swarm provider")?

@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bollard::Docker;
+use bollard::models::{EndpointPortConfigPublishModeEnum, ServiceSpec};
 use bollard::query_parameters::{
-    ListSecretsOptionsBuilder, ListServicesOptionsBuilder, UpdateServiceOptionsBuilder,
+    ListSecretsOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
+    UpdateServiceOptionsBuilder,
 };
 use ferrofaas_gateway::Credentials;
 use ferrofaas_provider::engine::image;
-use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY};
+use ferrofaas_provider::swarm::platform::registry::{self, Publish, REGISTRY_PORT, REGISTRY_SERVICE};
+use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY, StoredSecret};
+use ferrofaas_provider::swarm::registry::{PLATFORM_REGISTRY, Registry};
 use ferrofaas_provider::swarm::{DEFAULT_NETWORK, LABEL_FUNCTION, LABEL_SECRET};
 
 use crate::auth_config::AuthConfig;
@@ -61,6 +65,14 @@ struct UpArgs {
     /// Where the admin credentials are kept on this machine
     #[arg(long, env = "FERROFAAS_STATE")]
     state: Option<PathBuf>,
+    /// Your own registry (host[:port]) that every node can pull from, for
+    /// the platform's images and the functions' (default: the platform runs
+    /// one, the ferrofaas-registry service, at 127.0.0.1:5000 on every node)
+    #[arg(long)]
+    registry: Option<String>,
+    /// Its credentials, a file holding `user:password`
+    #[arg(long, requires = "registry")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -113,46 +125,79 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         image::ensure_base(docker, base, &say).await?;
     }
 
-    let watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
-    let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
-    say(&format!("building the gateway image {tag}"));
-    let gateway_image = platform::build_gateway_image(docker, &std::env::current_exe()?, &watchdog, &tag)
-        .await
-        .context("building the gateway image (its faas must run on Debian bookworm's C library)")?;
-    ferrofaas_provider::swarm::ensure_network(docker, &args.network).await?;
-
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let creds_path = paths::credentials_file(&state);
     let (creds, _) = Credentials::load_or_create(&creds_path)
         .with_context(|| format!("credentials in {}", creds_path.display()))?;
-    let (secret_id, secret_name) = platform::credentials_secret(docker, &serde_json::to_vec(&creds)?).await?;
+    let credentials = platform::credentials_secret(docker, &serde_json::to_vec(&creds)?).await?;
+
+    let watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+    let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
+    say(&format!("building the gateway image {tag}"));
+    let gateway_id = platform::build_gateway_image(docker, &std::env::current_exe()?, &watchdog, &tag)
+        .await
+        .context("building the gateway image (its faas must run on Debian bookworm's C library)")?;
+    ferrofaas_provider::swarm::ensure_network(docker, &args.network).await?;
+
+    // The registry every node pulls images from; the gateway's own image
+    // goes there first (so a gateway can run on any manager).
+    let (registry, registry_auth, gateway_image) = match &args.registry {
+        Some(address) => {
+            let registry = Registry::new(address, args.registry_auth_file.as_deref())?;
+            let auth = match &registry.credentials {
+                Some((user, password)) => Some(platform::registry_auth_secret(docker, user, password).await?),
+                None => None,
+            };
+            say(&format!("pushing {tag} to the registry at {address}"));
+            let image = registry.distribute(docker, &tag, &gateway_id).await?;
+            (registry, auth, image)
+        }
+        None => {
+            let (registry, auth, image) = platform_registry(docker, &state, &tag, &gateway_id, &say).await?;
+            (registry, Some(auth), image)
+        }
+    };
 
     let spec = platform::gateway_service(&platform::GatewayService {
         name: &args.name,
         network: &args.network,
         port: args.port,
         image: &gateway_image,
-        secret_id: &secret_id,
-        secret_name: &secret_name,
+        credentials: &credentials,
+        registry: Some(platform::RegistryAccess {
+            address: &registry.address,
+            credentials: registry_auth.as_ref(),
+        }),
     });
+    let pull = registry.docker_credentials();
     match docker.inspect_service(&args.name, None).await {
         Ok(existing) => {
             let version = existing.version.and_then(|v| v.index).unwrap_or(0);
             let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
             docker
-                .update_service(&args.name, spec, options, None)
+                .update_service(&args.name, spec, options, pull)
                 .await
                 .context("updating the gateway service")?;
             say(&format!("updated the {} service", args.name));
         }
         Err(_) => {
-            docker.create_service(spec, None).await.context("creating the gateway service")?;
+            docker.create_service(spec, pull).await.context("creating the gateway service")?;
             say(&format!("created the {} service", args.name));
         }
     }
 
-    let url = format!("http://127.0.0.1:{}", args.port);
+    // The manager's own address (where the gateway's port is published):
+    // 127.0.0.1 on a Swarm advertised there, the node's address on others.
+    let host = docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.swarm?.node_addr)
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let url = format!("http://{host}:{}", args.port);
     wait_for_gateway(docker, &args.name, &url, Duration::from_secs(90)).await?;
     let mut config = AuthConfig::load()?;
     config.set_basic(&url, &creds.username, &creds.password);
@@ -161,6 +206,129 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
     super::print_credentials(&creds, &creds_path);
     println!("  (saved for faas in {}; /system/* needs them)", crate::auth_config::path().display());
     Ok(())
+}
+
+/// The platform's registry, running and answering: its service (made or
+/// brought up to date), the credentials the gateway gets, and the gateway
+/// image pushed there (the push is what shows that the registry answers at
+/// 127.0.0.1:5000 on this node).
+async fn platform_registry(
+    docker: &Docker,
+    state: &std::path::Path,
+    gateway_tag: &str,
+    gateway_id: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<(Registry, StoredSecret, String)> {
+    let path = state.join("registry-credentials.json");
+    let (creds, _) = Credentials::load_or_create(&path)
+        .with_context(|| format!("registry credentials in {}", path.display()))?;
+    let node_id = docker
+        .info()
+        .await
+        .context("asking the Docker engine")?
+        .swarm
+        .and_then(|s| s.node_id)
+        .context("this engine names no Swarm node")?;
+    let tag = format!("ferrofaas-registry:{}", env!("CARGO_PKG_VERSION"));
+    say(&format!("building the registry image {tag}"));
+    let image = registry::build_registry_image(docker, &tag, say).await?;
+    let htpasswd = registry::htpasswd_secret(docker, &creds.username, &creds.password).await?;
+    let auth = platform::registry_auth_secret(docker, &creds.username, &creds.password).await?;
+    let platform_registry = Registry {
+        address: PLATFORM_REGISTRY.to_owned(),
+        credentials: Some((creds.username.clone(), creds.password.clone())),
+    };
+    // Through the routing mesh, unless it was found not to work here.
+    let current = docker.inspect_service(REGISTRY_SERVICE, None).await.ok();
+    let was_host = current
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.endpoint_spec.as_ref()?.ports.as_ref()?.first()?.publish_mode)
+        == Some(EndpointPortConfigPublishModeEnum::HOST);
+    let mut publish = if was_host { Publish::Host } else { Publish::Mesh };
+    loop {
+        let spec = registry::registry_service(&registry::RegistryService {
+            image: &image,
+            node_id: &node_id,
+            htpasswd: &htpasswd,
+            publish,
+        });
+        put_service(docker, REGISTRY_SERVICE, spec).await.context("running the registry service")?;
+        say(&format!("waiting for the registry ({REGISTRY_SERVICE}) to answer at {PLATFORM_REGISTRY}"));
+        match push_when_up(docker, &platform_registry, gateway_tag, gateway_id, Duration::from_secs(60)).await
+        {
+            Ok(pushed) => return Ok((platform_registry, auth, pushed)),
+            Err(e) if publish == Publish::Mesh => {
+                say(&format!(
+                    "the registry does not answer through Swarm's routing mesh ({e}); a kernel without IPVS \
+                     cannot run the mesh: publishing port {REGISTRY_PORT} on this node only. Other nodes \
+                     reach it only if their 127.0.0.1:{REGISTRY_PORT} is forwarded to this node's (the README's \
+                     \"several machines\" says how)"
+                ));
+                publish = Publish::Host;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Creates service `name`, or updates it to `spec`.
+async fn put_service(docker: &Docker, name: &str, spec: ServiceSpec) -> anyhow::Result<()> {
+    match docker.inspect_service(name, None).await {
+        Ok(existing) => {
+            let version = existing.version.and_then(|v| v.index).unwrap_or(0);
+            let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
+            docker.update_service(name, spec, options, None).await?;
+        }
+        Err(_) => {
+            docker.create_service(spec, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Pushes the image once the registry's task runs and its port answers;
+/// an error after `timeout`, or soon after the task runs if the port never
+/// answers.
+async fn push_when_up(
+    docker: &Docker,
+    registry: &Registry,
+    tag: &str,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let mut running_since: Option<Instant> = None;
+    loop {
+        if running_since.is_none() && registry_task_running(docker).await {
+            running_since = Some(Instant::now());
+        }
+        if let Some(since) = running_since {
+            match registry.distribute(docker, tag, id).await {
+                Ok(pushed) => return Ok(pushed),
+                Err(e) if since.elapsed() > Duration::from_secs(5) || started.elapsed() > timeout => {
+                    return Err(e.into());
+                }
+                Err(_) => {}
+            }
+        } else if started.elapsed() > timeout {
+            bail!(
+                "the {REGISTRY_SERVICE} service did not start within {timeout:?}: see `docker service ps \
+                 --no-trunc {REGISTRY_SERVICE}`"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Is a task of the registry running (at its current version)?
+async fn registry_task_running(docker: &Docker) -> bool {
+    let filters = HashMap::from([("service", vec![REGISTRY_SERVICE]), ("desired-state", vec!["running"])]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    docker.list_tasks(Some(options)).await.is_ok_and(|tasks| {
+        tasks
+            .iter()
+            .any(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING))
+    })
 }
 
 /// Waits until the service's update (if any) has finished and the gateway
@@ -208,6 +376,11 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
     }
     if !args.all {
         return Ok(());
+    }
+    match docker.delete_service(REGISTRY_SERVICE).await {
+        Ok(()) => println!("  removed the {REGISTRY_SERVICE} service"),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e).context("removing the registry service"),
     }
     // The functions on this platform's network.
     let network_id = match docker.inspect_network(&args.network, None).await {
@@ -277,10 +450,17 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("removing network {}", args.network)),
         }
     }
-    // The gateway's state (its queue of asynchronous calls).
-    let volume = format!("{}-state", args.name);
+    // The gateway's state (its queue of asynchronous calls) and the
+    // registry's images.
+    for volume in [format!("{}-state", args.name), REGISTRY_SERVICE.to_owned()] {
+        remove_volume(docker, &volume, deadline).await?;
+    }
+    Ok(())
+}
+
+async fn remove_volume(docker: &Docker, volume: &str, deadline: Instant) -> anyhow::Result<()> {
     loop {
-        match docker.remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+        match docker.remove_volume(volume, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
             Ok(()) => {
                 println!("  removed volume {volume}");
                 break;

@@ -26,6 +26,9 @@ pub const BASES: &[(&str, &[&str])] = &[
     ("mono", &["mono-runtime", "libmono-system4.0-cil", "libmono-system-numerics4.0-cil", "ca-certificates"]),
 ];
 
+/// Bases of the platform's own images (not for functions).
+pub const PLATFORM_BASES: &[(&str, &[&str])] = &[("registry", &["docker-registry"])];
+
 const BASE_REPO: &str = "ferrofaas-base";
 const BASE_TAG: &str = "bookworm";
 /// The port a function's own server listens on inside its container.
@@ -117,12 +120,15 @@ pub async fn ensure_base(docker: &Docker, name: &str, progress: &(dyn Fn(&str) +
     if docker.inspect_image(&image).await.is_ok() {
         return Ok(());
     }
-    let packages = BASES.iter().find(|(n, _)| *n == name).map(|(_, p)| p.join(",")).ok_or_else(|| {
-        ProviderError::invalid(
-            "image",
-            format!("no base image {name:?} (known: minimal, python3, node, ruby, mono)"),
-        )
-    })?;
+    let packages =
+        BASES.iter().chain(PLATFORM_BASES).find(|(n, _)| *n == name).map(|(_, p)| p.join(",")).ok_or_else(
+            || {
+                ProviderError::invalid(
+                    "image",
+                    format!("no base image {name:?} (known: minimal, python3, node, ruby, mono)"),
+                )
+            },
+        )?;
     if crate::fsutil::which("mmdebstrap").is_none() {
         return Err(ProviderError::Unsupported(format!(
             "building base image {image} needs mmdebstrap (apt-get install -y mmdebstrap); for a gateway \

@@ -18,6 +18,9 @@ pub struct Task {
     pub service_id: String,
     #[serde(default)]
     pub slot: u64,
+    /// The node it was given to (empty until then).
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
     #[serde(default)]
     pub desired_state: String,
     #[serde(default)]
@@ -162,7 +165,7 @@ mod tests {
 
     #[test]
     fn reads_addresses_from_the_engines_json() {
-        let json = r#"[{"ID":"t1","ServiceID":"s1","Slot":2,"DesiredState":"running",
+        let json = r#"[{"ID":"t1","ServiceID":"s1","Slot":2,"NodeID":"nd1","DesiredState":"running",
             "Status":{"State":"running","Timestamp":"x","ContainerStatus":{"ContainerID":"c1","PID":7}},"Spec":{},
             "NetworksAttachments":[
               {"Network":{"ID":"n0","Spec":{"Name":"ingress"}},"Addresses":["10.0.0.4/24"]},
@@ -172,6 +175,7 @@ mod tests {
         let tasks: Vec<Task> = serde_json::from_str(json).unwrap();
         assert_eq!(tasks[0].address_on("ferrofaas"), Some("10.0.1.7".parse().unwrap()));
         assert_eq!(tasks[0].slot, 2);
+        assert_eq!(tasks[0].node_id, "nd1");
         assert_eq!(tasks[1].address_on("ferrofaas"), None);
         assert_eq!(tasks[1].status.state, "rejected");
         assert_eq!(tasks[1].status.err, "No such image: fn:1");

@@ -19,8 +19,10 @@
 //! (made with `docker secret create`) works too.
 
 mod engine;
+mod health;
 mod network;
 pub mod platform;
+pub mod registry;
 mod routing;
 mod secrets;
 mod service;
@@ -102,6 +104,9 @@ pub struct SwarmConfig {
     pub pids_limit: u64,
     /// Most bytes a pushed bundle may unpack to.
     pub bundle_max_unpacked: u64,
+    /// Where images go so that every node can run them (`None`: functions
+    /// run only on nodes that have their image, as on a one-node Swarm).
+    pub registry: Option<registry::Registry>,
 }
 
 pub struct SwarmProvider {
@@ -114,6 +119,7 @@ pub struct SwarmProvider {
     bundle_max_unpacked: u64,
     network: String,
     pids_limit: u64,
+    registry: Option<registry::Registry>,
     /// Does the engine take a health check's start interval (API 1.44)?
     start_interval: bool,
     /// Serializes changes to secrets (versions are numbered).
@@ -149,10 +155,14 @@ pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
              run it on the Swarm with `faas swarm up`"
         );
     }
-    let router = Arc::new(routing::Router::new(docker.clone(), config.network.clone()));
+    let node_id = swarm.node_id.unwrap_or_default();
+    let router = Arc::new(routing::Router::new(docker.clone(), node_id, config.network.clone()));
     router.refresh().await?;
-    let loops =
-        vec![tokio::spawn(Arc::clone(&router).run()), tokio::spawn(Arc::clone(&router).watch_events())];
+    let loops = vec![
+        tokio::spawn(Arc::clone(&router).run()),
+        tokio::spawn(Arc::clone(&router).watch_events()),
+        tokio::spawn(Arc::clone(&router).watch_health()),
+    ];
     let logs_client = docker.clone().with_request_modifier(|mut req| {
         let sep = if req.uri().query().is_some() { '&' } else { '?' };
         if req.uri().path().ends_with("/logs")
@@ -172,6 +182,7 @@ pub async fn start(config: SwarmConfig) -> io::Result<Arc<SwarmProvider>> {
         watchdog: config.watchdog,
         network: config.network,
         pids_limit: config.pids_limit,
+        registry: config.registry,
         bundle_max_unpacked: config.bundle_max_unpacked,
         secrets: Mutex::new(()),
         loops,
@@ -204,6 +215,12 @@ fn only_default_namespace(namespace: &str) -> Result<()> {
 impl SwarmProvider {
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Given with every service created or updated: Swarm hands them to
+    /// the nodes that pull its image.
+    fn registry_credentials(&self) -> Option<bollard::auth::DockerCredentials> {
+        self.registry.as_ref().and_then(registry::Registry::docker_credentials)
     }
 
     async fn service(&self, function: &FunctionRef) -> Result<FunctionService> {
@@ -277,7 +294,7 @@ impl Provider for SwarmProvider {
             Err(e) => return Err(ProviderError::internal("inspecting a service", e)),
         }
         let service = self.service_spec(&spec, replicas).await?;
-        match self.docker.create_service(service, None).await {
+        match self.docker.create_service(service, self.registry_credentials()).await {
             Ok(_) => {}
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
                 return Err(ProviderError::Conflict(message));

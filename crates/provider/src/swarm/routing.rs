@@ -29,6 +29,8 @@ const LIVE_STATES: &[&str] = &["assigned", "accepted", "preparing", "ready", "st
 
 pub(super) struct Router {
     pub docker: Docker,
+    /// The Swarm node of this engine: containers of its tasks can be read.
+    pub node_id: String,
     pub engine: engine::Endpoint,
     pub network: String,
     pub routes: Routes,
@@ -41,7 +43,7 @@ pub(super) struct Router {
 struct Tracked {
     /// Addresses of tasks Swarm wants running, with their instance names.
     live: HashMap<SocketAddr, String>,
-    /// Their containers, where known (on this node, their CPU can be read).
+    /// Their containers, where on this node (their CPU can be read).
     containers: HashMap<SocketAddr, String>,
     /// Addresses being probed for readiness.
     probing: HashSet<SocketAddr>,
@@ -53,9 +55,10 @@ struct Tracked {
 }
 
 impl Router {
-    pub fn new(docker: Docker, network: String) -> Router {
+    pub fn new(docker: Docker, node_id: String, network: String) -> Router {
         Router {
             docker,
+            node_id,
             engine: engine::Endpoint::from_env(),
             network,
             routes: Routes::default(),
@@ -116,8 +119,11 @@ impl Router {
                 }
                 if let Some(ip) = task.address_on(&self.network) {
                     let addr = SocketAddr::new(ip, REPLICA_PORT);
-                    if let Some(c) =
-                        task.status.container_status.as_ref().filter(|c| !c.container_id.is_empty())
+                    if let Some(c) = task
+                        .status
+                        .container_status
+                        .as_ref()
+                        .filter(|c| !c.container_id.is_empty() && task.node_id == self.node_id)
                     {
                         containers.insert(addr, c.container_id.clone());
                     }
@@ -190,12 +196,16 @@ impl Router {
                 {
                     let mut endpoints = route.endpoints();
                     if !endpoints.iter().any(|e| e.addr == addr) {
-                        let meter = tracked.containers.get(&addr).map(|id| {
-                            Arc::new(crate::engine::ContainerMeter {
+                        // Its container's figure where it is on this node,
+                        // else its watchdog's.
+                        let meter: Arc<dyn crate::routes::CpuMeter> = match tracked.containers.get(&addr) {
+                            Some(id) => Arc::new(crate::engine::ContainerMeter {
                                 docker: self.docker.clone(),
                                 id: id.clone(),
-                            }) as Arc<dyn crate::routes::CpuMeter>
-                        });
+                            }),
+                            None => Arc::new(super::health::WatchdogMeter { addr }),
+                        };
+                        let meter = Some(meter);
                         endpoints.push(Arc::new(Endpoint::new(instance.clone(), addr).with_meter(meter)));
                         route.set_endpoints(endpoints);
                         tracing::info!(%function, %instance, %addr, "replica ready");
@@ -208,6 +218,20 @@ impl Router {
             delay = (delay * 3 / 2).min(Duration::from_millis(cap));
         }
         self.tracked().probing.remove(&addr);
+    }
+
+    /// Routes `endpoint` of `route` no more, and ends what waits for it;
+    /// `false` if it was not routed.
+    pub fn unroute(&self, route: &crate::FunctionRoute, endpoint: &Arc<Endpoint>) -> bool {
+        // Under the lock, as refresh and admit edit routes.
+        let _tracked = self.tracked();
+        let current = route.endpoints();
+        if !current.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+            return false;
+        }
+        route.set_endpoints(current.iter().filter(|e| !Arc::ptr_eq(e, endpoint)).cloned().collect());
+        endpoint.mark_gone();
+        true
     }
 
     /// Refreshes every [`POLL`], and whenever woken.

@@ -44,6 +44,12 @@ impl SwarmProvider {
     pub(super) async fn service_spec(&self, spec: &FunctionDeployment, replicas: u64) -> Result<ServiceSpec> {
         let FunctionImage { id, env, runs_watchdog } =
             function_image(&self.docker, spec, ENV_DEFAULTS).await?;
+        // Every node pulls the same version from the registry; without one,
+        // the id (nodes that lack it cannot run the function).
+        let image = match &self.registry {
+            Some(registry) => registry.distribute(&self.docker, &spec.image, &id).await?,
+            None => id,
+        };
         let secrets = self.secret_refs(&spec.secrets).await?;
         let mut labels: HashMap<String, String> =
             spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -76,7 +82,7 @@ impl SwarmProvider {
             labels.insert(LABEL_HEALTH.into(), "watchdog".into());
         }
         let container = TaskSpecContainerSpec {
-            image: Some(id),
+            image: Some(image),
             labels: Some(container_labels),
             env: Some(env),
             read_only: Some(spec.read_only_root_filesystem),
@@ -154,7 +160,7 @@ impl SwarmProvider {
             let current = self.service(function).await?;
             let Some(spec) = change(&current)? else { return Ok(()) };
             let options = UpdateServiceOptionsBuilder::default().version(current.version as i32).build();
-            match self.docker.update_service(&current.id, spec, options, None).await {
+            match self.docker.update_service(&current.id, spec, options, self.registry_credentials()).await {
                 Ok(_) => {
                     self.router.wake.notify_one();
                     return Ok(());

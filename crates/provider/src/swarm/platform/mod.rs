@@ -1,9 +1,12 @@
-//! The platform's own service on a Swarm, as the swarm backend makes it:
+//! The platform's own services on a Swarm, as the swarm backend makes them:
 //! the gateway's image (a `faas` and the static watchdog on the minimal
 //! base), its admin credentials as a Docker secret, and its service spec
 //! (`faas serve --provider swarm` on the functions' overlay network, the
 //! engine's socket mounted, the port published in host mode, the queue on a
-//! volume). `faas swarm up` assembles them.
+//! volume); and the registry every node pulls function images from
+//! ([`registry`]). `faas swarm up` assembles them.
+
+pub mod registry;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +29,21 @@ use crate::{ProviderError, Result};
 pub const LABEL_GATEWAY: &str = "com.ferrofaas.gateway";
 /// Where the credentials secret is mounted in the gateway's container.
 const CREDENTIALS_TARGET: &str = "ferrofaas-credentials";
+/// Where the registry's credentials are, in the gateway's container.
+const REGISTRY_AUTH_TARGET: &str = "ferrofaas-registry-auth";
+
+/// A Docker secret, as a service refers to it.
+pub struct StoredSecret {
+    pub id: String,
+    pub name: String,
+}
+
+/// The registry the gateway pushes function images to.
+pub struct RegistryAccess<'a> {
+    pub address: &'a str,
+    /// `user:password`, if it wants them.
+    pub credentials: Option<&'a StoredSecret>,
+}
 
 /// What the gateway's service is made of.
 pub struct GatewayService<'a> {
@@ -33,8 +51,8 @@ pub struct GatewayService<'a> {
     pub network: &'a str,
     pub port: u16,
     pub image: &'a str,
-    pub secret_id: &'a str,
-    pub secret_name: &'a str,
+    pub credentials: &'a StoredSecret,
+    pub registry: Option<RegistryAccess<'a>>,
 }
 
 /// `ferrofaas-gateway:<version>`: `faas` and the static `watchdog` on the
@@ -72,32 +90,63 @@ pub async fn build_gateway_image(docker: &Docker, faas: &Path, watchdog: &Path, 
     image::build_image(docker, context, tag, &labels).await
 }
 
-/// The Docker secret holding the credentials (`json`), named after their
-/// hash (Docker secrets cannot change; new credentials make a new secret):
-/// its id and name.
-pub async fn credentials_secret(docker: &Docker, json: &[u8]) -> Result<(String, String)> {
-    let hash = sha2::Sha256::digest(json);
+/// The Docker secret holding the admin credentials (`json`).
+pub async fn credentials_secret(docker: &Docker, json: &[u8]) -> Result<StoredSecret> {
+    stored_secret(docker, "ferrofaas-credentials", "credentials", json, json).await
+}
+
+/// A Docker secret of the platform holding `data`, named `<prefix>-<hash of
+/// what>` (Docker secrets cannot change: new contents make a new secret,
+/// the same contents find the old one), labelled `kind`.
+pub(crate) async fn stored_secret(
+    docker: &Docker,
+    prefix: &str,
+    kind: &str,
+    what: &[u8],
+    data: &[u8],
+) -> Result<StoredSecret> {
+    let hash = sha2::Sha256::digest(what);
     let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let name = format!("ferrofaas-credentials-{hex}");
+    let name = format!("{prefix}-{hex}");
     if let Ok(existing) = docker.inspect_secret(&name).await {
-        return Ok((existing.id.unwrap_or_default(), name));
+        return Ok(StoredSecret { id: existing.id.unwrap_or_default(), name });
     }
     let spec = SecretSpec {
         name: Some(name.clone()),
-        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "credentials".to_owned())])),
-        data: Some(ferrofaas_types::base64::encode(json)),
+        labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), kind.to_owned())])),
+        data: Some(ferrofaas_types::base64::encode(data)),
         ..Default::default()
     };
     let created = docker
         .create_secret(spec)
         .await
-        .map_err(|e| ProviderError::internal("storing the credentials as a Docker secret", e))?;
-    Ok((created.id, name))
+        .map_err(|e| ProviderError::internal("storing a Docker secret", e))?;
+    Ok(StoredSecret { id: created.id, name })
+}
+
+/// The secret as a file in a container, readable by its root only.
+fn secret_file(secret: &StoredSecret, target: &str, mode: u32) -> TaskSpecContainerSpecSecrets {
+    TaskSpecContainerSpecSecrets {
+        file: Some(TaskSpecContainerSpecFile {
+            name: Some(target.into()),
+            uid: Some("0".into()),
+            gid: Some("0".into()),
+            mode: Some(mode),
+        }),
+        secret_id: Some(secret.id.clone()),
+        secret_name: Some(secret.name.clone()),
+    }
+}
+
+/// The gateway's registry credentials, `user:password`, as a secret.
+pub async fn registry_auth_secret(docker: &Docker, user: &str, password: &str) -> Result<StoredSecret> {
+    let data = format!("{user}:{password}");
+    stored_secret(docker, "ferrofaas-registry-auth", "registry-auth", data.as_bytes(), data.as_bytes()).await
 }
 
 /// The gateway's service spec.
 pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
-    let command: Vec<String> = [
+    let mut command: Vec<String> = [
         "serve",
         "--provider",
         "swarm",
@@ -117,6 +166,15 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut secrets = vec![secret_file(g.credentials, CREDENTIALS_TARGET, 0o400)];
+    if let Some(registry) = &g.registry {
+        command.extend(["--registry".to_owned(), registry.address.to_owned()]);
+        if let Some(auth) = registry.credentials {
+            command
+                .extend(["--registry-auth-file".to_owned(), format!("/run/secrets/{REGISTRY_AUTH_TARGET}")]);
+            secrets.push(secret_file(auth, REGISTRY_AUTH_TARGET, 0o400));
+        }
+    }
     ServiceSpec {
         name: Some(g.name.to_owned()),
         labels: Some(HashMap::from([(LABEL_GATEWAY.to_owned(), "service".to_owned())])),
@@ -139,16 +197,7 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
                         ..Default::default()
                     },
                 ]),
-                secrets: Some(vec![TaskSpecContainerSpecSecrets {
-                    file: Some(TaskSpecContainerSpecFile {
-                        name: Some(CREDENTIALS_TARGET.into()),
-                        uid: Some("0".into()),
-                        gid: Some("0".into()),
-                        mode: Some(0o400),
-                    }),
-                    secret_id: Some(g.secret_id.to_owned()),
-                    secret_name: Some(g.secret_name.to_owned()),
-                }]),
+                secrets: Some(secrets),
                 init: Some(true),
                 ..Default::default()
             }),

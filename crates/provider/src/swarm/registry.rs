@@ -1,0 +1,194 @@
+//! Images for every node: what a gateway builds exists on its own engine
+//! only, so before a function's service names it, the image is pushed to a
+//! registry every node can pull from, and the service names it by digest
+//! (`<registry>/<repository>@sha256:...`), so that every replica of one
+//! version runs exactly it, whichever node it lands on.
+//!
+//! The registry is the platform's own (`faas swarm up` runs one as a
+//! Swarm service, see [`super::platform`]), reached at `127.0.0.1:5000` on
+//! every node through Swarm's routing mesh: Docker pulls from a registry on
+//! the loopback over plain HTTP with no configuration of the nodes. Or it is
+//! the user's own. Its credentials go with every service the provider
+//! creates or updates, and Swarm hands them to the nodes that pull.
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
+use futures_util::StreamExt;
+
+use crate::{ProviderError, Result};
+
+/// Where the platform's own registry is reached, on every node.
+pub const PLATFORM_REGISTRY: &str = "127.0.0.1:5000";
+
+/// A registry that every node of the Swarm can pull from.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    /// `host[:port]`, as image references name it.
+    pub address: String,
+    /// User name and password, if it wants them.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Registry {
+    /// Reads credentials from a file holding `user:password` (a Docker
+    /// secret, say); `None` for a registry that wants none.
+    pub fn new(address: &str, credentials_file: Option<&std::path::Path>) -> std::io::Result<Registry> {
+        let address = address.trim().trim_end_matches('/');
+        let valid = !address.is_empty()
+            && !address.contains("://")
+            && address.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+        if !valid {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--registry: {address:?} is not host[:port] (a registry as image names name it)"),
+            ));
+        }
+        let credentials = match credentials_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("reading registry credentials {}: {e}", path.display()),
+                    )
+                })?;
+                let (user, password) =
+                    text.trim_end_matches(['\r', '\n']).split_once(':').ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{}: registry credentials are `user:password`", path.display()),
+                        )
+                    })?;
+                Some((user.to_owned(), password.to_owned()))
+            }
+        };
+        Ok(Registry { address: address.to_owned(), credentials })
+    }
+
+    /// What the engine and Swarm are given to push and pull.
+    pub fn docker_credentials(&self) -> Option<DockerCredentials> {
+        let (username, password) = self.credentials.clone()?;
+        Some(DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(self.address.clone()),
+            ..Default::default()
+        })
+    }
+
+    /// The repository an image goes to in this registry: its path without
+    /// the registry it came from, its tag or its digest
+    /// (`ghcr.io/team/fn:1` -> `<registry>/team/fn`).
+    pub fn repository_for(&self, image: &str) -> String {
+        let image = image.split('@').next().unwrap_or(image);
+        let mut parts: Vec<&str> = image.split('/').collect();
+        if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+            parts.remove(0);
+        }
+        let path = parts.join("/");
+        let path = match path.rfind(':') {
+            Some(i) if !path[i..].contains('/') => &path[..i],
+            _ => &path[..],
+        };
+        format!("{}/{path}", self.address)
+    }
+
+    /// Pushes image `image` (whose id on `docker` is `id`) and returns the
+    /// reference every node pulls: `<registry>/<repository>@sha256:...`.
+    /// Layers the registry has are not sent again.
+    pub async fn distribute(&self, docker: &Docker, image: &str, id: &str) -> Result<String> {
+        let repository = self.repository_for(image);
+        // Tagged by the image's id: a tag per version, never moved.
+        let tag = id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
+        let options = TagImageOptionsBuilder::default().repo(&repository).tag(&tag).build();
+        docker
+            .tag_image(id, Some(options))
+            .await
+            .map_err(|e| ProviderError::internal("tagging the image for the registry", e))?;
+        let options = PushImageOptionsBuilder::default().tag(&tag).build();
+        let mut stream = docker.push_image(&repository, Some(options), self.docker_credentials());
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.unreachable(image, &e.to_string()))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(self.unreachable(image, &message));
+            }
+            // `<tag>: digest: sha256:<hex> size: <n>`
+            if let Some(status) = info.status
+                && let Some(rest) = status.split("digest: ").nth(1)
+            {
+                digest = rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        let digest = match digest {
+            Some(d) => d,
+            None => {
+                let inspect = docker
+                    .inspect_image(id)
+                    .await
+                    .map_err(|e| ProviderError::internal("inspecting the pushed image", e))?;
+                let prefix = format!("{repository}@");
+                inspect
+                    .repo_digests
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+                    .ok_or_else(|| {
+                        ProviderError::internal("pushing the image", "the registry gave no digest")
+                    })?
+            }
+        };
+        Ok(format!("{repository}@{digest}"))
+    }
+
+    fn unreachable(&self, image: &str, why: &str) -> ProviderError {
+        let hint = if self.address == PLATFORM_REGISTRY {
+            " (the platform's registry, the ferrofaas-registry service that `faas swarm up` runs: \
+             see `docker service ps ferrofaas-registry`)"
+        } else {
+            ""
+        };
+        ProviderError::Unavailable(format!(
+            "could not push image {image} to the registry at {}{hint}: {why}",
+            self.address
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry { address: PLATFORM_REGISTRY.into(), credentials: None }
+    }
+
+    #[test]
+    fn repositories_drop_their_registry_tag_and_digest() {
+        let r = registry();
+        assert_eq!(r.repository_for("hello"), "127.0.0.1:5000/hello");
+        assert_eq!(r.repository_for("hello:latest"), "127.0.0.1:5000/hello");
+        assert_eq!(r.repository_for("team/fn:1.2"), "127.0.0.1:5000/team/fn");
+        assert_eq!(r.repository_for("ghcr.io/team/fn:1"), "127.0.0.1:5000/team/fn");
+        assert_eq!(r.repository_for("localhost:5000/fn"), "127.0.0.1:5000/fn");
+        assert_eq!(r.repository_for("127.0.0.1:5000/fn@sha256:00"), "127.0.0.1:5000/fn");
+        assert_eq!(r.repository_for("localhost/fn"), "127.0.0.1:5000/fn");
+    }
+
+    #[test]
+    fn addresses_and_credentials_are_checked() {
+        assert!(Registry::new("registry.example.com:443", None).is_ok());
+        assert!(Registry::new("http://registry", None).is_err());
+        assert!(Registry::new("", None).is_err());
+        assert!(Registry::new("a b", None).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth");
+        std::fs::write(&file, "ferrofaas:p:w\n").unwrap();
+        let r = Registry::new("127.0.0.1:5000", Some(&file)).unwrap();
+        assert_eq!(r.credentials, Some(("ferrofaas".into(), "p:w".into())));
+        assert_eq!(r.docker_credentials().unwrap().serveraddress.as_deref(), Some("127.0.0.1:5000"));
+        std::fs::write(&file, "nocolon").unwrap();
+        assert!(Registry::new("127.0.0.1:5000", Some(&file)).is_err());
+    }
+}
