@@ -14,31 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 use http::Method;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/swarm-cluster")
-}
-
-fn cluster(args: &[&str]) -> String {
-    let out = Command::new(script()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "swarm-cluster {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `docker` against node `i`'s engine.
-fn on(i: u32, args: &[&str]) -> String {
-    let host = format!("unix:///run/ferrofaas-cluster/ffn{i}/docker.sock");
-    let out = Command::new("docker").arg("-H").arg(&host).args(args).output().unwrap();
-    assert!(out.status.success(), "docker -H {host} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The static watchdog (`scripts/build-watchdog`, built or brought up to
 /// date): it runs in an image with nothing else in it.
@@ -89,9 +67,7 @@ fn load_image_everywhere(nodes: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and the Docker engine package (dockerd): cargo test -- --ignored runs it"]
 async fn three_nodes_up_spread_and_down() {
-    // SAFETY: geteuid has no preconditions.
-    require(unsafe { libc::geteuid() } == 0, "root", "run the tests as root");
-    require(Path::new("/usr/sbin/dockerd").exists(), "dockerd", "apt-get install docker.io");
+    require_cluster_tools();
     // A cluster a failed run left behind is not this test's.
     cluster(&["down"]);
     let said = cluster(&["up", "3"]);

@@ -1,6 +1,7 @@
 //! The gateway's one response body type: bytes, a proxied function response,
 //! or a stream of log lines (NDJSON).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,6 +19,9 @@ pub struct Body {
     kind: Kind,
     /// Accounts for an invocation until its response is done.
     guard: Option<InvocationGuard>,
+    /// Resolves when the replica a proxied body comes from is seen gone
+    /// (made the first time the body waits for it).
+    gone: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 enum Kind {
@@ -29,7 +33,7 @@ enum Kind {
 impl Body {
     pub fn full(bytes: impl Into<Bytes>) -> Body {
         let bytes = bytes.into();
-        Body { kind: Kind::Full((!bytes.is_empty()).then_some(bytes)), guard: None }
+        Body { kind: Kind::Full((!bytes.is_empty()).then_some(bytes)), guard: None, gone: None }
     }
 
     pub fn empty() -> Body {
@@ -37,12 +41,12 @@ impl Body {
     }
 
     pub fn proxied(inner: Incoming) -> Body {
-        Body { kind: Kind::Proxied(inner), guard: None }
+        Body { kind: Kind::Proxied(inner), guard: None, gone: None }
     }
 
     /// Log lines as NDJSON until the channel ends or the gateway stops.
     pub fn logs(lines: mpsc::Receiver<LogMessage>, stop: WaitForCancellationFutureOwned) -> Body {
-        Body { kind: Kind::Logs { lines, stop: Box::pin(stop) }, guard: None }
+        Body { kind: Kind::Logs { lines, stop: Box::pin(stop) }, guard: None, gone: None }
     }
 
     pub fn attach(&mut self, guard: InvocationGuard) {
@@ -58,9 +62,29 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Proxied(inner) => Pin::new(inner).poll_frame(cx).map_err(io::Error::other),
+            Kind::Proxied(inner) => match Pin::new(inner).poll_frame(cx) {
+                // A replica seen gone (its node lost, say) sends no more:
+                // the body ends cut short rather than waiting forever.
+                Poll::Pending => {
+                    let Some(lease) = this.guard.as_ref().and_then(|g| g.lease.as_ref()) else {
+                        return Poll::Pending;
+                    };
+                    let gone = this.gone.get_or_insert_with(|| {
+                        let endpoint = lease.shared();
+                        Box::pin(async move { endpoint.gone().await })
+                    });
+                    match gone.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::other(
+                            "the replica was lost before its response ended",
+                        )))),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+                ready => ready.map_err(io::Error::other),
+            },
             Kind::Logs { lines, stop } => {
                 if stop.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(None);

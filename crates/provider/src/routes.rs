@@ -161,6 +161,11 @@ impl Lease {
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
+
+    /// The replica, to keep beyond the lease's borrow.
+    pub fn shared(&self) -> Arc<Endpoint> {
+        Arc::clone(&self.endpoint)
+    }
 }
 
 impl Drop for Lease {
