@@ -46,13 +46,16 @@ pub const HELD_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct JetStreamConfig {
-    /// `nats://host:port`
+    /// `nats://host:port`, or several, comma-separated (a cluster's).
     pub url: String,
     /// Calls and bytes of the calls stream (the per-function limit is not
     /// kept here: JetStream has no byte limit per subject).
     pub limits: Limits,
     /// How long a held message stays held without news from its holder.
     pub ack_wait: Duration,
+    /// On how many servers of a NATS cluster each stream is kept (1, or 3
+    /// to lose no call when one server is lost).
+    pub replicas: usize,
 }
 
 struct Held {
@@ -121,7 +124,18 @@ fn key_of(entry: &Entry) -> FunctionRef {
 /// Connects, makes the stream, consumer and buckets if they are missing,
 /// and starts pulling calls.
 pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
-    let client = async_nats::connect(&config.url)
+    // One server or several (a cluster), comma-separated.
+    let servers = config
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| err("the NATS address")(&format!("{} ({e})", config.url)))?;
+    // A server lost without a word (its node gone) is noticed by missed
+    // pings: every 2 s, so that the client moves to another within seconds.
+    let client = async_nats::ConnectOptions::new()
+        .ping_interval(Duration::from_secs(2))
+        .connect(servers)
         .await
         .map_err(|e| err("connecting to NATS")(&format!("{} ({e})", config.url)))?;
     let max_payload = client.server_info().max_payload;
@@ -135,6 +149,7 @@ pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
         max_messages: config.limits.max_calls as i64,
         max_bytes: config.limits.max_bytes.min(i64::MAX as u64) as i64,
         discard: stream::DiscardPolicy::New,
+        num_replicas: config.replicas,
         ..Default::default()
     })
     .await
@@ -160,6 +175,7 @@ pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
         max_messages_per_subject: 1,
         max_age,
         storage: stream::StorageType::File,
+        num_replicas: config.replicas,
         ..Default::default()
     };
     let status = js

@@ -76,6 +76,10 @@ pub struct Args {
     /// several gateways can share
     #[arg(long, default_value = "embedded", env = "FERROFAAS_QUEUE")]
     queue: String,
+    /// NATS queue: on how many servers of its cluster each stream is kept
+    /// (3 loses no call when one server is lost)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    queue_replicas: u64,
     /// NATS queue: how long a gateway that stopped answering keeps the calls
     /// it held before they go to another
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -306,6 +310,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 url: url.to_owned(),
                 limits,
                 ack_wait: args.queue_ack_wait,
+                replicas: args.queue_replicas as usize,
             })
             .await
             .with_context(|| format!("opening the asynchronous queue on {url}"))?

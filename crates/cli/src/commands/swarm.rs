@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 };
 use ferrofaas_gateway::Credentials;
 use ferrofaas_provider::engine::image;
+use ferrofaas_provider::swarm::platform::nats;
 use ferrofaas_provider::swarm::platform::registry::{self, Publish, REGISTRY_PORT, REGISTRY_SERVICE};
 use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY, StoredSecret};
 use ferrofaas_provider::swarm::registry::{PLATFORM_REGISTRY, Registry};
@@ -73,6 +74,15 @@ struct UpArgs {
     /// Its credentials, a file holding `user:password`
     #[arg(long, requires = "registry")]
     registry_auth_file: Option<PathBuf>,
+    /// How many gateways, each on a manager of its own (the Swarm needs as
+    /// many managers); any of them builds, deploys and routes
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=7))]
+    gateways: Option<u64>,
+    /// Survive losing any one node: gateways on every manager (at least 2,
+    /// at most 3) and the queue on a NATS cluster of three servers, each on
+    /// a node of its own, every call kept on all three
+    #[arg(long)]
+    ha: bool,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +169,21 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
+    let (gateways, queue) = if args.ha {
+        let network = format!("{}-platform", args.network);
+        let url = platform_queue(docker, &registry, &network, &say).await?;
+        let managers = count_nodes(docker, true).await?;
+        (args.gateways.unwrap_or(managers.min(3)), Some((network, url)))
+    } else {
+        (args.gateways.unwrap_or(1), None)
+    };
+
+    // The bases, for gateways on other managers to build on.
+    for base in &bases {
+        let name = image::base_image(base);
+        say(&format!("pushing {name} to the registry"));
+        registry.publish(docker, &name).await?;
+    }
     let spec = platform::gateway_service(&platform::GatewayService {
         name: &args.name,
         network: &args.network,
@@ -168,6 +193,12 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         registry: Some(platform::RegistryAccess {
             address: &registry.address,
             credentials: registry_auth.as_ref(),
+        }),
+        replicas: gateways,
+        queue: queue.as_ref().map(|(network, url)| platform::PlatformQueue {
+            network,
+            url,
+            replicas: nats::NATS_SERVERS,
         }),
     });
     let pull = registry.docker_credentials();
@@ -252,7 +283,7 @@ async fn platform_registry(
             htpasswd: &htpasswd,
             publish,
         });
-        put_service(docker, REGISTRY_SERVICE, spec).await.context("running the registry service")?;
+        put_service(docker, REGISTRY_SERVICE, spec, None).await.context("running the registry service")?;
         say(&format!("waiting for the registry ({REGISTRY_SERVICE}) to answer at {PLATFORM_REGISTRY}"));
         match push_when_up(docker, &platform_registry, gateway_tag, gateway_id, Duration::from_secs(60)).await
         {
@@ -271,16 +302,87 @@ async fn platform_registry(
     }
 }
 
+/// Ready nodes of the Swarm (managers only, with `managers`).
+async fn count_nodes(docker: &Docker, managers: bool) -> anyhow::Result<u64> {
+    Ok(ready_nodes(docker, managers).await?.len() as u64)
+}
+
+async fn ready_nodes(docker: &Docker, managers: bool) -> anyhow::Result<Vec<String>> {
+    let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY))
+        .filter(|n| !managers || n.manager_status.is_some())
+        .filter_map(|n| n.id)
+        .collect())
+}
+
+/// The NATS cluster the gateways share (`--ha`), on the platform's own
+/// network: three servers on three nodes. Returns the queue's URL.
+async fn platform_queue(
+    docker: &Docker,
+    registry: &Registry,
+    network: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<String> {
+    let managers = count_nodes(docker, true).await?;
+    let mut nodes = ready_nodes(docker, false).await?;
+    if nodes.len() < nats::NATS_SERVERS || managers < 2 {
+        bail!(
+            "--ha needs at least {} nodes and 2 managers (this Swarm has {} ready nodes, {managers} managers): \
+             `docker swarm join-token manager` tells how to add one",
+            nats::NATS_SERVERS,
+            nodes.len()
+        );
+    }
+    // Servers keep their node (their store is a volume there).
+    nodes.sort();
+    let mut placed = Vec::new();
+    for i in 1..=nats::NATS_SERVERS {
+        let current = docker.inspect_service(&nats::nats_service_name(i), None).await.ok().and_then(|s| {
+            let c = s.spec?.task_template?.placement?.constraints?;
+            c.first()?.strip_prefix("node.id == ").map(str::to_owned)
+        });
+        placed.push(current.filter(|n| nodes.contains(n)));
+    }
+    ferrofaas_provider::swarm::ensure_network(docker, network).await?;
+    let tag = format!("ferrofaas-nats:{}", env!("CARGO_PKG_VERSION"));
+    say(&format!("building the NATS image {tag}"));
+    let id = nats::build_nats_image(docker, &tag, say).await?;
+    let image = registry.distribute(docker, &tag, &id).await?;
+    // Each server on a node none of the others is on.
+    for i in 0..nats::NATS_SERVERS {
+        if placed[i].is_none() {
+            placed[i] = nodes.iter().find(|n| !placed.contains(&Some((*n).clone()))).cloned();
+        }
+    }
+    for (i, node) in placed.iter().enumerate() {
+        let node = node.as_deref().context("no node left for a NATS server")?;
+        let name = nats::nats_service_name(i + 1);
+        let spec = nats::nats_service(i + 1, &image, node, network);
+        put_service(docker, &name, spec, registry.docker_credentials())
+            .await
+            .with_context(|| format!("running {name}"))?;
+    }
+    say(&format!("the queue: a NATS cluster of {} servers ({})", nats::NATS_SERVERS, nats::queue_url()));
+    Ok(nats::queue_url())
+}
+
 /// Creates service `name`, or updates it to `spec`.
-async fn put_service(docker: &Docker, name: &str, spec: ServiceSpec) -> anyhow::Result<()> {
+async fn put_service(
+    docker: &Docker,
+    name: &str,
+    spec: ServiceSpec,
+    pull: Option<bollard::auth::DockerCredentials>,
+) -> anyhow::Result<()> {
     match docker.inspect_service(name, None).await {
         Ok(existing) => {
             let version = existing.version.and_then(|v| v.index).unwrap_or(0);
             let options = UpdateServiceOptionsBuilder::default().version(version as i32).build();
-            docker.update_service(name, spec, options, None).await?;
+            docker.update_service(name, spec, options, pull).await?;
         }
         Err(_) => {
-            docker.create_service(spec, None).await?;
+            docker.create_service(spec, pull).await?;
         }
     }
     Ok(())

@@ -27,7 +27,8 @@ pub const BASES: &[(&str, &[&str])] = &[
 ];
 
 /// Bases of the platform's own images (not for functions).
-pub const PLATFORM_BASES: &[(&str, &[&str])] = &[("registry", &["docker-registry"])];
+pub const PLATFORM_BASES: &[(&str, &[&str])] =
+    &[("registry", &["docker-registry"]), ("nats", &["nats-server"])];
 
 const BASE_REPO: &str = "ferrofaas-base";
 const BASE_TAG: &str = "bookworm";

@@ -72,7 +72,7 @@ pub async fn function_image(
     let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !spec.env_process.is_empty() {
         env.push(format!("fprocess={}", spec.env_process));
-    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") {
+    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") && !serves_files(&image_env, spec) {
         return Err(ProviderError::invalid(
             "envProcess",
             format!("image {} sets no fprocess: give envProcess", spec.image),
@@ -80,6 +80,12 @@ pub async fn function_image(
     }
     env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
     Ok(FunctionImage { id, env, runs_watchdog })
+}
+
+/// A watchdog in `mode=static` serves files and runs no process.
+fn serves_files(image_env: &[String], spec: &FunctionDeployment) -> bool {
+    spec.env_vars.get("mode").map(String::as_str) == Some("static")
+        || (!spec.env_vars.contains_key("mode") && image_env.iter().any(|e| e == "mode=static"))
 }
 
 /// CPU time of a container, from the engine's stats (one sample each).

@@ -522,14 +522,30 @@ impl Provider for SwarmProvider {
     }
 
     async fn push_bundle(&self, image: &str, archive: &std::path::Path) -> Result<BundleInfo> {
-        crate::engine::image::push_bundle(
+        // The bases `faas swarm up` built on another manager, for a gateway
+        // on this one.
+        if let Some(registry) = &self.registry {
+            for (name, _) in crate::engine::image::BASES {
+                let base = crate::engine::image::base_image(name);
+                if self.docker.inspect_image(&base).await.is_err() {
+                    let _ = registry.fetch(&self.docker, &base).await;
+                }
+            }
+        }
+        let info = crate::engine::image::push_bundle(
             &self.docker,
             &self.watchdog,
             image,
             archive,
             self.bundle_max_unpacked,
         )
-        .await
+        .await?;
+        // Under its name too, for the gateways on other managers: a deploy
+        // may reach another one than the push did.
+        if let Some(registry) = &self.registry {
+            registry.publish(&self.docker, &info.image).await?;
+        }
+        Ok(info)
     }
 
     async fn list_bundles(&self) -> Result<Vec<BundleInfo>> {

@@ -13,7 +13,7 @@
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
 use crate::{ProviderError, Result};
@@ -101,27 +101,7 @@ impl Registry {
         let repository = self.repository_for(image);
         // Tagged by the image's id: a tag per version, never moved.
         let tag = id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
-        let options = TagImageOptionsBuilder::default().repo(&repository).tag(&tag).build();
-        docker
-            .tag_image(id, Some(options))
-            .await
-            .map_err(|e| ProviderError::internal("tagging the image for the registry", e))?;
-        let options = PushImageOptionsBuilder::default().tag(&tag).build();
-        let mut stream = docker.push_image(&repository, Some(options), self.docker_credentials());
-        let mut digest = None;
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| self.unreachable(image, &e.to_string()))?;
-            if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(self.unreachable(image, &message));
-            }
-            // `<tag>: digest: sha256:<hex> size: <n>`
-            if let Some(status) = info.status
-                && let Some(rest) = status.split("digest: ").nth(1)
-            {
-                digest = rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        let digest = match digest {
+        let digest = match self.push(docker, id, image, &repository, &tag).await? {
             Some(d) => d,
             None => {
                 let inspect = docker
@@ -140,6 +120,78 @@ impl Registry {
             }
         };
         Ok(format!("{repository}@{digest}"))
+    }
+
+    /// Pushes image `name` (`repo:tag`, as this engine has it) under the
+    /// same tag, for another gateway of the Swarm to find ([`Registry::fetch`]).
+    pub async fn publish(&self, docker: &Docker, name: &str) -> Result<()> {
+        let (repository, tag) = self.split(name);
+        self.push(docker, name, name, &repository, &tag).await.map(|_| ())
+    }
+
+    /// Pulls image `name` (`repo:tag`) from the registry and tags it `name`
+    /// on this engine: `false` if the registry has none.
+    pub async fn fetch(&self, docker: &Docker, name: &str) -> Result<bool> {
+        let (repository, tag) = self.split(name);
+        let options = CreateImageOptionsBuilder::default().from_image(&repository).tag(&tag).build();
+        let mut stream = docker.create_image(Some(options), None, self.docker_credentials());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) if info.error_detail.is_none() => {}
+                // "manifest unknown", "not found": it is not there.
+                Ok(_) | Err(_) => return Ok(false),
+            }
+        }
+        let (local_repo, local_tag) =
+            name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((name, "latest"));
+        let options = TagImageOptionsBuilder::default().repo(local_repo).tag(local_tag).build();
+        docker
+            .tag_image(&format!("{repository}:{tag}"), Some(options))
+            .await
+            .map_err(|e| ProviderError::internal("tagging a pulled image", e))?;
+        Ok(true)
+    }
+
+    /// `<registry>/<repository>` and the tag of image name `name`.
+    fn split(&self, name: &str) -> (String, String) {
+        let tag = match name.rsplit_once(':') {
+            Some((_, t)) if !t.contains('/') => t.to_owned(),
+            _ => "latest".to_owned(),
+        };
+        (self.repository_for(name), tag)
+    }
+
+    /// Tags `source` as `repository:tag` and pushes it; the digest, if the
+    /// engine said it.
+    async fn push(
+        &self,
+        docker: &Docker,
+        source: &str,
+        image: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>> {
+        let options = TagImageOptionsBuilder::default().repo(repository).tag(tag).build();
+        docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| ProviderError::internal("tagging the image for the registry", e))?;
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut stream = docker.push_image(repository, Some(options), self.docker_credentials());
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.unreachable(image, &e.to_string()))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(self.unreachable(image, &message));
+            }
+            // `<tag>: digest: sha256:<hex> size: <n>`
+            if let Some(status) = info.status
+                && let Some(rest) = status.split("digest: ").nth(1)
+            {
+                digest = rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        Ok(digest)
     }
 
     fn unreachable(&self, image: &str, why: &str) -> ProviderError {

@@ -42,6 +42,12 @@ impl FunctionService {
 impl SwarmProvider {
     /// The service spec of a deployment.
     pub(super) async fn service_spec(&self, spec: &FunctionDeployment, replicas: u64) -> Result<ServiceSpec> {
+        // An image another gateway built is in the registry under its name.
+        if let Some(registry) = &self.registry
+            && self.docker.inspect_image(&spec.image).await.is_err()
+        {
+            let _ = registry.fetch(&self.docker, &spec.image).await;
+        }
         let FunctionImage { id, env, runs_watchdog } =
             function_image(&self.docker, spec, ENV_DEFAULTS).await?;
         // Every node pulls the same version from the registry; without one,

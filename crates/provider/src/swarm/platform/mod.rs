@@ -6,6 +6,7 @@
 //! volume); and the registry every node pulls function images from
 //! ([`registry`]). `faas swarm up` assembles them.
 
+pub mod nats;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -53,6 +54,18 @@ pub struct GatewayService<'a> {
     pub image: &'a str,
     pub credentials: &'a StoredSecret,
     pub registry: Option<RegistryAccess<'a>>,
+    /// How many gateways, each on a manager of its own.
+    pub replicas: u64,
+    /// The platform's own network and the queue on it (`--ha`): the NATS
+    /// cluster's URL, and on how many servers each stream is kept.
+    pub queue: Option<PlatformQueue<'a>>,
+}
+
+/// The gateways' shared queue.
+pub struct PlatformQueue<'a> {
+    pub network: &'a str,
+    pub url: &'a str,
+    pub replicas: usize,
 }
 
 /// `ferrofaas-gateway:<version>`: `faas` and the static `watchdog` on the
@@ -166,6 +179,18 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut networks =
+        vec![NetworkAttachmentConfig { target: Some(g.network.to_owned()), ..Default::default() }];
+    if let Some(queue) = &g.queue {
+        command.extend([
+            "--queue".to_owned(),
+            queue.url.to_owned(),
+            "--queue-replicas".to_owned(),
+            queue.replicas.to_string(),
+        ]);
+        networks
+            .push(NetworkAttachmentConfig { target: Some(queue.network.to_owned()), ..Default::default() });
+    }
     let mut secrets = vec![secret_file(g.credentials, CREDENTIALS_TARGET, 0o400)];
     if let Some(registry) = &g.registry {
         command.extend(["--registry".to_owned(), registry.address.to_owned()]);
@@ -208,16 +233,15 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
             }),
             placement: Some(TaskSpecPlacement {
                 constraints: Some(vec!["node.role == manager".into()]),
+                // A host-mode port: one gateway per node.
+                max_replicas: Some(1),
                 ..Default::default()
             }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(g.network.to_owned()),
-                ..Default::default()
-            }]),
+            networks: Some(networks),
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(g.replicas as i64) }),
             ..Default::default()
         }),
         // A host-mode port cannot be held by two tasks on one node.
