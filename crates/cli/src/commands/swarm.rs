@@ -479,10 +479,14 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
     if !args.all {
         return Ok(());
     }
-    match docker.delete_service(REGISTRY_SERVICE).await {
-        Ok(()) => println!("  removed the {REGISTRY_SERVICE} service"),
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => return Err(e).context("removing the registry service"),
+    let platform_services =
+        (1..=nats::NATS_SERVERS).map(nats::nats_service_name).chain([REGISTRY_SERVICE.to_owned()]);
+    for service in platform_services {
+        match docker.delete_service(&service).await {
+            Ok(()) => println!("  removed the {service} service"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing the {service} service")),
+        }
     }
     // The functions on this platform's network.
     let network_id = match docker.inspect_network(&args.network, None).await {
@@ -541,21 +545,28 @@ async fn down(docker: &Docker, args: DownArgs) -> anyhow::Result<()> {
             println!("  removed secret {name}");
         }
     }
-    loop {
-        match docker.remove_network(&args.network).await {
-            Ok(()) => {
-                println!("  removed network {}", args.network);
-                break;
-            }
-            Err(e) if is_not_found(&e) => break,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => return Err(e).with_context(|| format!("removing network {}", args.network)),
-        }
+    for network in [args.network.clone(), format!("{}-platform", args.network)] {
+        remove_network(docker, &network, deadline).await?;
     }
     // The gateway's state (its queue of asynchronous calls) and the
     // registry's images.
     for volume in [format!("{}-state", args.name), REGISTRY_SERVICE.to_owned()] {
         remove_volume(docker, &volume, deadline).await?;
+    }
+    Ok(())
+}
+
+async fn remove_network(docker: &Docker, network: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        match docker.remove_network(network).await {
+            Ok(()) => {
+                println!("  removed network {}", network);
+                break;
+            }
+            Err(e) if is_not_found(&e) => break,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e).with_context(|| format!("removing network {}", network)),
+        }
     }
     Ok(())
 }
