@@ -20,6 +20,7 @@
 
 mod engine;
 mod health;
+mod meter;
 mod network;
 pub mod platform;
 pub mod registry;

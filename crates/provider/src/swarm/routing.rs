@@ -203,7 +203,7 @@ impl Router {
                                 docker: self.docker.clone(),
                                 id: id.clone(),
                             }),
-                            None => Arc::new(super::health::WatchdogMeter { addr }),
+                            None => Arc::new(super::meter::WatchdogMeter { addr }),
                         };
                         let meter = Some(meter);
                         endpoints.push(Arc::new(Endpoint::new(instance.clone(), addr).with_meter(meter)));

@@ -1,0 +1,56 @@
+//! The CPU time of replicas on other nodes (whose containers this engine
+//! cannot read), from their watchdog's `process_cpu_seconds_total`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The CPU time of a replica, as its watchdog counts it (its own and its
+/// function's processes), from `/_/metrics`.
+pub(super) struct WatchdogMeter {
+    pub addr: SocketAddr,
+}
+
+impl crate::routes::CpuMeter for WatchdogMeter {
+    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
+        Box::pin(async move {
+            let page = fetch(self.addr, "/_/metrics", Duration::from_millis(500)).await?;
+            cpu_seconds_in(&page)
+        })
+    }
+}
+
+/// The body of `GET path` (at most 256 KiB), if the replica answers 200 in
+/// time.
+async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        s.take(256 << 10).read_to_end(&mut answer).await.ok()?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
+    };
+    tokio::time::timeout(timeout, work).await.ok()?
+}
+
+fn cpu_seconds_in(page: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix("process_cpu_seconds_total ")?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_watchdogs_cpu_figure() {
+        let page = "# HELP process_cpu_seconds CPU.\n# TYPE process_cpu_seconds counter\n\
+                    process_cpu_seconds_total 12.5\nhttp_requests_in_flight 0\n";
+        assert_eq!(cpu_seconds_in(page), Some(12.5));
+        assert_eq!(cpu_seconds_in("http_requests_in_flight 0\n"), None);
+    }
+}
