@@ -1,6 +1,7 @@
 //! Rules every backend applies the same way, so that a client sees one
 //! behaviour whichever runs its functions: what a secret may be, the 404
-//! of a function, and how a replica is asked whether it is ready.
+//! of a function, whether a replica's environment gives its watchdog
+//! something to serve, and how a replica is asked whether it is ready.
 
 use ferrofaas_types::names::{self, DEFAULT_NAMESPACE};
 use ferrofaas_types::{FunctionRef, Secret};
@@ -36,6 +37,13 @@ pub fn validate_secret(secret: &Secret) -> Result<(String, String)> {
     Ok((secret.name.clone(), ns.to_owned()))
 }
 
+/// Does a watchdog with this environment have something to serve: a
+/// process (`fprocess`, `function_process`) or files (`mode=static`)?
+/// `get` reads the environment as the replica will have it.
+pub fn has_something_to_run<'a>(get: impl Fn(&str) -> Option<&'a str>) -> bool {
+    get("mode") == Some("static") || get("fprocess").is_some() || get("function_process").is_some()
+}
+
 /// `GET path` on a replica: its status code, if it answers within `timeout`.
 pub async fn probe_within(addr: SocketAddr, path: &'static str, timeout: Duration) -> Option<u16> {
     let work = async {
@@ -49,4 +57,21 @@ pub async fn probe_within(addr: SocketAddr, path: &'static str, timeout: Duratio
         std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
     };
     tokio::time::timeout(timeout, work).await.ok()?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_or_files_to_serve() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
+        };
+        assert!(has_something_to_run(env(&[("fprocess", "cat")])));
+        assert!(has_something_to_run(env(&[("function_process", "cat")])));
+        assert!(has_something_to_run(env(&[("mode", "static")])));
+        assert!(!has_something_to_run(env(&[("mode", "http")])));
+        assert!(!has_something_to_run(env(&[])));
+    }
 }

@@ -67,25 +67,28 @@ pub async fn function_image(
         .next()
         .is_some_and(|exe| exe.ends_with("/faas-watchdog"));
     let image_env = config.env.unwrap_or_default();
-    let has_fprocess =
-        image_env.iter().any(|e| e.starts_with("fprocess=") || e.starts_with("function_process="));
-    let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if !spec.env_process.is_empty() {
-        env.push(format!("fprocess={}", spec.env_process));
-    } else if !has_fprocess && !spec.env_vars.contains_key("fprocess") && !serves_files(&image_env, spec) {
+    // The replica's environment: the deployment's over the image's.
+    let effective = |k: &str| -> Option<&str> {
+        if k == "fprocess" && !spec.env_process.is_empty() {
+            return Some(&spec.env_process);
+        }
+        spec.env_vars
+            .get(k)
+            .map(String::as_str)
+            .or_else(|| image_env.iter().find_map(|e| e.strip_prefix(k)?.strip_prefix('=')))
+    };
+    if !crate::rules::has_something_to_run(effective) {
         return Err(ProviderError::invalid(
             "envProcess",
             format!("image {} sets no fprocess: give envProcess", spec.image),
         ));
     }
+    let mut env: Vec<String> = defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !spec.env_process.is_empty() {
+        env.push(format!("fprocess={}", spec.env_process));
+    }
     env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
     Ok(FunctionImage { id, env, runs_watchdog })
-}
-
-/// A watchdog in `mode=static` serves files and runs no process.
-fn serves_files(image_env: &[String], spec: &FunctionDeployment) -> bool {
-    spec.env_vars.get("mode").map(String::as_str) == Some("static")
-        || (!spec.env_vars.contains_key("mode") && image_env.iter().any(|e| e == "mode=static"))
 }
 
 /// CPU time of a container, from the engine's stats (one sample each).

@@ -316,8 +316,7 @@ pub fn function_env(manifest: &Manifest, spec: &FunctionDeployment) -> Result<BT
         env.insert("fprocess".into(), spec.env_process.clone());
     }
     env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let is_static = env.get("mode").is_some_and(|m| m == "static");
-    if !is_static && !env.contains_key("fprocess") && !env.contains_key("function_process") {
+    if !crate::rules::has_something_to_run(|k| env.get(k).map(String::as_str)) {
         return Err(ProviderError::invalid(
             "envProcess",
             format!(
