@@ -121,6 +121,16 @@ pub struct ImageReference<'a> {
     pub digest: Option<&'a str>,
 }
 
+impl ImageReference<'_> {
+    /// The repository without its registry (`ghcr.io/team/fn` -> `team/fn`).
+    pub fn path(&self) -> &str {
+        match self.name.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+            _ => self.name,
+        }
+    }
+}
+
 /// Parses `image` by Docker's reference grammar: path components of
 /// lowercase letters and digits joined by `.`, `_`, `__` or dashes; a first
 /// component with a `.` or a `:` (or `localhost`) is a registry host and
@@ -279,6 +289,9 @@ mod tests {
     fn image_references_by_dockers_grammar() {
         let r = |s| parse_image_reference(s);
         assert_eq!(r("wc").unwrap(), ImageReference { name: "wc", tag: None, digest: None });
+        assert_eq!(r("ghcr.io/team/fn:1").unwrap().path(), "team/fn");
+        assert_eq!(r("localhost:5000/fn").unwrap().path(), "fn");
+        assert_eq!(r("team/fn").unwrap().path(), "team/fn");
         assert_eq!(r("team/wc:1.2").unwrap().tag, Some("1.2"));
         assert_eq!(r("localhost:5000/fn:v1").unwrap().name, "localhost:5000/fn");
         assert_eq!(r("ghcr.io/openfaas/figlet:latest").unwrap().name, "ghcr.io/openfaas/figlet");

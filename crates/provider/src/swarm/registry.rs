@@ -14,6 +14,7 @@
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
+use ferrofaas_types::names::parse_image_reference;
 use futures_util::StreamExt;
 
 use crate::{ProviderError, Result};
@@ -35,10 +36,9 @@ impl Registry {
     /// secret, say); `None` for a registry that wants none.
     pub fn new(address: &str, credentials_file: Option<&std::path::Path>) -> std::io::Result<Registry> {
         let address = address.trim().trim_end_matches('/');
-        let valid = !address.is_empty()
-            && !address.contains("://")
-            && address.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-        if !valid {
+        // A registry is what Docker's grammar reads as one in front of a name.
+        let probe = format!("{address}/probe");
+        if parse_image_reference(&probe).map(|r| r.path() == "probe").ok() != Some(true) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("--registry: {address:?} is not host[:port] (a registry as image names name it)"),
@@ -77,28 +77,19 @@ impl Registry {
         })
     }
 
-    /// The repository an image goes to in this registry: its path without
-    /// the registry it came from, its tag or its digest
-    /// (`ghcr.io/team/fn:1` -> `<registry>/team/fn`).
-    pub fn repository_for(&self, image: &str) -> String {
-        let image = image.split('@').next().unwrap_or(image);
-        let mut parts: Vec<&str> = image.split('/').collect();
-        if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
-            parts.remove(0);
-        }
-        let path = parts.join("/");
-        let path = match path.rfind(':') {
-            Some(i) if !path[i..].contains('/') => &path[..i],
-            _ => &path[..],
-        };
-        format!("{}/{path}", self.address)
+    /// The repository an image goes to in this registry, and its tag: its
+    /// path without the registry it came from, its tag or `latest`
+    /// (`ghcr.io/team/fn:1` -> `<registry>/team/fn`, `1`).
+    pub fn repository_for<'a>(&self, image: &'a str) -> Result<(String, &'a str)> {
+        let r = parse_image_reference(image).map_err(|why| ProviderError::invalid("image", why))?;
+        Ok((format!("{}/{}", self.address, r.path()), r.tag.unwrap_or("latest")))
     }
 
     /// Pushes image `image` (whose id on `docker` is `id`) and returns the
     /// reference every node pulls: `<registry>/<repository>@sha256:...`.
     /// Layers the registry has are not sent again.
     pub async fn distribute(&self, docker: &Docker, image: &str, id: &str) -> Result<String> {
-        let repository = self.repository_for(image);
+        let (repository, _) = self.repository_for(image)?;
         // Tagged by the image's id: a tag per version, never moved.
         let tag = id.trim_start_matches("sha256:").chars().take(16).collect::<String>();
         let digest = match self.push(docker, id, image, &repository, &tag).await? {
@@ -125,15 +116,15 @@ impl Registry {
     /// Pushes image `name` (`repo:tag`, as this engine has it) under the
     /// same tag, for another gateway of the Swarm to find ([`Registry::fetch`]).
     pub async fn publish(&self, docker: &Docker, name: &str) -> Result<()> {
-        let (repository, tag) = self.split(name);
-        self.push(docker, name, name, &repository, &tag).await.map(|_| ())
+        let (repository, tag) = self.repository_for(name)?;
+        self.push(docker, name, name, &repository, tag).await.map(|_| ())
     }
 
     /// Pulls image `name` (`repo:tag`) from the registry and tags it `name`
     /// on this engine: `false` if the registry has none.
     pub async fn fetch(&self, docker: &Docker, name: &str) -> Result<bool> {
-        let (repository, tag) = self.split(name);
-        let options = CreateImageOptionsBuilder::default().from_image(&repository).tag(&tag).build();
+        let (repository, tag) = self.repository_for(name)?;
+        let options = CreateImageOptionsBuilder::default().from_image(&repository).tag(tag).build();
         let mut stream = docker.create_image(Some(options), None, self.docker_credentials());
         while let Some(item) = stream.next().await {
             match item {
@@ -142,23 +133,13 @@ impl Registry {
                 Ok(_) | Err(_) => return Ok(false),
             }
         }
-        let (local_repo, local_tag) =
-            name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((name, "latest"));
-        let options = TagImageOptionsBuilder::default().repo(local_repo).tag(local_tag).build();
+        let local = parse_image_reference(name).map_err(|why| ProviderError::invalid("image", why))?.name;
+        let options = TagImageOptionsBuilder::default().repo(local).tag(tag).build();
         docker
             .tag_image(&format!("{repository}:{tag}"), Some(options))
             .await
             .map_err(|e| ProviderError::internal("tagging a pulled image", e))?;
         Ok(true)
-    }
-
-    /// `<registry>/<repository>` and the tag of image name `name`.
-    fn split(&self, name: &str) -> (String, String) {
-        let tag = match name.rsplit_once(':') {
-            Some((_, t)) if !t.contains('/') => t.to_owned(),
-            _ => "latest".to_owned(),
-        };
-        (self.repository_for(name), tag)
     }
 
     /// Tags `source` as `repository:tag` and pushes it; the digest, if the
@@ -219,13 +200,17 @@ mod tests {
     #[test]
     fn repositories_drop_their_registry_tag_and_digest() {
         let r = registry();
-        assert_eq!(r.repository_for("hello"), "127.0.0.1:5000/hello");
-        assert_eq!(r.repository_for("hello:latest"), "127.0.0.1:5000/hello");
-        assert_eq!(r.repository_for("team/fn:1.2"), "127.0.0.1:5000/team/fn");
-        assert_eq!(r.repository_for("ghcr.io/team/fn:1"), "127.0.0.1:5000/team/fn");
-        assert_eq!(r.repository_for("localhost:5000/fn"), "127.0.0.1:5000/fn");
-        assert_eq!(r.repository_for("127.0.0.1:5000/fn@sha256:00"), "127.0.0.1:5000/fn");
-        assert_eq!(r.repository_for("localhost/fn"), "127.0.0.1:5000/fn");
+        let repo = |image: &str| r.repository_for(image).unwrap().0;
+        assert_eq!(repo("hello"), "127.0.0.1:5000/hello");
+        assert_eq!(repo("hello:latest"), "127.0.0.1:5000/hello");
+        assert_eq!(repo("team/fn:1.2"), "127.0.0.1:5000/team/fn");
+        assert_eq!(repo("ghcr.io/team/fn:1"), "127.0.0.1:5000/team/fn");
+        assert_eq!(repo("localhost:5000/fn"), "127.0.0.1:5000/fn");
+        assert_eq!(repo(&format!("127.0.0.1:5000/fn@sha256:{}", "0".repeat(64))), "127.0.0.1:5000/fn");
+        assert_eq!(repo("localhost/fn"), "127.0.0.1:5000/fn");
+        assert_eq!(r.repository_for("team/fn:1.2").unwrap().1, "1.2");
+        assert_eq!(r.repository_for("hello").unwrap().1, "latest");
+        assert!(r.repository_for("Bad Name").is_err());
     }
 
     #[test]
