@@ -171,9 +171,9 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
 
     let (gateways, queue) = if args.ha {
         let network = format!("{}-platform", args.network);
-        let url = platform_queue(docker, &registry, &network, &say).await?;
-        let managers = count_nodes(docker, true).await?;
-        (args.gateways.unwrap_or(managers.min(3)), Some((network, url)))
+        let nodes = ReadyNodes::of(docker).await?;
+        let url = platform_queue(docker, &registry, &nodes, &network, &say).await?;
+        (args.gateways.unwrap_or(nodes.managers.min(3)), Some((network, url)))
     } else {
         (args.gateways.unwrap_or(1), None)
     };
@@ -302,19 +302,24 @@ async fn platform_registry(
     }
 }
 
-/// Ready nodes of the Swarm (managers only, with `managers`).
-async fn count_nodes(docker: &Docker, managers: bool) -> anyhow::Result<u64> {
-    Ok(ready_nodes(docker, managers).await?.len() as u64)
+/// The Swarm's ready nodes (their ids, in order) and how many are managers.
+struct ReadyNodes {
+    ids: Vec<String>,
+    managers: u64,
 }
 
-async fn ready_nodes(docker: &Docker, managers: bool) -> anyhow::Result<Vec<String>> {
-    let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await?;
-    Ok(nodes
-        .into_iter()
-        .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY))
-        .filter(|n| !managers || n.manager_status.is_some())
-        .filter_map(|n| n.id)
-        .collect())
+impl ReadyNodes {
+    async fn of(docker: &Docker) -> anyhow::Result<ReadyNodes> {
+        let nodes = docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>).await?;
+        let ready: Vec<_> = nodes
+            .into_iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::READY))
+            .collect();
+        let managers = ready.iter().filter(|n| n.manager_status.is_some()).count() as u64;
+        let mut ids: Vec<String> = ready.into_iter().filter_map(|n| n.id).collect();
+        ids.sort();
+        Ok(ReadyNodes { ids, managers })
+    }
 }
 
 /// The NATS cluster the gateways share (`--ha`), on the platform's own
@@ -322,11 +327,11 @@ async fn ready_nodes(docker: &Docker, managers: bool) -> anyhow::Result<Vec<Stri
 async fn platform_queue(
     docker: &Docker,
     registry: &Registry,
+    ready: &ReadyNodes,
     network: &str,
     say: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<String> {
-    let managers = count_nodes(docker, true).await?;
-    let mut nodes = ready_nodes(docker, false).await?;
+    let (nodes, managers) = (&ready.ids, ready.managers);
     if nodes.len() < nats::NATS_SERVERS || managers < 2 {
         bail!(
             "--ha needs at least {} nodes and 2 managers (this Swarm has {} ready nodes, {managers} managers): \
@@ -336,14 +341,11 @@ async fn platform_queue(
         );
     }
     // Servers keep their node (their store is a volume there).
-    nodes.sort();
     let mut placed = Vec::new();
     for i in 1..=nats::NATS_SERVERS {
-        let current = docker.inspect_service(&nats::nats_service_name(i), None).await.ok().and_then(|s| {
-            let c = s.spec?.task_template?.placement?.constraints?;
-            c.first()?.strip_prefix("node.id == ").map(str::to_owned)
-        });
-        placed.push(current.filter(|n| nodes.contains(n)));
+        let current = docker.inspect_service(&nats::nats_service_name(i), None).await.ok();
+        let node = current.as_ref().and_then(|s| platform::pinned_node(s.spec.as_ref()?)).map(str::to_owned);
+        placed.push(node.filter(|n| nodes.contains(n)));
     }
     ferrofaas_provider::swarm::ensure_network(docker, network).await?;
     let tag = format!("ferrofaas-nats:{}", env!("CARGO_PKG_VERSION"));

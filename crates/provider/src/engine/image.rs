@@ -296,6 +296,22 @@ fn build_context(bundle: &Path, dockerfile: &str, watchdog: &Path) -> std::io::R
     tar.into_inner()
 }
 
+/// A build context of whole files (name, contents, mode), written as plain
+/// entries: the engine reads no GNU sparse ones, and a linker's output may
+/// look sparse.
+pub fn context_of(files: &[(&str, &[u8], u32)]) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.sparse(false);
+    for (name, bytes, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(*mode);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *bytes)?;
+    }
+    tar.into_inner()
+}
+
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("ferrofaas-base-{:08x}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).map_err(|e| ProviderError::internal("creating a temporary folder", e))?;

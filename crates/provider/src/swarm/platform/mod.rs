@@ -76,28 +76,17 @@ pub async fn build_gateway_image(docker: &Docker, faas: &Path, watchdog: &Path, 
          EXPOSE 8080\nENTRYPOINT [\"/usr/local/bin/faas\"]\n",
         image::base_image("minimal")
     );
-    let context = (|| -> std::io::Result<Vec<u8>> {
-        let mut tar = tar::Builder::new(Vec::new());
-        // The engine reads no GNU sparse entries.
-        tar.sparse(false);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(dockerfile.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
-        for (path, name) in [(faas, "faas"), (watchdog, "faas-watchdog")] {
-            // As a plain file: a linker's output may be sparse, which
-            // Docker's tar reader refuses.
-            let bytes = std::fs::read(path)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o755);
-            header.set_cksum();
-            tar.append_data(&mut header, name, bytes.as_slice())?;
-        }
-        tar.into_inner()
-    })()
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            ProviderError::internal("making the gateway image's context", format!("{}: {e}", path.display()))
+        })
+    };
+    let (faas, watchdog) = (read(faas)?, read(watchdog)?);
+    let context = image::context_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("faas", &faas, 0o755),
+        ("faas-watchdog", &watchdog, 0o755),
+    ])
     .map_err(|e| ProviderError::internal("making the gateway image's context", e))?;
     let labels = HashMap::from([(LABEL_GATEWAY.to_owned(), "true".to_owned())]);
     image::build_image(docker, context, tag, &labels).await
@@ -148,6 +137,53 @@ fn secret_file(secret: &StoredSecret, target: &str, mode: u32) -> TaskSpecContai
         }),
         secret_id: Some(secret.id.clone()),
         secret_name: Some(secret.name.clone()),
+    }
+}
+
+/// Restarted after any exit, a second later.
+fn restart_always() -> Option<TaskSpecRestartPolicy> {
+    Some(TaskSpecRestartPolicy {
+        condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+        delay: Some(Duration::from_secs(1).as_nanos() as i64),
+        ..Default::default()
+    })
+}
+
+/// Updated one task at a time, the old one stopped first: what holds a
+/// host-mode port or a volume on one node cannot run twice there.
+fn stop_first() -> Option<ServiceSpecUpdateConfig> {
+    Some(ServiceSpecUpdateConfig {
+        order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+        parallelism: Some(1),
+        ..Default::default()
+    })
+}
+
+fn replicas(n: u64) -> Option<ServiceSpecMode> {
+    Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(n as i64) }),
+        ..Default::default()
+    })
+}
+
+/// On node `node_id` only (where its image, or its volume, is).
+fn pinned(node_id: &str) -> Option<TaskSpecPlacement> {
+    Some(TaskSpecPlacement { constraints: Some(vec![format!("node.id == {node_id}")]), ..Default::default() })
+}
+
+/// The node a service is [`pinned`] to.
+pub fn pinned_node(spec: &ServiceSpec) -> Option<&str> {
+    let constraints = spec.task_template.as_ref()?.placement.as_ref()?.constraints.as_ref()?;
+    constraints.iter().find_map(|c| c.strip_prefix("node.id == "))
+}
+
+/// Named volume `source` at `target`.
+fn volume(source: impl Into<String>, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_owned()),
+        source: Some(source.into()),
+        typ: Some(MountType::VOLUME),
+        ..Default::default()
     }
 }
 
@@ -215,22 +251,13 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
                         ..Default::default()
                     },
                     // The asynchronous queue outlives the gateway's container.
-                    Mount {
-                        target: Some("/var/lib/ferrofaas".into()),
-                        source: Some(format!("{}-state", g.name)),
-                        typ: Some(MountType::VOLUME),
-                        ..Default::default()
-                    },
+                    volume(format!("{}-state", g.name), "/var/lib/ferrofaas"),
                 ]),
                 secrets: Some(secrets),
                 init: Some(true),
                 ..Default::default()
             }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(Duration::from_secs(1).as_nanos() as i64),
-                ..Default::default()
-            }),
+            restart_policy: restart_always(),
             placement: Some(TaskSpecPlacement {
                 constraints: Some(vec!["node.role == manager".into()]),
                 // A host-mode port: one gateway per node.
@@ -240,16 +267,9 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
             networks: Some(networks),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(g.replicas as i64) }),
-            ..Default::default()
-        }),
+        mode: replicas(g.replicas),
         // A host-mode port cannot be held by two tasks on one node.
-        update_config: Some(ServiceSpecUpdateConfig {
-            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
-            parallelism: Some(1),
-            ..Default::default()
-        }),
+        update_config: stop_first(),
         endpoint_spec: Some(EndpointSpec {
             mode: Some(EndpointSpecModeEnum::DNSRR),
             ports: Some(vec![EndpointPortConfig {

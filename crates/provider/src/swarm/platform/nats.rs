@@ -9,17 +9,13 @@
 //! apart), and they publish no port.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    EndpointSpec, EndpointSpecModeEnum, Mount, MountType, NetworkAttachmentConfig, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    EndpointSpec, EndpointSpecModeEnum, NetworkAttachmentConfig, ServiceSpec, TaskSpec, TaskSpecContainerSpec,
 };
 
-use super::LABEL_GATEWAY;
+use super::{LABEL_GATEWAY, pinned, replicas, restart_always, stop_first, volume};
 use crate::engine::image;
 use crate::{ProviderError, Result};
 
@@ -54,16 +50,8 @@ pub async fn build_nats_image(
          ENTRYPOINT [\"/usr/sbin/nats-server\"]\n",
         image::base_image("nats")
     );
-    let context = (|| -> std::io::Result<Vec<u8>> {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(dockerfile.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
-        tar.into_inner()
-    })()
-    .map_err(|e| ProviderError::internal("making the NATS image's context", e))?;
+    let context = image::context_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)])
+        .map_err(|e| ProviderError::internal("making the NATS image's context", e))?;
     let labels = HashMap::from([(LABEL_GATEWAY.to_owned(), "nats".to_owned())]);
     image::build_image(docker, context, tag, &labels).await
 }
@@ -101,40 +89,21 @@ pub fn nats_service(i: usize, image: &str, node_id: &str, network: &str) -> Serv
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_owned()),
                 args: Some(args),
-                mounts: Some(vec![Mount {
-                    target: Some(STORE.into()),
-                    source: Some(name),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]),
+                mounts: Some(vec![volume(name, STORE)]),
                 capability_drop: Some(vec!["ALL".into()]),
                 init: Some(true),
                 ..Default::default()
             }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(Duration::from_secs(1).as_nanos() as i64),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id == {node_id}")]),
-                ..Default::default()
-            }),
+            restart_policy: restart_always(),
+            placement: pinned(node_id),
             networks: Some(vec![NetworkAttachmentConfig {
                 target: Some(network.to_owned()),
                 ..Default::default()
             }]),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
-        update_config: Some(ServiceSpecUpdateConfig {
-            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
-            parallelism: Some(1),
-            ..Default::default()
-        }),
+        mode: replicas(1),
+        update_config: stop_first(),
         endpoint_spec: Some(EndpointSpec { mode: Some(EndpointSpecModeEnum::DNSRR), ..Default::default() }),
         ..Default::default()
     }
@@ -151,6 +120,7 @@ mod tests {
             "nats://ferrofaas-nats-1:4222,nats://ferrofaas-nats-2:4222,nats://ferrofaas-nats-3:4222"
         );
         let spec = nats_service(2, "img", "node-b", "net");
+        assert_eq!(super::super::pinned_node(&spec), Some("node-b"), "the node is read back");
         let args = spec.task_template.unwrap().container_spec.unwrap().args.unwrap();
         let routes = &args[args.iter().position(|a| a == "--routes").unwrap() + 1];
         assert_eq!(routes, "nats://ferrofaas-nats-1:6222,nats://ferrofaas-nats-3:6222");

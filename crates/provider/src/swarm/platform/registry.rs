@@ -22,17 +22,17 @@
 //! nodes, and must not pull one another's images or push their own.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Mount,
-    MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, ServiceSpec,
+    TaskSpec, TaskSpecContainerSpec,
 };
 
-use super::{LABEL_GATEWAY, StoredSecret, secret_file, stored_secret};
+use super::{
+    LABEL_GATEWAY, StoredSecret, pinned, replicas, restart_always, secret_file, stop_first, stored_secret,
+    volume,
+};
 use crate::engine::image;
 use crate::{ProviderError, Result};
 
@@ -70,17 +70,10 @@ pub async fn build_registry_image(
          VOLUME {STORAGE}\nENTRYPOINT [\"/usr/bin/docker-registry\", \"serve\", \"/etc/ferrofaas-registry.yml\"]\n",
         image::base_image("registry")
     );
-    let context = (|| -> std::io::Result<Vec<u8>> {
-        let mut tar = tar::Builder::new(Vec::new());
-        for (name, text) in [("Dockerfile", &dockerfile), ("config.yml", &config)] {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(text.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, name, text.as_bytes())?;
-        }
-        tar.into_inner()
-    })()
+    let context = image::context_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("config.yml", config.as_bytes(), 0o644),
+    ])
     .map_err(|e| ProviderError::internal("making the registry image's context", e))?;
     let labels = HashMap::from([(LABEL_GATEWAY.to_owned(), "registry".to_owned())]);
     image::build_image(docker, context, tag, &labels).await
@@ -126,12 +119,7 @@ pub fn registry_service(r: &RegistryService<'_>) -> ServiceSpec {
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(r.image.to_owned()),
-                mounts: Some(vec![Mount {
-                    target: Some(STORAGE.into()),
-                    source: Some(REGISTRY_SERVICE.into()),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                }]),
+                mounts: Some(vec![volume(REGISTRY_SERVICE, STORAGE)]),
                 // Its user (docker-registry) reads it: a bcrypt hash, in a
                 // container of its own.
                 secrets: Some(vec![secret_file(r.htpasswd, HTPASSWD_TARGET, 0o444)]),
@@ -139,27 +127,13 @@ pub fn registry_service(r: &RegistryService<'_>) -> ServiceSpec {
                 init: Some(true),
                 ..Default::default()
             }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(Duration::from_secs(1).as_nanos() as i64),
-                ..Default::default()
-            }),
-            placement: Some(TaskSpecPlacement {
-                constraints: Some(vec![format!("node.id == {}", r.node_id)]),
-                ..Default::default()
-            }),
+            restart_policy: restart_always(),
+            placement: pinned(r.node_id),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-            ..Default::default()
-        }),
+        mode: replicas(1),
         // One volume, one port on one node: the old task goes first.
-        update_config: Some(ServiceSpecUpdateConfig {
-            order: Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
-            parallelism: Some(1),
-            ..Default::default()
-        }),
+        update_config: stop_first(),
         endpoint_spec: Some(EndpointSpec {
             mode: Some(endpoint_mode),
             ports: Some(vec![EndpointPortConfig {
