@@ -225,15 +225,8 @@ def handle(event, context):
     assert!(eventually(Duration::from_secs(60), async || hosts(12).await.len() == 3).await);
 
     // Logs of the services reach the API.
-    let creds = std::fs::read_to_string(dir.join("state/credentials.json")).unwrap();
-    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
-    let auth = format!(
-        "Basic {}",
-        ferrofaas_types::base64::encode(
-            format!("{}:{}", creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap())
-                .as_bytes()
-        )
-    );
+    let creds = ferrofaas_gateway::Credentials::load(&dir.join("state/credentials.json")).unwrap();
+    let auth = creds.header_value();
     let logs =
         call(addr, Method::GET, &format!("/system/logs?name={py}&tail=-1"), &[("authorization", &auth)], "")
             .await;

@@ -157,25 +157,13 @@ async fn the_platform_survives_losing_a_node() {
         .await;
         assert!(up, "the gateway on ffn{i} answers");
     }
-    let creds: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("credentials.json")).unwrap()).unwrap();
-    let auth = format!(
-        "Basic {}",
-        ferrofaas_types::base64::encode(
-            format!("{}:{}", creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap())
-                .as_bytes()
-        )
-    );
+    let creds = ferrofaas_gateway::Credentials::load(&state.join("credentials.json")).unwrap();
+    let auth = creds.header_value();
 
     // Built through the gateway on ffn2 (not the node `faas swarm up` built
     // the bases on), answered by all three.
     let via2 = format!("http://{}", gateway(2));
-    faas_ok(
-        dir,
-        None,
-        &["login", "-u", "admin", "-p", creds["password"].as_str().unwrap(), "--gateway", &via2],
-        None,
-    );
+    faas_ok(dir, None, &["login", "-u", "admin", "-p", &creds.password, "--gateway", &via2], None);
     faas_ok(dir, None, &["new", "hafn", "--lang", "bash", "--gateway", &via2], None);
     let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap().replace(
         "    image: hafn:latest\n",
@@ -192,6 +180,82 @@ async fn the_platform_survives_losing_a_node() {
         .await;
         assert!(answered, "the gateway on ffn{i} runs the function");
     }
+
+    // A hostile function does not reach the queue: the NATS servers are on
+    // the platform's own network, by name or by address. (It does reach
+    // the gateway, on the functions' network: the probe works.)
+    faas_ok(dir, None, &["new", "haprobe", "--lang", "bash", "--append", "stack.yml"], None);
+    std::fs::write(
+        dir.join("haprobe/handler.sh"),
+        concat!(
+            "#!/usr/bin/env bash\n",
+            "# Every host:port on STDIN, tried at once for 1 s: a NATS server (it\n",
+            "# greets with INFO), something else that takes the connection, or closed.\n",
+            "probe() {\n",
+            "  got=$(timeout 1 bash -c \"exec 3<>/dev/tcp/$1/$2 && echo connected && head -c 4 <&3\" 2>/dev/null)\n",
+            "  case \"$got\" in *INFO*) s=nats ;; connected*) s=connected ;; *) s=closed ;; esac\n",
+            "  echo \"$1:$2 $s\"\n",
+            "}\n",
+            "while read -r addr; do probe \"${addr%:*}\" \"${addr##*:}\" & done\n",
+            "wait\n",
+        ),
+    )
+    .unwrap();
+    faas_ok(dir, None, &["up", "--gateway", &via2, "--filter", "haprobe"], None);
+    // A NATS server that functions may reach (on this machine, at the
+    // cluster bridge's address): the probe must see it for what it is.
+    let control = std::process::Command::new("nats-server")
+        .args(["-a", "10.77.0.1", "-p", "14222"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _control = Kill(control);
+    let mut targets = vec!["ferrofaas-gateway:8080".to_owned(), "10.77.0.1:14222".to_owned()];
+    for i in 1..=3 {
+        let service = format!("ferrofaas-nats-{i}");
+        targets.push(format!("{service}:4222"));
+        let task = on(1, &["service", "ps", &service, "-q", "--filter", "desired-state=running"]);
+        let task = task.lines().next().expect("a NATS task").to_owned();
+        let addrs = on(
+            1,
+            &[
+                "inspect",
+                &task,
+                "--format",
+                "{{range .NetworksAttachments}}{{range .Addresses}}{{.}} {{end}}{{end}}",
+            ],
+        );
+        targets.extend(
+            addrs.split_whitespace().filter_map(|a| a.split('/').next()).map(|ip| format!("{ip}:4222")),
+        );
+    }
+    let input = targets.join("\n") + "\n";
+    let mut probed = String::new();
+    let answered = eventually(Duration::from_secs(60), async || {
+        match try_call(gateway(1), Method::POST, "/function/haprobe", &[], &input).await {
+            Some(r) if r.status == StatusCode::OK => {
+                probed = r.body;
+                probed.lines().count() == targets.len()
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(answered, "the probe function never answered");
+    assert!(probed.contains("ferrofaas-gateway:8080 connected\n"), "the probe reaches the gateway: {probed}");
+    assert!(probed.contains("10.77.0.1:14222 nats\n"), "the probe knows a NATS server: {probed}");
+    let queue: Vec<&str> = probed.lines().filter(|l| l.contains(":4222 ")).collect();
+    assert_eq!(queue.len(), targets.len() - 2, "{probed}");
+    assert!(queue.iter().all(|l| !l.ends_with(" nats")), "a function reached the queue's servers:\n{probed}");
+    faas_ok(dir, None, &["remove", "haprobe", "--gateway", &via2], None);
 
     // 10,000 calls accepted by the gateway on ffn3.
     let started = Instant::now();

@@ -118,15 +118,8 @@ async fn the_platform_across_three_nodes() {
         ],
     );
     assert!(gateway_image.starts_with("127.0.0.1:5000/ferrofaas-gateway@sha256:"), "{gateway_image}");
-    let creds: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("credentials.json")).unwrap()).unwrap();
-    let auth = format!(
-        "Basic {}",
-        ferrofaas_types::base64::encode(
-            format!("{}:{}", creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap())
-                .as_bytes()
-        )
-    );
+    let creds = ferrofaas_gateway::Credentials::load(&state.join("credentials.json")).unwrap();
+    let auth = creds.header_value();
 
     // A Python function (with a secret, and a look at the registry from
     // inside) and a shell one, built by the gateway.
