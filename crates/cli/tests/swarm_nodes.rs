@@ -160,6 +160,43 @@ def handle(event, context):
         "Hello, nodes, from bash! (POST /)\n"
     );
 
+    // Placed by architecture: a service runs only on nodes its image is
+    // built for. The nodes here are all amd64: the amd64 function's service
+    // says so and runs; an arm64 build of a function is placed nowhere,
+    // and says why.
+    let platforms = on(
+        1,
+        &["service", "inspect", "nodesh", "--format", "{{json .Spec.TaskTemplate.Placement.Platforms}}"],
+    );
+    assert_eq!(platforms, r#"[{"Architecture":"amd64","OS":"linux"}]"#);
+    let arm_dir = dir.join("arm");
+    std::fs::create_dir_all(&arm_dir).unwrap();
+    faas_at(&arm_dir, &url, &["new", "armsh", "--lang", "bash", "--image", "armsh:1"], None);
+    let arm_watchdog = common::arm64::build()[1].to_str().unwrap().to_owned();
+    faas_ok(
+        &arm_dir,
+        None,
+        &["build", "--docker", "--platform", "linux/arm64", "--image-watchdog", &arm_watchdog],
+        None,
+    );
+    faas_at(&arm_dir, &url, &["deploy", "--image", "armsh:1", "--name", "armsh"], None);
+    let platforms = on(
+        1,
+        &["service", "inspect", "armsh", "--format", "{{json .Spec.TaskTemplate.Placement.Platforms}}"],
+    );
+    assert_eq!(platforms, r#"[{"Architecture":"arm64","OS":"linux"}]"#);
+    let why = eventually(Duration::from_secs(30), async || {
+        let f =
+            call(addr, Method::GET, "/system/function/armsh", &[("authorization", &auth)], "").await.json();
+        f["availableReplicas"] == 0
+            && f["reason"].as_str().is_some_and(|r| r.contains("unsupported platform"))
+    })
+    .await;
+    let described = faas_at(dir, &url, &["describe", "armsh"], None);
+    assert!(why && described.contains("unsupported platform"), "{described}");
+    assert!(tasks("armsh").is_empty(), "{:?}", tasks("armsh"));
+    faas_at(dir, &url, &["remove", "armsh"], None);
+
     // Three replicas on at least two nodes, every one answering.
     faas_at(dir, &url, &["scale", "nodepy", "--replicas", "3"], None);
     let started = Instant::now();

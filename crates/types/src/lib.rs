@@ -2,7 +2,7 @@
 //!
 //! The bottom of the dependency graph: OpenFaaS-compatible API types
 //! ([`function`], [`secret`], [`info`], [`logs`]), name validation
-//! ([`names`]), and small pure helpers that several crates share (Go
+//! ([`names`]), architectures ([`platform`]), and small pure helpers that several crates share (Go
 //! durations, RFC 3339 times, base64, query strings, hop-by-hop headers,
 //! metrics pages). No I/O here.
 
@@ -15,6 +15,7 @@ mod invalid;
 pub mod isolation;
 pub mod logs;
 pub mod names;
+pub mod platform;
 pub mod procfs;
 pub mod prom;
 pub mod query;

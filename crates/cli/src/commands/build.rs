@@ -1,5 +1,7 @@
 //! `faas build`: stack functions into bundles (`build/<name>/`).
 
+use ferrofaas_types::platform::Arch;
+
 use crate::builder;
 use crate::progress::Mode;
 
@@ -22,18 +24,29 @@ pub struct Args {
     /// Docker provider), named as the function's image
     #[arg(long)]
     pub docker: bool,
-    /// The static faas-watchdog to put into images (default: scripts/build-watchdog's)
+    /// The static faas-watchdog to put into images (default: scripts/build-watchdog's,
+    /// or for another architecture scripts/build-release's)
     #[arg(long, env = "FAAS_IMAGE_WATCHDOG")]
     pub image_watchdog: Option<std::path::PathBuf>,
+    /// Build the images for this platform: linux/amd64 or linux/arm64 (default:
+    /// this machine's). Another architecture's bases need qemu-user-static
+    /// (scripts/binfmt)
+    #[arg(long, requires = "docker", value_parser = parse_platform)]
+    pub platform: Option<Arch>,
+}
+
+fn parse_platform(platform: &str) -> Result<Arch, String> {
+    Arch::parse_platform(platform)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let stack = args.stack.load()?;
     let mode = Mode::pick(args.quiet, args.json);
+    let arch = args.platform.unwrap_or_else(Arch::native);
     let docker = match args.docker {
         true => Some((
             ferrofaas_provider::engine::connect().await?,
-            crate::paths::image_watchdog(args.image_watchdog.as_deref())?,
+            crate::paths::image_watchdog(args.image_watchdog.as_deref(), arch)?,
         )),
         false => None,
     };
@@ -53,14 +66,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
             };
             let id = ferrofaas_provider::engine::image::build_function_image(
-                docker, &bundle, &image, watchdog, &say,
+                docker, &bundle, &image, watchdog, arch, &say,
             )
             .await
             .map_err(|e| anyhow::anyhow!("function {name}: {e}"))?;
             if mode == Mode::Json {
-                println!("{}", serde_json::json!({ "function": name, "image": image, "id": id }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "function": name, "image": image, "id": id, "arch": arch.name() })
+                );
             } else if !quiet {
-                eprintln!("{name}: image {image} ({})", &id[..id.len().min(19)]);
+                eprintln!("{name}: image {image} for {arch} ({})", &id[..id.len().min(19)]);
             }
         }
     }

@@ -228,7 +228,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let provider: Arc<dyn Provider> = match args.provider.as_str() {
         "docker" => {
-            let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+            let image_watchdog = paths::image_watchdog(
+                args.image_watchdog.as_deref(),
+                image_arch(args.image_watchdog.as_deref()),
+            )?;
             let config = ferrofaas_provider::docker::DockerConfig {
                 bundle_max_unpacked: args.bundle_max_unpacked,
                 ..ferrofaas_provider::docker::DockerConfig::new(
@@ -242,7 +245,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the Docker provider in {}", state.display()))?
         }
         "swarm" => {
-            let image_watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+            let image_watchdog = paths::image_watchdog(
+                args.image_watchdog.as_deref(),
+                image_arch(args.image_watchdog.as_deref()),
+            )?;
             ferrofaas_provider::swarm::start(SwarmConfig {
                 network: args.network.clone(),
                 watchdog: image_watchdog,
@@ -395,4 +401,12 @@ async fn shutdown_signal((mut term, mut int): (tokio::signal::unix::Signal, toki
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The architecture of the images the gateway builds from bundles: its
+/// image watchdog's (`--image-watchdog` may be another architecture's).
+fn image_arch(given: Option<&std::path::Path>) -> ferrofaas_types::platform::Arch {
+    given
+        .and_then(ferrofaas_provider::engine::image::program_arch)
+        .unwrap_or_else(ferrofaas_types::platform::Arch::native)
 }

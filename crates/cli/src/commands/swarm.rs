@@ -26,6 +26,7 @@ use ferrofaas_provider::swarm::platform::registry::{self, Publish, REGISTRY_PORT
 use ferrofaas_provider::swarm::platform::{self, LABEL_GATEWAY, StoredSecret};
 use ferrofaas_provider::swarm::registry::{PLATFORM_REGISTRY, Registry};
 use ferrofaas_provider::swarm::{DEFAULT_NETWORK, LABEL_FUNCTION, LABEL_SECRET};
+use ferrofaas_types::platform::Arch;
 
 use crate::auth_config::AuthConfig;
 use crate::paths;
@@ -132,7 +133,7 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         bases.insert(0, "minimal".to_owned());
     }
     for base in &bases {
-        image::ensure_base(docker, base, &say).await?;
+        image::ensure_base(docker, base, Arch::native(), &say).await?;
     }
 
     let state = args.state.clone().unwrap_or_else(paths::default_state_dir);
@@ -142,7 +143,7 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("credentials in {}", creds_path.display()))?;
     let credentials = platform::credentials_secret(docker, &serde_json::to_vec(&creds)?).await?;
 
-    let watchdog = paths::image_watchdog(args.image_watchdog.as_deref())?;
+    let watchdog = paths::image_watchdog(args.image_watchdog.as_deref(), Arch::native())?;
     let tag = format!("ferrofaas-gateway:{}", env!("CARGO_PKG_VERSION"));
     say(&format!("building the gateway image {tag}"));
     let gateway_id = platform::build_gateway_image(docker, &std::env::current_exe()?, &watchdog, &tag)
@@ -180,7 +181,7 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
 
     // The bases, for gateways on other managers to build on.
     for base in &bases {
-        let name = image::base_image(base);
+        let name = image::base_image(base, Arch::native());
         say(&format!("pushing {name} to the registry"));
         registry.publish(docker, &name).await?;
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Once;
 
+pub mod arm64;
 pub mod cluster;
 pub mod streams;
 

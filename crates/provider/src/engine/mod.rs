@@ -11,6 +11,7 @@ use std::io;
 
 use bollard::Docker;
 use ferrofaas_types::FunctionDeployment;
+use ferrofaas_types::platform::Arch;
 use futures_util::StreamExt;
 
 use crate::{ProviderError, Result};
@@ -40,6 +41,10 @@ pub struct FunctionImage {
     /// health check)? Read by the Swarm backend.
     #[cfg_attr(not(feature = "swarm"), allow(dead_code))]
     pub runs_watchdog: bool,
+    /// The architecture it is built for, if the engine knows it: the
+    /// Swarm backend places replicas on nodes of it.
+    #[cfg_attr(not(feature = "swarm"), allow(dead_code))]
+    pub arch: Option<Arch>,
 }
 
 pub async fn function_image(
@@ -58,6 +63,7 @@ pub async fn function_image(
         )
     })?;
     let id = inspect.id.clone().unwrap_or_else(|| spec.image.clone());
+    let arch = inspect.architecture.as_deref().and_then(Arch::from_name);
     let config = inspect.config.unwrap_or_default();
     let runs_watchdog = config
         .entrypoint
@@ -88,7 +94,7 @@ pub async fn function_image(
         env.push(format!("fprocess={}", spec.env_process));
     }
     env.extend(spec.env_vars.iter().map(|(k, v)| format!("{k}={v}")));
-    Ok(FunctionImage { id, env, runs_watchdog })
+    Ok(FunctionImage { id, env, runs_watchdog, arch })
 }
 
 /// CPU time of a container, from the engine's stats (one sample each).

@@ -43,11 +43,12 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
-    NetworkAttachmentConfig, NetworkCreateRequest, ResourceObject, SecretSpec, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecPrivileges, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    NetworkAttachmentConfig, NetworkCreateRequest, Platform, ResourceObject, SecretSpec, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecPrivileges,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
 use bollard::query_parameters::{
     ListSecretsOptionsBuilder, ListServicesOptionsBuilder, LogsOptionsBuilder, UpdateServiceOptionsBuilder,
@@ -526,8 +527,10 @@ impl Provider for SwarmProvider {
         // The bases `faas swarm up` built on another manager, for a gateway
         // on this one.
         if let Some(registry) = &self.registry {
+            let arch = crate::engine::image::program_arch(&self.watchdog)
+                .unwrap_or_else(ferrofaas_types::platform::Arch::native);
             for (name, _) in crate::engine::image::BASES {
-                let base = crate::engine::image::base_image(name);
+                let base = crate::engine::image::base_image(name, arch);
                 if self.docker.inspect_image(&base).await.is_err() {
                     let _ = registry.fetch(&self.docker, &base).await;
                 }

@@ -48,7 +48,7 @@ impl SwarmProvider {
         {
             let _ = registry.fetch(&self.docker, &spec.image).await;
         }
-        let FunctionImage { id, env, runs_watchdog } =
+        let FunctionImage { id, env, runs_watchdog, arch } =
             function_image(&self.docker, spec, ENV_DEFAULTS).await?;
         // Every node pulls the same version from the registry; without one,
         // the id (nodes that lack it cannot run the function).
@@ -126,8 +126,13 @@ impl SwarmProvider {
                     delay: Some(Duration::from_millis(500).as_nanos() as i64),
                     ..Default::default()
                 }),
+                // Only nodes whose architecture the image is built for
+                // (the Swarm matches `amd64` to a node's `x86_64`).
                 placement: Some(TaskSpecPlacement {
                     constraints: Some(spec.constraints.clone()),
+                    platforms: arch.map(|arch| {
+                        vec![Platform { architecture: Some(arch.name().into()), os: Some("linux".into()) }]
+                    }),
                     ..Default::default()
                 }),
                 networks: Some(vec![NetworkAttachmentConfig {

@@ -16,11 +16,12 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Mount,
-    MountType, NetworkAttachmentConfig, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    MountType, NetworkAttachmentConfig, Platform, SecretSpec, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
+use ferrofaas_types::platform::Arch;
 use sha2::Digest;
 
 use crate::engine::image;
@@ -74,7 +75,7 @@ pub async fn build_gateway_image(docker: &Docker, faas: &Path, watchdog: &Path, 
     let dockerfile = format!(
         "FROM {}\nCOPY faas faas-watchdog /usr/local/bin/\nRUN [\"/usr/local/bin/faas\", \"--version\"]\n\
          EXPOSE 8080\nENTRYPOINT [\"/usr/local/bin/faas\"]\n",
-        image::base_image("minimal")
+        image::base_image("minimal", Arch::native())
     );
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| {
@@ -262,6 +263,11 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
                 constraints: Some(vec!["node.role == manager".into()]),
                 // A host-mode port: one gateway per node.
                 max_replicas: Some(1),
+                // Managers of this architecture (its `faas` is this one).
+                platforms: Some(vec![Platform {
+                    architecture: Some(Arch::native().name().into()),
+                    os: Some("linux".into()),
+                }]),
                 ..Default::default()
             }),
             networks: Some(networks),

@@ -14,6 +14,7 @@ use bollard::Docker;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, NetworkAttachmentConfig, ServiceSpec, TaskSpec, TaskSpecContainerSpec,
 };
+use ferrofaas_types::platform::Arch;
 
 use super::{LABEL_GATEWAY, pinned, replicas, restart_always, stop_first, volume};
 use crate::engine::image;
@@ -44,11 +45,11 @@ pub async fn build_nats_image(
     tag: &str,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<String> {
-    image::ensure_base(docker, "nats", progress).await?;
+    image::ensure_base(docker, "nats", Arch::native(), progress).await?;
     let dockerfile = format!(
         "FROM {}\nRUN mkdir -p {STORE} && chown 1000:1000 {STORE}\nUSER 1000:1000\nVOLUME {STORE}\n\
          ENTRYPOINT [\"/usr/sbin/nats-server\"]\n",
-        image::base_image("nats")
+        image::base_image("nats", Arch::native())
     );
     let context = image::context_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)])
         .map_err(|e| ProviderError::internal("making the NATS image's context", e))?;

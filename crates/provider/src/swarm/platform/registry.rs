@@ -28,6 +28,7 @@ use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, ServiceSpec,
     TaskSpec, TaskSpecContainerSpec,
 };
+use ferrofaas_types::platform::Arch;
 
 use super::{
     LABEL_GATEWAY, StoredSecret, pinned, replicas, restart_always, secret_file, stop_first, stored_secret,
@@ -58,7 +59,7 @@ pub async fn build_registry_image(
     tag: &str,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<String> {
-    image::ensure_base(docker, "registry", progress).await?;
+    image::ensure_base(docker, "registry", Arch::native(), progress).await?;
     let config = format!(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
          rootdirectory: {STORAGE}\n  delete:\n    enabled: false\nhttp:\n  addr: :{REGISTRY_PORT}\n  headers:\n    \
@@ -68,7 +69,7 @@ pub async fn build_registry_image(
     let dockerfile = format!(
         "FROM {}\nCOPY config.yml /etc/ferrofaas-registry.yml\nUSER docker-registry\nEXPOSE {REGISTRY_PORT}\n\
          VOLUME {STORAGE}\nENTRYPOINT [\"/usr/bin/docker-registry\", \"serve\", \"/etc/ferrofaas-registry.yml\"]\n",
-        image::base_image("registry")
+        image::base_image("registry", Arch::native())
     );
     let context = image::context_of(&[
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
