@@ -179,7 +179,7 @@ def handle(event, context):
         &["build", "--docker", "--platform", "linux/arm64", "--image-watchdog", &arm_watchdog],
         None,
     );
-    faas_at(&arm_dir, &url, &["deploy", "--image", "armsh:1", "--name", "armsh"], None);
+    faas_at(dir, &url, &["deploy", "--image", "armsh:1", "--name", "armsh"], None);
     let platforms = on(
         1,
         &["service", "inspect", "armsh", "--format", "{{json .Spec.TaskTemplate.Placement.Platforms}}"],
