@@ -30,6 +30,9 @@ pub struct Gateway {
     pub(crate) receiving: crate::request_body::Budget,
     /// Cancelled when the gateway stops: ends endless responses (log follows).
     pub shutdown: CancellationToken,
+    /// Schedules (with a queue): what they did, and how to make the
+    /// connector read the functions again.
+    pub schedules: Option<crate::triggers::Schedules>,
 }
 
 impl Gateway {
@@ -43,12 +46,15 @@ impl Gateway {
             provider,
             config,
             shutdown: CancellationToken::new(),
+            schedules: None,
         }
     }
 
     /// With asynchronous invocations stored in `queue` (and run by the
     /// dispatcher that [`run`] starts).
+    /// Schedules fire through it too.
     pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Gateway {
+        self.schedules = Some(crate::triggers::Schedules::new(&queue, &self.provider));
         self.queue = Some(queue);
         self
     }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod request_body;
 pub mod server;
+pub mod triggers;
 pub mod tunnel;
 pub mod ui;
 

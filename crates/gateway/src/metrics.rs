@@ -8,23 +8,32 @@ use std::sync::Arc;
 
 use ferrofaas_provider::{FunctionRoute, Provider};
 use ferrofaas_queue::QueueStats;
+use ferrofaas_triggers::schedule::TriggerStats;
+use ferrofaas_types::FunctionRef;
 use ferrofaas_types::prom::{self, Histogram, Kind};
 
 /// The metrics page, from what the routes (and the queue, if there is one)
 /// count now.
-pub fn render(provider: &dyn Provider, queue: Option<QueueStats>) -> String {
+pub fn render(
+    provider: &dyn Provider,
+    queue: Option<QueueStats>,
+    triggers: Vec<(FunctionRef, TriggerStats)>,
+) -> String {
     let routes = provider.routes().all();
     let functions = routes
         .into_iter()
         .map(|route| Function { name: route.function.to_string(), by_code: route.stats.snapshot(), route })
         .collect();
-    prom::render(Figures { functions, queue })
+    let triggers = triggers.into_iter().map(|(f, stats)| (f.to_string(), stats)).collect();
+    prom::render(Figures { functions, queue, triggers })
 }
 
 /// What a scrape read.
 struct Figures {
     functions: Vec<Function>,
     queue: Option<QueueStats>,
+    /// Each scheduled function (`name.namespace`) and what its schedule did.
+    triggers: Vec<(String, TriggerStats)>,
 }
 
 struct Function {
@@ -119,6 +128,49 @@ impl prom::Page for Figures {
             Kind::Counter,
             "Starts of each function from zero replicas.",
             self.per_function(|r| r.stats.cold_starts()),
+        )?;
+        let per_trigger = |value: fn(&TriggerStats) -> u64| {
+            self.triggers.iter().map(move |(name, t)| {
+                (
+                    [
+                        ("function_name", name.as_str()),
+                        ("connector", ferrofaas_triggers::schedule::CONNECTOR),
+                    ],
+                    value(t),
+                )
+            })
+        };
+        f.values(
+            "gateway_trigger_events",
+            Kind::Counter,
+            "Events of each function's triggers (schedule slots that came).",
+            per_trigger(|t| t.events),
+        )?;
+        f.values(
+            "gateway_trigger_dispatched",
+            Kind::Counter,
+            "Trigger events this gateway stored on the queue as calls.",
+            per_trigger(|t| t.dispatched),
+        )?;
+        f.values(
+            "gateway_trigger_failed",
+            Kind::Counter,
+            "Trigger events given up: the queue refused them.",
+            per_trigger(|t| t.failed),
+        )?;
+        f.values(
+            "gateway_trigger_lag_seconds",
+            Kind::Gauge,
+            "How late the last event of each trigger was stored.",
+            self.triggers.iter().map(|(name, t)| {
+                (
+                    [
+                        ("function_name", name.as_str()),
+                        ("connector", ferrofaas_triggers::schedule::CONNECTOR),
+                    ],
+                    t.last_lag_secs,
+                )
+            }),
         )?;
         let Some(queue) = &self.queue else { return Ok(()) };
         for (name, kind, help, values) in [

@@ -83,7 +83,8 @@ impl Gateway {
                     Some(queue) => Some(queue.stats().await),
                     None => None,
                 };
-                let text = crate::metrics::render(&*self.provider, queue);
+                let triggers = self.schedules.as_ref().map(|s| s.all_stats()).unwrap_or_default();
+                let text = crate::metrics::render(&*self.provider, queue, triggers);
                 let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));
@@ -197,6 +198,9 @@ pub async fn run(
     if let Some(queue) = &gateway.queue {
         let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
         tokio::spawn(dispatcher.run(gateway.shutdown.clone()));
+    }
+    if let Some(schedules) = &gateway.schedules {
+        schedules.start(gateway.shutdown.clone());
     }
     let serve = |peer: std::net::SocketAddr| {
         let gw = Arc::clone(&gateway);

@@ -111,6 +111,41 @@ pub struct FunctionStatus {
     /// ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What triggers it besides HTTP calls, and what each has done
+    /// (ferrofaas's own; OpenFaaS clients ignore it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerStatus>,
+}
+
+/// A trigger of a function (a schedule, a topic) and what it has done
+/// since the gateway started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerStatus {
+    /// `cron`, or the broker's connector.
+    pub connector: String,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Events that came.
+    pub events: u64,
+    /// Stored on the queue by this gateway.
+    pub dispatched: u64,
+    /// Already stored (by another gateway, or a redelivery).
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Given up: the queue refused them.
+    pub failed: u64,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_event: Option<String>,
+    /// How late the last event was stored, in seconds.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl FunctionStatus {

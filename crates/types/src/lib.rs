@@ -27,7 +27,7 @@ pub mod time;
 
 pub use function::{
     DeleteFunctionRequest, FunctionDeployment, FunctionResources, FunctionStatus, FunctionUsage,
-    InvalidDeployment, Policies, ScaleServiceRequest,
+    InvalidDeployment, Policies, ScaleServiceRequest, TriggerStatus,
 };
 pub use info::{GatewayInfo, ProviderInfo, VersionInfo};
 pub use logs::{LogMessage, LogRequest};

@@ -53,6 +53,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    if !f.triggers.is_empty() {
+        out.push_str("Triggers:\n");
+        for t in &f.triggers {
+            let what = t.schedule.as_deref().map_or(t.topic.clone(), |s| format!("{} {s:?}", t.topic));
+            out.push_str(&format!(
+                "  {} {what}: {} events, {} dispatched, {} failed",
+                t.connector, t.events, t.dispatched, t.failed
+            ));
+            if let Some(last) = &t.last_event {
+                out.push_str(&format!(", last {last}"));
+            }
+            if let Some(next) = &t.next_event {
+                out.push_str(&format!(", next {next}"));
+            }
+            if let Some(e) = &t.last_error {
+                out.push_str(&format!(", error: {e}"));
+            }
+            out.push('\n');
+        }
+    }
     section(&mut out, "Labels", &f.labels);
     section(&mut out, "Annotations", &f.annotations);
     section(&mut out, "Environment", &f.env_vars);

@@ -10,6 +10,7 @@ use std::sync::Once;
 
 pub mod arm64;
 pub mod cluster;
+pub mod nats;
 pub mod streams;
 
 pub use ferrofaas_testkit::*;

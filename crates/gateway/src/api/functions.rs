@@ -33,6 +33,10 @@ fn with_invocations(gw: &Gateway, mut status: FunctionStatus) -> FunctionStatus 
     if let Some(route) = gw.provider.routes().get(&status.name, &status.namespace) {
         status.invocation_count = route.stats.invocation_count() as f64;
     }
+    if let Some(schedules) = &gw.schedules {
+        let f = FunctionRef { name: status.name.clone(), namespace: status.namespace.clone() };
+        status.triggers.extend(schedules.status_of(&f));
+    }
     status
 }
 
@@ -70,10 +74,15 @@ pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Resul
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
     // The provider sets the policies validation reads on the function's route.
     spec.validate().map_err(|e| ApiError::invalid(&e.field, &e.message))?;
+    crate::triggers::check(&spec.annotations, gw.queue.is_some())
+        .map_err(|e| ApiError::invalid(&e.field, &e.message))?;
     if create {
         gw.provider.deploy(spec).await?;
     } else {
         gw.provider.update(spec).await?;
+    }
+    if let Some(schedules) = &gw.schedules {
+        schedules.changed();
     }
     Ok(status(StatusCode::ACCEPTED))
 }
@@ -83,6 +92,9 @@ pub async fn delete(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
     let ns = (!body.namespace.is_empty()).then_some(body.namespace.as_str());
     let f = FunctionRef::new(&body.function_name, ns).map_err(|e| ApiError::bad_request(e.to_string()))?;
     gw.provider.remove(&f).await?;
+    if let Some(schedules) = &gw.schedules {
+        schedules.changed();
+    }
     Ok(status(StatusCode::ACCEPTED))
 }
 

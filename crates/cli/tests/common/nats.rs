@@ -1,0 +1,39 @@
+//! A NATS server with JetStream (Debian's `nats-server`) for a test.
+
+use std::time::Duration;
+
+use ferrofaas_testkit::require;
+
+/// A NATS server with JetStream on a free port, stopped when dropped.
+pub struct Nats {
+    child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn nats() -> Nats {
+    let present = std::process::Command::new("nats-server").arg("--version").output().is_ok();
+    require(present, "nats-server", "apt-get install nats-server; .ci/run does");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+}

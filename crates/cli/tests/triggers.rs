@@ -1,0 +1,156 @@
+//! Schedules in real time: a function annotated as OpenFaaS's
+//! cron-connector reads it (`topic: cron-function`, `schedule: "@every
+//! 1s"`) is called once a second, once per slot, as an asynchronous call
+//! with the event's headers; two gateways sharing a queue on NATS fire
+//! each slot once between them; wrong annotations are refused at deploy,
+//! naming the annotation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::nats::nats;
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::json;
+
+/// The function: logs the event's headers, one line per call.
+fn ticker(name: &str) -> serde_json::Value {
+    let image = format!("{}/wc", examples().display());
+    json!({
+        "service": name,
+        "image": image,
+        "envProcess": "sh -c 'echo \"event $Http_X_Event_Time $Http_X_Topic $Http_X_Connector $Http_X_Message_Id\" >&2; cat'",
+        "annotations": {"topic": "cron-function", "schedule": "@every 1s"},
+    })
+}
+
+/// Event lines in a function's logs: event time to how many times.
+async fn events(p: &Platform, name: &str) -> BTreeMap<String, usize> {
+    let logs = p.api(Method::GET, &format!("/system/logs?name={name}&tail=-1&follow=false"), "").await;
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.body);
+    let mut seen = BTreeMap::new();
+    for line in logs.body.lines() {
+        let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let text = line["text"].as_str().unwrap_or("");
+        if let Some(rest) = text.split("event ").nth(1) {
+            let mut words = rest.split_whitespace();
+            let time = words.next().unwrap_or("").to_owned();
+            assert_eq!(words.next(), Some("cron-function"), "{text}");
+            assert_eq!(words.next(), Some("cron"), "{text}");
+            *seen.entry(time).or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_every_second_once() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(&programs(), state.path(), &[]);
+
+    // Wrong annotations: 400, naming them; nothing deployed.
+    for (annotations, field, says) in [
+        (json!({"topic": "cron-function", "schedule": "61 * * * *"}), "annotations.schedule", "minute 61"),
+        (json!({"topic": "cron-function"}), "annotations.topic", "needs a schedule"),
+        (json!({"schedule": "@hourly"}), "annotations.schedule", "cron-function"),
+        (json!({"topic": "orders"}), "annotations.topic", "no connector subscribes"),
+        (
+            json!({"topic": "cron-function", "schedule": "@daily", "com.ferrofaas.schedule.timezone": "Mars/Base"}),
+            "annotations.schedule",
+            "unknown time zone",
+        ),
+    ] {
+        let mut spec = ticker("bad");
+        spec["annotations"] = annotations;
+        let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        let message = r.message();
+        assert!(message.contains(field) && message.contains(says), "{message}");
+    }
+    assert_eq!(p.api(Method::GET, "/system/function/bad", "").await.status, StatusCode::NOT_FOUND);
+
+    p.deploy(ticker("tick"), 1).await;
+    let deployed = now_secs();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let until = now_secs();
+    let seen = eventually(Duration::from_secs(10), async || {
+        let seen = events(&p, "tick").await;
+        ((deployed + 2)..until.saturating_sub(1)).all(|s| {
+            let t = jiff::Timestamp::from_second(s as i64).unwrap().to_string();
+            seen.contains_key(&t)
+        })
+    })
+    .await;
+    let got = events(&p, "tick").await;
+    assert!(seen, "a call every second from {deployed} to {until}: {got:?}");
+    assert!(got.values().all(|n| *n == 1), "each slot once: {got:?}");
+    // Each is an asynchronous call with a call id of its slot, done.
+    let slot = deployed + 3;
+    let status = p.api(Method::GET, &format!("/system/async/cron-tick.openfaas-fn-{slot}"), "").await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.json()["state"], "done", "{}", status.body);
+
+    // Visible: the function's status, faas describe, /metrics.
+    let f = p.api(Method::GET, "/system/function/tick", "").await.json();
+    let t = &f["triggers"][0];
+    assert_eq!(
+        (t["connector"].as_str(), t["topic"].as_str(), t["schedule"].as_str()),
+        (Some("cron"), Some("cron-function"), Some("@every 1s")),
+        "{f}"
+    );
+    assert!(t["dispatched"].as_u64().unwrap() >= 3 && t["failed"] == 0, "{f}");
+    assert!(t["nextEvent"].as_str().is_some() && t["lastEvent"].as_str().is_some(), "{f}");
+    let work = tempfile::tempdir().unwrap();
+    let described = faas_ok(work.path(), Some(&p), &["describe", "tick"], None);
+    assert!(described.contains("Triggers:\n  cron cron-function \"@every 1s\": "), "{described}");
+    let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_trigger_dispatched_total{") && l.contains("tick.openfaas-fn"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.contains("connector=\"cron\""), "{line}");
+    assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 3, "{line}");
+
+    // Removed: no more calls.
+    let r = p.api(Method::DELETE, "/system/functions", &json!({"functionName": "tick"}).to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let gone = now_secs() + 1;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = p.api(Method::GET, &format!("/system/async/cron-tick.openfaas-fn-{}", gone + 1), "").await;
+    assert_eq!(later.status, StatusCode::NOT_FOUND, "{}", later.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
+async fn two_gateways_sharing_nats_fire_a_slot_once() {
+    let nats = nats();
+    let (a_state, b_state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Platform::start(&programs(), a_state.path(), &["--queue", &nats.url]);
+    let b = Platform::start(&programs(), b_state.path(), &["--queue", &nats.url]);
+    a.deploy(ticker("tick"), 1).await;
+    b.deploy(ticker("tick"), 1).await;
+    let deployed = now_secs();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let until = now_secs();
+    let slots: Vec<String> = ((deployed + 2)..until.saturating_sub(1))
+        .map(|s| jiff::Timestamp::from_second(s as i64).unwrap().to_string())
+        .collect();
+    let complete = eventually(Duration::from_secs(15), async || {
+        let (ea, eb) = (events(&a, "tick").await, events(&b, "tick").await);
+        slots.iter().all(|t| ea.get(t).unwrap_or(&0) + eb.get(t).unwrap_or(&0) >= 1)
+    })
+    .await;
+    let (ea, eb) = (events(&a, "tick").await, events(&b, "tick").await);
+    assert!(complete, "every slot ran: {slots:?}\n{ea:?}\n{eb:?}");
+    for t in &slots {
+        let n = ea.get(t).unwrap_or(&0) + eb.get(t).unwrap_or(&0);
+        assert_eq!(n, 1, "slot {t} ran once between the two gateways: {ea:?} {eb:?}");
+    }
+}

@@ -1,0 +1,215 @@
+//! # ferrofaas-triggers
+//!
+//! Functions triggered by events, declared as OpenFaaS's connectors read
+//! them from a function's annotations, so existing `stack.yml` files work:
+//!
+//! ```yaml
+//!     annotations:
+//!       topic: cron-function          # comma-separated topics
+//!       schedule: "*/5 * * * *"       # cron, @hourly..., @every 30s
+//!       com.ferrofaas.schedule.timezone: Europe/Berlin   # default UTC
+//! ```
+//!
+//! Every event becomes an asynchronous call on the durable [`Queue`]
+//! (stored before the event counts as received), run, retried and
+//! dead-lettered like any `/async-function/` call, and visible by its call
+//! id. [`Triggers`] reads and checks the annotations (a deployment that
+//! gets them wrong is refused, naming the annotation); [`schedule`] fires
+//! schedules; [`cron`] parses them.
+
+pub mod cron;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+pub use ferrofaas_queue::Queue;
+use ferrofaas_queue::{Call, now_ms};
+use ferrofaas_types::{FunctionRef, InvalidDeployment};
+
+/// The annotation listing a function's topics (comma-separated).
+pub const TOPIC: &str = "topic";
+/// The annotation holding a function's schedule.
+pub const SCHEDULE: &str = "schedule";
+/// The annotation naming its schedule's time zone (IANA; default UTC).
+pub const TIMEZONE: &str = "com.ferrofaas.schedule.timezone";
+/// The topic of schedules, as OpenFaaS's cron-connector names it.
+pub const CRON_TOPIC: &str = "cron-function";
+
+/// Headers an event's call carries to the function.
+pub const X_TOPIC: &str = "X-Topic";
+pub const X_CONNECTOR: &str = "X-Connector";
+pub const X_MESSAGE_ID: &str = "X-Message-Id";
+pub const X_EVENT_TIME: &str = "X-Event-Time";
+
+/// What a function's annotations ask for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Triggers {
+    /// Its topics, as listed (without `cron-function`).
+    pub topics: Vec<String>,
+    pub schedule: Option<cron::Schedule>,
+}
+
+impl Triggers {
+    /// Reads and checks the trigger annotations. `connector_of` says which
+    /// connector subscribes to a topic (`None`: none of those switched on),
+    /// so that a topic nothing would deliver is refused at deploy rather
+    /// than silently never firing.
+    pub fn of(
+        annotations: &BTreeMap<String, String>,
+        connector_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Triggers, InvalidDeployment> {
+        let invalid =
+            |key: &str, message: String| InvalidDeployment { field: format!("annotations.{key}"), message };
+        let mut topics = Vec::new();
+        let mut cron = false;
+        if let Some(list) = annotations.get(TOPIC) {
+            for topic in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if topic.len() > 255 || topic.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid(
+                        TOPIC,
+                        format!("topic {topic:?}: no spaces or control characters, at most 255 bytes"),
+                    ));
+                }
+                if topic == CRON_TOPIC {
+                    cron = true;
+                } else if topics.iter().any(|t| t == topic) {
+                    return Err(invalid(TOPIC, format!("topic {topic:?} is listed twice")));
+                } else if connector_of(topic).is_none() {
+                    return Err(invalid(
+                        TOPIC,
+                        format!(
+                            "no connector subscribes to topic {topic:?}: switch one on for it (faas serve --help names them)"
+                        ),
+                    ));
+                } else {
+                    topics.push(topic.to_owned());
+                }
+            }
+        }
+        let schedule = match (annotations.get(SCHEDULE), cron) {
+            (Some(text), true) => Some(
+                cron::Schedule::parse(text, annotations.get(TIMEZONE).map(String::as_str))
+                    .map_err(|why| invalid(SCHEDULE, why))?,
+            ),
+            (None, true) => {
+                return Err(invalid(
+                    TOPIC,
+                    format!("topic {CRON_TOPIC} needs a schedule annotation (such as \"*/5 * * * *\")"),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(invalid(SCHEDULE, format!("a schedule fires only with topic: {CRON_TOPIC}")));
+            }
+            (None, false) => None,
+        };
+        if annotations.contains_key(TIMEZONE) && schedule.is_none() {
+            return Err(invalid(TIMEZONE, "a time zone needs a schedule".to_owned()));
+        }
+        Ok(Triggers { topics, schedule })
+    }
+}
+
+/// The call id of an event: the connector, the function and the event's
+/// own id, so that the same event stored twice (two gateways firing one
+/// schedule, a broker redelivering) is one call: the queue refuses a
+/// second call of a known id. Hashed when it would pass 128 characters.
+pub fn event_call_id(connector: &str, function: &FunctionRef, event: &str) -> String {
+    let id = format!("{connector}-{}.{}-{event}", function.name, function.namespace);
+    if id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+        return id;
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{connector}-{hex}")
+}
+
+/// An event of `connector` on `topic` as an asynchronous call of
+/// `function`: a POST of `body` to `/`, with headers naming the topic, the
+/// connector, the event's id and its time.
+pub fn event_call(
+    connector: &str,
+    topic: &str,
+    function: &FunctionRef,
+    event_id: &str,
+    time: jiff::Timestamp,
+    body: Bytes,
+    mut headers: Vec<(String, String)>,
+) -> Call {
+    let id = event_call_id(connector, function, event_id);
+    headers.extend([
+        (X_TOPIC.to_owned(), topic.to_owned()),
+        (X_CONNECTOR.to_owned(), connector.to_owned()),
+        (X_MESSAGE_ID.to_owned(), event_id.to_owned()),
+        (X_EVENT_TIME.to_owned(), time.to_string()),
+    ]);
+    Call {
+        id,
+        function: function.name.clone(),
+        namespace: function.namespace.clone(),
+        method: "POST".to_owned(),
+        path: "/".to_owned(),
+        headers,
+        body,
+        callback: None,
+        accepted_at: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn nats_only(topic: &str) -> Option<String> {
+        topic.starts_with("orders").then(|| "nats".to_owned())
+    }
+
+    #[test]
+    fn openfaas_annotations_read() {
+        let t = Triggers::of(
+            &annotations(&[("topic", "cron-function"), ("schedule", "*/5 * * * *")]),
+            &nats_only,
+        )
+        .unwrap();
+        assert_eq!(t.schedule.unwrap().text(), "*/5 * * * *");
+        assert!(t.topics.is_empty());
+        let t = Triggers::of(&annotations(&[("topic", "orders.new, orders.paid")]), &nats_only).unwrap();
+        assert_eq!(t.topics, ["orders.new", "orders.paid"]);
+        assert_eq!(Triggers::of(&annotations(&[("other", "x")]), &nats_only).unwrap(), Triggers::default());
+    }
+
+    #[test]
+    fn wrong_annotations_are_named() {
+        let err = |pairs: &[(&str, &str)]| Triggers::of(&annotations(pairs), &nats_only).unwrap_err();
+        let e = err(&[("topic", "cron-function"), ("schedule", "61 * * * *")]);
+        assert_eq!(e.field, "annotations.schedule");
+        assert!(e.message.contains("minute 61"), "{e}");
+        assert_eq!(err(&[("topic", "cron-function")]).field, "annotations.topic");
+        assert_eq!(err(&[("schedule", "@hourly")]).field, "annotations.schedule");
+        let e = err(&[("topic", "payments")]);
+        assert!(
+            e.field == "annotations.topic"
+                && e.message.contains("no connector subscribes to topic \"payments\"")
+        );
+        assert!(err(&[("topic", "orders.new,orders.new")]).message.contains("twice"));
+        let e = err(&[("topic", "cron-function"), ("schedule", "@hourly"), (TIMEZONE, "Nowhere/Land")]);
+        assert!(e.field == "annotations.schedule" && e.message.contains("unknown time zone"), "{e}");
+        assert_eq!(err(&[(TIMEZONE, "UTC")]).field, format!("annotations.{TIMEZONE}"));
+    }
+
+    #[test]
+    fn event_ids_are_bounded() {
+        let f = FunctionRef { name: "a".repeat(63), namespace: "b".repeat(63) };
+        let id = event_call_id("cron", &f, "1764669600");
+        assert!(id.len() <= 128 && id.starts_with("cron-"), "{id}");
+        assert_eq!(id, event_call_id("cron", &f, "1764669600"));
+        assert_ne!(id, event_call_id("cron", &f, "1764669660"));
+        let short = FunctionRef { name: "tick".into(), namespace: "openfaas-fn".into() };
+        assert_eq!(event_call_id("cron", &short, "60"), "cron-tick.openfaas-fn-60");
+    }
+}
