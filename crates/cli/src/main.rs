@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole platform locally: gateway and process provider
-    Serve(commands::serve::Args),
+    Serve(Box<commands::serve::Args>),
     /// Create a function from a template and add it to stack.yml
     New(commands::new::Args),
     /// Build the stack's functions into bundles (build/<name>/)
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Serve(args) => commands::serve::run(*args).await,
             Command::New(args) => commands::new::run(args),
             Command::Build(args) => commands::build::run(args).await,
             Command::Deploy(args) => commands::deploy::run(args).await,

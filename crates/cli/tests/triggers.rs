@@ -154,3 +154,140 @@ async fn two_gateways_sharing_nats_fire_a_slot_once() {
         assert_eq!(n, 1, "slot {t} ran once between the two gateways: {ea:?} {eb:?}");
     }
 }
+
+/// The function of the NATS tests: logs each event's topic, id and body.
+fn listener(name: &str, topic: &str) -> serde_json::Value {
+    let image = format!("{}/wc", examples().display());
+    json!({
+        "service": name,
+        "image": image,
+        "envProcess": "sh -c 'echo \"event $Http_X_Topic $Http_X_Connector $Http_X_Message_Id $(cat)\" >&2'",
+        "annotations": {"topic": topic},
+    })
+}
+
+async fn call_state(p: &Platform, id: &str) -> Option<String> {
+    let r = p.api(Method::GET, &format!("/system/async/{id}"), "").await;
+    (r.status == StatusCode::OK).then(|| r.json()["state"].as_str().unwrap_or("").to_owned())
+}
+
+/// NATS as a trigger: a subject a JetStream stream keeps is read through a
+/// durable consumer, so messages published while the gateway is down
+/// (killed with SIGKILL) are delivered when it is back, each once; a core
+/// subject's request is answered once its call is stored; a broker that
+/// is down when the gateway starts is waited for, and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
+async fn nats_messages_trigger_functions_and_none_is_lost() {
+    let nats = nats();
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let connector = format!("nats={}", nats.url);
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+
+    // A subject nothing can subscribe to, and an unknown connector.
+    let mut bad = listener("bad", "orders..new");
+    let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.message().contains("annotations.topic") && r.message().contains("empty token"), "{}", r.body);
+    bad["annotations"]["topic"] = json!("kafka:orders");
+    let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.message().contains("connector kafka is not switched on"), "{}", r.body);
+
+    p.deploy(listener("orders", "orders.new"), 1).await;
+    p.deploy(listener("pings", "nats:pings"), 1).await;
+    // Subscribed (at deploy, not at the next reading of the functions).
+    let subscribed = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/orders", "").await.json();
+        f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "nats"
+    })
+    .await;
+    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/orders", "").await.body);
+
+    // Durable: 20 now, 10 while the gateway is dead, each run once.
+    for i in 1..=20 {
+        js.publish("orders.new", format!("order {i}").into()).await.unwrap().await.unwrap();
+    }
+    let id = |seq: u64| format!("nats-orders.openfaas-fn-ORDERS-{seq}");
+    let ran = eventually(Duration::from_secs(20), async || {
+        for seq in 1..=20 {
+            if call_state(&p, &id(seq)).await.as_deref() != Some("done") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(ran, "20 orders ran");
+    // Core NATS, as a request: answered once stored, with the event's id.
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.request("pings", "ping".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    let event = String::from_utf8_lossy(&answer.payload).to_string();
+    let ping = format!("nats-pings.openfaas-fn-{event}");
+    let done =
+        eventually(Duration::from_secs(10), async || call_state(&p, &ping).await.as_deref() == Some("done"))
+            .await;
+    assert!(done, "{ping}");
+    let logs = p.api(Method::GET, "/system/logs?name=pings&tail=-1&follow=false", "").await.body;
+    assert!(logs.contains(&format!("event pings nats {event} ping")), "{logs}");
+
+    p.kill9();
+    for i in 21..=30 {
+        js.publish("orders.new", format!("order {i}").into()).await.unwrap().await.unwrap();
+    }
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+    let ran = eventually(Duration::from_secs(60), async || {
+        for seq in 1..=30 {
+            if call_state(&p, &id(seq)).await.as_deref() != Some("done") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(ran, "the 10 published while the gateway was down ran too:\n{}", p.logs());
+    assert_eq!(call_state(&p, &id(31)).await, None, "nothing else");
+    let f = p.api(Method::GET, "/system/function/orders", "").await.json();
+    assert_eq!(f["triggers"][0]["failed"], 0, "{f}");
+    let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_topic_dispatched_total{") && l.contains("topic=\"orders.new\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.contains("connector=\"nats\""), "{line}");
+    drop(p);
+
+    // A broker down when the gateway starts: it starts, reports it, and
+    // subscribes once the broker is there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let late = format!("nats=nats://127.0.0.1:{port}");
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(&programs(), state.path(), &["--connector", &late]);
+    p.deploy(listener("pings", "pings"), 1).await;
+    let reported = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/pings", "").await.json();
+        f["triggers"][0]["lastError"].as_str().is_some_and(|e| e.contains("not connected"))
+    })
+    .await;
+    assert!(reported, "{}", p.api(Method::GET, "/system/function/pings", "").await.body);
+    let server = common::nats::nats_on(port);
+    let client = async_nats::connect(server.url.as_str()).await.unwrap();
+    let answered = eventually(Duration::from_secs(40), async || {
+        tokio::time::timeout(Duration::from_secs(1), client.request("pings", "late".into()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    })
+    .await;
+    assert!(answered, "subscribed once NATS came up");
+}

@@ -52,9 +52,14 @@ impl Gateway {
 
     /// With asynchronous invocations stored in `queue` (and run by the
     /// dispatcher that [`run`] starts).
-    /// Schedules fire through it too.
-    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Gateway {
-        self.schedules = Some(crate::triggers::Schedules::new(&queue, &self.provider));
+    /// Schedules fire through it too, and events of `brokers` (the
+    /// connectors switched on) become calls on it.
+    pub fn with_queue(
+        mut self,
+        queue: Arc<dyn Queue>,
+        brokers: Vec<Arc<dyn ferrofaas_triggers::broker::Broker>>,
+    ) -> Gateway {
+        self.schedules = Some(crate::triggers::Schedules::new(&queue, &self.provider, brokers));
         self.queue = Some(queue);
         self
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferrofaas_provider::{FunctionRoute, Provider};
 use ferrofaas_queue::QueueStats;
+use ferrofaas_triggers::broker::TopicStats;
 use ferrofaas_triggers::schedule::TriggerStats;
 use ferrofaas_types::FunctionRef;
 use ferrofaas_types::prom::{self, Histogram, Kind};
@@ -18,6 +19,7 @@ pub fn render(
     provider: &dyn Provider,
     queue: Option<QueueStats>,
     triggers: Vec<(FunctionRef, TriggerStats)>,
+    topics: Vec<((String, String), TopicStats)>,
 ) -> String {
     let routes = provider.routes().all();
     let functions = routes
@@ -25,7 +27,7 @@ pub fn render(
         .map(|route| Function { name: route.function.to_string(), by_code: route.stats.snapshot(), route })
         .collect();
     let triggers = triggers.into_iter().map(|(f, stats)| (f.to_string(), stats)).collect();
-    prom::render(Figures { functions, queue, triggers })
+    prom::render(Figures { functions, queue, triggers, topics })
 }
 
 /// What a scrape read.
@@ -34,6 +36,8 @@ struct Figures {
     queue: Option<QueueStats>,
     /// Each scheduled function (`name.namespace`) and what its schedule did.
     triggers: Vec<(String, TriggerStats)>,
+    /// Each broker subscription: (connector, topic) and what it did.
+    topics: Vec<((String, String), TopicStats)>,
 }
 
 struct Function {
@@ -170,6 +174,43 @@ impl prom::Page for Figures {
                     ],
                     t.last_lag_secs,
                 )
+            }),
+        )?;
+        let per_topic = |value: fn(&TopicStats) -> u64| {
+            self.topics.iter().map(move |((connector, topic), t)| {
+                ([("connector", connector.as_str()), ("topic", topic.as_str())], value(t))
+            })
+        };
+        f.values(
+            "gateway_topic_events",
+            Kind::Counter,
+            "Messages received from a broker, per subscribed topic.",
+            per_topic(|t| t.events),
+        )?;
+        f.values(
+            "gateway_topic_dispatched",
+            Kind::Counter,
+            "Calls stored on the queue for a topic's messages (one per function).",
+            per_topic(|t| t.dispatched),
+        )?;
+        f.values(
+            "gateway_topic_failed",
+            Kind::Counter,
+            "Messages whose calls could not be stored (handed back to the broker).",
+            per_topic(|t| t.failed),
+        )?;
+        f.values(
+            "gateway_topic_subscribed",
+            Kind::Gauge,
+            "1 while the topic's subscription is up.",
+            per_topic(|t| u64::from(t.subscribed)),
+        )?;
+        f.values(
+            "gateway_topic_lag_seconds",
+            Kind::Gauge,
+            "From the last message's time to its calls stored.",
+            self.topics.iter().map(|((connector, topic), t)| {
+                ([("connector", connector.as_str()), ("topic", topic.as_str())], t.last_lag_secs)
             }),
         )?;
         let Some(queue) = &self.queue else { return Ok(()) };

@@ -1,7 +1,8 @@
 //! Functions' triggers in the gateway: their annotations checked at deploy
-//! (a wrong one is a 400 naming it), and the schedule connector, which
-//! reads the scheduled functions from the provider and fires them through
-//! the queue (`ferrofaas_triggers`).
+//! (a wrong one is a 400 naming it); the schedule connector, which reads
+//! the functions from the provider and fires schedules through the queue;
+//! and the brokers' subscriptions (`ferrofaas_triggers::broker::Topics`),
+//! kept in line with the same reading of the functions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -10,22 +11,31 @@ use async_trait::async_trait;
 use ferrofaas_provider::Provider;
 use ferrofaas_queue::Queue;
 use ferrofaas_triggers::Triggers;
+use ferrofaas_triggers::broker::{Broker, TopicStats, Topics};
 use ferrofaas_triggers::schedule::{Functions, Scheduled, Scheduler, TriggerStats};
 use ferrofaas_types::{FunctionRef, InvalidDeployment, TriggerStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Which connector delivers a topic: none of the broker connectors is
-/// built in yet, so only schedules (`cron-function`) are taken.
-fn connector_of(_topic: &str) -> Option<String> {
-    None
+/// Which connector delivers a topic, or why none does.
+fn connector_of(topics: Option<&Topics>, topic: &str) -> Result<String, String> {
+    match topics {
+        Some(t) => t.deliverers(topic).map(|_| topic.to_owned()),
+        None => Err(format!(
+            "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
+        )),
+    }
 }
 
-/// Checks a deployment's trigger annotations; `queue`: is there a queue
-/// for their events to go through?
-pub fn check(annotations: &BTreeMap<String, String>, queue: bool) -> Result<Triggers, InvalidDeployment> {
-    let triggers = Triggers::of(annotations, &connector_of)?;
-    if triggers.schedule.is_some() && !queue {
+/// Checks a deployment's trigger annotations against what this gateway
+/// runs (`schedules`: a queue for events to go through, and its brokers).
+pub fn check(
+    annotations: &BTreeMap<String, String>,
+    schedules: Option<&Schedules>,
+) -> Result<Triggers, InvalidDeployment> {
+    let topics = schedules.and_then(|s| s.topics.as_deref());
+    let triggers = Triggers::of(annotations, &|topic| connector_of(topics, topic))?;
+    if triggers.schedule.is_some() && schedules.is_none() {
         return Err(InvalidDeployment {
             field: format!("annotations.{}", ferrofaas_triggers::TOPIC),
             message:
@@ -36,18 +46,70 @@ pub fn check(annotations: &BTreeMap<String, String>, queue: bool) -> Result<Trig
     Ok(triggers)
 }
 
-/// The schedule connector of a gateway with a queue.
+/// The triggers of a gateway with a queue: schedules, and the brokers
+/// switched on.
 pub struct Schedules {
     wake: Arc<Notify>,
     stats: Arc<Mutex<HashMap<FunctionRef, TriggerStats>>>,
     scheduler: Mutex<Option<Scheduler>>,
+    topics: Option<Arc<Topics>>,
 }
 
 impl Schedules {
-    pub fn new(queue: &Arc<dyn Queue>, provider: &Arc<dyn Provider>) -> Schedules {
-        let scheduler =
-            Scheduler::new(Arc::clone(queue), Arc::new(ProviderFunctions { provider: Arc::clone(provider) }));
-        Schedules { wake: scheduler.wake(), stats: scheduler.stats(), scheduler: Mutex::new(Some(scheduler)) }
+    pub fn new(
+        queue: &Arc<dyn Queue>,
+        provider: &Arc<dyn Provider>,
+        brokers: Vec<Arc<dyn Broker>>,
+    ) -> Schedules {
+        let topics = (!brokers.is_empty()).then(|| Arc::new(Topics::new(brokers, Arc::clone(queue))));
+        let functions = ProviderFunctions { provider: Arc::clone(provider), topics: topics.clone() };
+        let scheduler = Scheduler::new(Arc::clone(queue), Arc::new(functions));
+        Schedules {
+            wake: scheduler.wake(),
+            stats: scheduler.stats(),
+            scheduler: Mutex::new(Some(scheduler)),
+            topics,
+        }
+    }
+
+    /// A function's topics and what their subscriptions did (one topic may
+    /// be delivered by several brokers).
+    pub fn topics_of(&self, annotations: &BTreeMap<String, String>) -> Vec<TriggerStatus> {
+        let Some(topics) = &self.topics else { return Vec::new() };
+        let Ok(triggers) = Triggers::of(annotations, &|t| connector_of(Some(topics), t)) else {
+            return Vec::new();
+        };
+        let stats = topics.stats();
+        let mut out = Vec::new();
+        for topic in &triggers.topics {
+            for (connector, bare) in topics.routes_of(topic) {
+                let s =
+                    stats.iter().find(|((c, t), _)| *c == connector && *t == bare).map(|(_, s)| s.clone());
+                let s = s.unwrap_or_default();
+                out.push(TriggerStatus {
+                    connector,
+                    topic: bare,
+                    schedule: None,
+                    events: s.events,
+                    dispatched: s.dispatched,
+                    duplicates: s.duplicates,
+                    failed: s.failed,
+                    last_event: s.last_event.map(|t| t.to_string()),
+                    next_event: None,
+                    lag_seconds: s.last_lag_secs,
+                    last_error: s
+                        .last_error
+                        .clone()
+                        .or_else(|| (!s.subscribed).then(|| "not subscribed yet".to_owned())),
+                });
+            }
+        }
+        out
+    }
+
+    /// Each subscribed (connector, topic) and what it did.
+    pub fn topic_stats(&self) -> Vec<((String, String), TopicStats)> {
+        self.topics.as_ref().map(|t| t.stats()).unwrap_or_default()
     }
 
     /// Reads the functions again now (a deploy, an update, a removal).
@@ -70,10 +132,14 @@ impl Schedules {
     /// Fires schedules until `shutdown` (once; later calls do nothing).
     pub fn start(&self, shutdown: CancellationToken) {
         let Some(scheduler) = self.scheduler.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let topics = self.topics.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = scheduler.run() => {}
                 _ = shutdown.cancelled() => {}
+            }
+            if let Some(topics) = topics {
+                topics.stop();
             }
         });
     }
@@ -95,30 +161,38 @@ fn status(s: &TriggerStats) -> TriggerStatus {
     }
 }
 
-/// The scheduled functions, as the provider lists them.
+/// The functions with triggers, as the provider lists them: the scheduled
+/// ones for the schedule connector, and (the same reading) the topics the
+/// brokers' subscriptions follow.
 struct ProviderFunctions {
     provider: Arc<dyn Provider>,
+    topics: Option<Arc<Topics>>,
 }
 
 #[async_trait]
 impl Functions for ProviderFunctions {
     async fn scheduled(&self) -> Result<Vec<Scheduled>, String> {
         let mut found = Vec::new();
+        let mut subscribed = Vec::new();
         for namespace in self.provider.namespaces().await.map_err(|e| e.to_string())? {
             for f in self.provider.list(&namespace).await.map_err(|e| e.to_string())? {
                 // Refused at deploy when wrong; one deployed before that
-                // rule is left out.
-                let Ok(Triggers { schedule: Some(schedule), .. }) =
-                    Triggers::of(&f.annotations, &connector_of)
-                else {
+                // rule (or for a broker since switched off) is left out.
+                let topics = self.topics.as_deref();
+                let Ok(triggers) = Triggers::of(&f.annotations, &|t| connector_of(topics, t)) else {
                     continue;
                 };
-                found.push(Scheduled {
-                    function: FunctionRef { name: f.name.clone(), namespace: f.namespace.clone() },
-                    schedule,
-                    since: f.created_at.parse().ok(),
-                });
+                let function = FunctionRef { name: f.name.clone(), namespace: f.namespace.clone() };
+                if !triggers.topics.is_empty() {
+                    subscribed.push((function.clone(), triggers.topics));
+                }
+                if let Some(schedule) = triggers.schedule {
+                    found.push(Scheduled { function, schedule, since: f.created_at.parse().ok() });
+                }
             }
+        }
+        if let Some(topics) = &self.topics {
+            topics.update(&subscribed);
         }
         Ok(found)
     }

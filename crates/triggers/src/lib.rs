@@ -17,7 +17,10 @@
 //! gets them wrong is refused, naming the annotation); [`schedule`] fires
 //! schedules; [`cron`] parses them.
 
+pub mod broker;
 pub mod cron;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -52,12 +55,12 @@ pub struct Triggers {
 
 impl Triggers {
     /// Reads and checks the trigger annotations. `connector_of` says which
-    /// connector subscribes to a topic (`None`: none of those switched on),
+    /// connector subscribes to a topic (or why none of those switched on does),
     /// so that a topic nothing would deliver is refused at deploy rather
     /// than silently never firing.
     pub fn of(
         annotations: &BTreeMap<String, String>,
-        connector_of: &dyn Fn(&str) -> Option<String>,
+        connector_of: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Triggers, InvalidDeployment> {
         let invalid =
             |key: &str, message: String| InvalidDeployment { field: format!("annotations.{key}"), message };
@@ -75,13 +78,8 @@ impl Triggers {
                     cron = true;
                 } else if topics.iter().any(|t| t == topic) {
                     return Err(invalid(TOPIC, format!("topic {topic:?} is listed twice")));
-                } else if connector_of(topic).is_none() {
-                    return Err(invalid(
-                        TOPIC,
-                        format!(
-                            "no connector subscribes to topic {topic:?}: switch one on for it (faas serve --help names them)"
-                        ),
-                    ));
+                } else if let Err(why) = connector_of(topic) {
+                    return Err(invalid(TOPIC, why));
                 } else {
                     topics.push(topic.to_owned());
                 }
@@ -165,8 +163,11 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn nats_only(topic: &str) -> Option<String> {
-        topic.starts_with("orders").then(|| "nats".to_owned())
+    fn nats_only(topic: &str) -> Result<String, String> {
+        match topic.starts_with("orders") {
+            true => Ok("nats".to_owned()),
+            false => Err(format!("no connector subscribes to topic {topic:?}")),
+        }
     }
 
     #[test]

@@ -103,6 +103,11 @@ pub struct Args {
     /// (past it 429) and for the calls being run (the rest wait on disk)
     #[arg(long, default_value = "32Mi", value_parser = parse_size)]
     queue_memory: u64,
+    /// A broker whose messages trigger functions (repeatable): nats=URL (a
+    /// NATS server, or several comma-separated). A function's `topic`
+    /// annotation names the subjects it gets.
+    #[arg(long = "connector", value_name = "NAME=URL")]
+    connectors: Vec<String>,
     /// Longest a request waits for a replica to start (from zero, or while
     /// replicas start); then 504
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -323,6 +328,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         other => bail!("--queue {other:?}: use embedded or nats://host:port"),
     };
+    let mut brokers: Vec<Arc<dyn ferrofaas_triggers::broker::Broker>> = Vec::new();
+    for connector in &args.connectors {
+        match connector.split_once('=') {
+            Some(("nats", url)) if url.starts_with("nats://") => {
+                let broker = ferrofaas_triggers::nats::NatsBroker::connect(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--connector {connector}: {e}"))?;
+                brokers.push(Arc::new(broker));
+            }
+            _ => bail!("--connector {connector:?}: use nats=nats://host:port"),
+        }
+    }
+    if brokers.iter().map(|b| b.name()).collect::<std::collections::HashSet<_>>().len() != brokers.len() {
+        bail!(
+            "--connector: one of each kind (a NATS cluster is one URL list: nats=nats://a:4222,nats://b:4222)"
+        );
+    }
     let gateway = Arc::new(
         Gateway::new(
             Arc::clone(&provider),
@@ -338,7 +360,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ..GatewayConfig::default()
             },
         )
-        .with_queue(queue),
+        .with_queue(queue, brokers),
     );
 
     println!("ferrofaas gateway listening on http://{addr}");

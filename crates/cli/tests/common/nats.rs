@@ -18,11 +18,17 @@ impl Drop for Nats {
     }
 }
 
+/// A NATS server with JetStream on a free port.
 pub fn nats() -> Nats {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    nats_on(port)
+}
+
+/// A NATS server with JetStream on `port`.
+pub fn nats_on(port: u16) -> Nats {
     let present = std::process::Command::new("nats-server").arg("--version").output().is_ok();
     require(present, "nats-server", "apt-get install nats-server; .ci/run does");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir.path())

@@ -36,6 +36,7 @@ fn with_invocations(gw: &Gateway, mut status: FunctionStatus) -> FunctionStatus 
     if let Some(schedules) = &gw.schedules {
         let f = FunctionRef { name: status.name.clone(), namespace: status.namespace.clone() };
         status.triggers.extend(schedules.status_of(&f));
+        status.triggers.extend(schedules.topics_of(&status.annotations));
     }
     status
 }
@@ -74,7 +75,7 @@ pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Resul
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
     // The provider sets the policies validation reads on the function's route.
     spec.validate().map_err(|e| ApiError::invalid(&e.field, &e.message))?;
-    crate::triggers::check(&spec.annotations, gw.queue.is_some())
+    crate::triggers::check(&spec.annotations, gw.schedules.as_ref())
         .map_err(|e| ApiError::invalid(&e.field, &e.message))?;
     if create {
         gw.provider.deploy(spec).await?;

@@ -1,0 +1,308 @@
+//! Message brokers as triggers: the [`Broker`] trait a connector
+//! implements (NATS in [`crate::nats`]), and [`Topics`], which keeps one
+//! subscription per topic that functions name and turns each message into
+//! one asynchronous call per function on the queue, acknowledging the
+//! message only once every call is stored.
+//!
+//! A function's topic is delivered by every broker switched on that takes
+//! it, or by one alone when prefixed with its name (`nats:orders.new`).
+//! A broker that is down, or a subscription that fails, is retried with
+//! backoff (1 s doubling to 30 s), reported in the topic's figures, and
+//! holds up nothing else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferrofaas_queue::{Queue, QueueError};
+use ferrofaas_types::FunctionRef;
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+
+/// One message of a subscription.
+pub struct Event {
+    /// The broker's id of the message, stable across redeliveries where
+    /// the broker has one (a JetStream stream sequence), so that a message
+    /// delivered twice is one call.
+    pub id: String,
+    /// The subject or topic it came on (a wildcard subscription's match).
+    pub subject: String,
+    pub time: Timestamp,
+    pub body: Bytes,
+    pub headers: Vec<(String, String)>,
+    /// Told `true` once the calls are stored (then the broker may forget
+    /// it), `false` if they could not be (then it should deliver it again).
+    pub ack: Option<oneshot::Sender<bool>>,
+}
+
+/// A message broker a connector reaches.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// The connector's name: `X-Connector`, call ids, topic prefixes.
+    fn name(&self) -> &'static str;
+    /// Can it subscribe to `topic` (its syntax)? Why not, if not.
+    fn check_topic(&self, topic: &str) -> Result<(), String>;
+    /// Subscribes; events come on the channel until it is dropped or the
+    /// subscription ends (then `Topics` subscribes again). The error says
+    /// why it could not.
+    async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String>;
+}
+
+/// Names of connectors, built in or not: a topic prefixed with one names
+/// that connector (`kafka:orders` is not a NATS subject of that name).
+pub const CONNECTOR_NAMES: &[&str] =
+    &["nats", "mqtt", "rabbitmq", "amqp", "kafka", "postgres", "redis", "sqs"];
+
+/// What a topic's subscription did, for the API and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicStats {
+    /// Messages received.
+    pub events: u64,
+    /// Calls stored (one per function per message).
+    pub dispatched: u64,
+    /// Calls found stored already (a redelivered message).
+    pub duplicates: u64,
+    /// Messages whose calls could not be stored (handed back to the broker).
+    pub failed: u64,
+    pub last_event: Option<Timestamp>,
+    /// Seconds from the message's time to its calls stored.
+    pub last_lag_secs: f64,
+    /// Why the subscription is down, while it is.
+    pub last_error: Option<String>,
+    pub subscribed: bool,
+}
+
+/// The topics functions name and who delivers them.
+type Wanted = BTreeMap<(usize, String), HashSet<FunctionRef>>;
+
+/// The subscriptions of every broker, kept in line with the functions.
+pub struct Topics {
+    brokers: Vec<Arc<dyn Broker>>,
+    queue: Arc<dyn Queue>,
+    /// (broker index, topic) -> the functions that want it; read by the
+    /// subscription tasks for each message.
+    wanted: Arc<Mutex<Wanted>>,
+    tasks: Mutex<HashMap<(usize, String), tokio::task::JoinHandle<()>>>,
+    stats: Arc<Mutex<BTreeMap<(String, String), TopicStats>>>,
+}
+
+impl Topics {
+    pub fn new(brokers: Vec<Arc<dyn Broker>>, queue: Arc<dyn Queue>) -> Topics {
+        Topics { brokers, queue, wanted: Arc::default(), tasks: Mutex::default(), stats: Arc::default() }
+    }
+
+    /// The connectors switched on.
+    pub fn brokers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.brokers.iter().map(|b| b.name())
+    }
+
+    /// Which brokers deliver `topic` (its prefix, else all that take it),
+    /// or why none does.
+    pub fn deliverers(&self, topic: &str) -> Result<Vec<usize>, String> {
+        if let Some((prefix, rest)) = topic.split_once(':')
+            && let Some(i) = self.brokers.iter().position(|b| b.name() == prefix)
+        {
+            return self.brokers[i]
+                .check_topic(rest)
+                .map(|()| vec![i])
+                .map_err(|why| format!("{prefix}: {why}"));
+        }
+        if let Some((prefix, _)) = topic.split_once(':')
+            && CONNECTOR_NAMES.contains(&prefix)
+        {
+            let on: Vec<&str> = self.brokers().collect();
+            return Err(format!(
+                "topic {topic:?}: connector {prefix} is not switched on in this gateway (on: {})",
+                if on.is_empty() { "none".to_owned() } else { on.join(", ") }
+            ));
+        }
+        if self.brokers.is_empty() {
+            return Err(format!(
+                "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
+            ));
+        }
+        let mut why = Vec::new();
+        let takers: Vec<usize> = (0..self.brokers.len())
+            .filter(|&i| match self.brokers[i].check_topic(topic) {
+                Ok(()) => true,
+                Err(e) => {
+                    why.push(format!("{}: {e}", self.brokers[i].name()));
+                    false
+                }
+            })
+            .collect();
+        if takers.is_empty() {
+            return Err(format!("no connector can subscribe to topic {topic:?} ({})", why.join("; ")));
+        }
+        Ok(takers)
+    }
+
+    /// The connectors that deliver `topic`, each with the topic as it
+    /// subscribes to it.
+    pub fn routes_of(&self, topic: &str) -> Vec<(String, String)> {
+        let Ok(brokers) = self.deliverers(topic) else { return Vec::new() };
+        brokers
+            .into_iter()
+            .map(|i| (self.brokers[i].name().to_owned(), self.bare(i, topic).to_owned()))
+            .collect()
+    }
+
+    /// The topic as its broker sees it (without a prefix naming it).
+    fn bare<'a>(&self, i: usize, topic: &'a str) -> &'a str {
+        topic.strip_prefix(self.brokers[i].name()).and_then(|t| t.strip_prefix(':')).unwrap_or(topic)
+    }
+
+    /// Subscribes to what `functions` name, and ends what none names now.
+    pub fn update(&self, functions: &[(FunctionRef, Vec<String>)]) {
+        let mut wanted = Wanted::new();
+        for (function, topics) in functions {
+            for topic in topics {
+                let Ok(brokers) = self.deliverers(topic) else { continue };
+                for i in brokers {
+                    wanted.entry((i, self.bare(i, topic).to_owned())).or_default().insert(function.clone());
+                }
+            }
+        }
+        let keys: HashSet<(usize, String)> = wanted.keys().cloned().collect();
+        *self.wanted.lock().unwrap_or_else(|p| p.into_inner()) = wanted;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|key, task| {
+            let keep = keys.contains(key) && !task.is_finished();
+            if !keep {
+                task.abort();
+                let name = (self.brokers[key.0].name().to_owned(), key.1.clone());
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            }
+            keep
+        });
+        for key in keys {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let subscription = Subscription {
+                broker: Arc::clone(&self.brokers[key.0]),
+                key: key.clone(),
+                queue: Arc::clone(&self.queue),
+                wanted: Arc::clone(&self.wanted),
+                stats: Arc::clone(&self.stats),
+            };
+            tasks.insert(key, tokio::spawn(subscription.run()));
+        }
+    }
+
+    /// Each (connector, topic) subscribed and its figures.
+    pub fn stats(&self) -> Vec<((String, String), TopicStats)> {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Ends every subscription.
+    pub fn stop(&self) {
+        for (_, task) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Topics {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Subscription {
+    broker: Arc<dyn Broker>,
+    key: (usize, String),
+    queue: Arc<dyn Queue>,
+    wanted: Arc<Mutex<Wanted>>,
+    stats: Arc<Mutex<BTreeMap<(String, String), TopicStats>>>,
+}
+
+impl Subscription {
+    fn note(&self, change: impl FnOnce(&mut TopicStats)) {
+        let name = (self.broker.name().to_owned(), self.key.1.clone());
+        change(self.stats.lock().unwrap_or_else(|p| p.into_inner()).entry(name).or_default());
+    }
+
+    async fn run(self) {
+        let topic = self.key.1.clone();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let mut events = match self.broker.subscribe(&topic).await {
+                Ok(events) => {
+                    tracing::info!(connector = self.broker.name(), %topic, "subscribed");
+                    self.note(|s| {
+                        s.subscribed = true;
+                        s.last_error = None;
+                    });
+                    backoff = Duration::from_secs(1);
+                    events
+                }
+                Err(why) => {
+                    tracing::warn!(connector = self.broker.name(), %topic, error = %why, ?backoff, "could not subscribe; trying again");
+                    self.note(|s| {
+                        s.subscribed = false;
+                        s.last_error = Some(why);
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            while let Some(event) = events.recv().await {
+                self.deliver(event).await;
+            }
+            tracing::warn!(connector = self.broker.name(), %topic, "the subscription ended; subscribing again");
+            self.note(|s| {
+                s.subscribed = false;
+                s.last_error = Some("the subscription ended (the broker went away?)".to_owned());
+            });
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// One call per function that wants the topic, then the ack.
+    async fn deliver(&self, mut event: Event) {
+        let functions: Vec<FunctionRef> = {
+            let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            wanted.get(&self.key).map(|f| f.iter().cloned().collect()).unwrap_or_default()
+        };
+        let connector = self.broker.name();
+        let (mut stored, mut known, mut failed) = (0u64, 0u64, false);
+        for function in &functions {
+            let call = crate::event_call(
+                connector,
+                &event.subject,
+                function,
+                &event.id,
+                event.time,
+                event.body.clone(),
+                event.headers.clone(),
+            );
+            match self.queue.enqueue(call).await {
+                Ok(()) => stored += 1,
+                Err(QueueError::Exists(_)) => known += 1,
+                Err(e) => {
+                    tracing::warn!(connector, topic = %self.key.1, function = %function.name, error = %e, "an event's call could not be stored; the broker keeps it");
+                    failed = true;
+                }
+            }
+        }
+        if let Some(ack) = event.ack.take() {
+            let _ = ack.send(!failed);
+        }
+        let lag = Timestamp::now().duration_since(event.time).as_secs_f64().max(0.0);
+        self.note(|s| {
+            s.events += 1;
+            s.dispatched += stored;
+            s.duplicates += known;
+            s.last_event = Some(event.time);
+            s.last_lag_secs = lag;
+            if failed {
+                s.failed += 1;
+            }
+        });
+    }
+}
