@@ -291,3 +291,128 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     .await;
     assert!(answered, "subscribed once NATS came up");
 }
+
+/// Mosquitto on a free port, stopped when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto() -> Mosquitto {
+    let present = std::process::Command::new("mosquitto").arg("-h").output().is_ok();
+    require(present, "mosquitto", "apt-get install mosquitto mosquitto-clients; .ci/run does");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mosquitto { child, port, _dir: dir }
+}
+
+fn publish(port: u16, topic: &str, message: &str) {
+    let out = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", message])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Bodies of the events in a function's logs.
+async fn bodies(p: &Platform, name: &str) -> Vec<String> {
+    let logs = p.api(Method::GET, &format!("/system/logs?name={name}&tail=-1&follow=false"), "").await.body;
+    let mut found: Vec<String> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["text"].as_str().and_then(|t| t.split("event ").nth(1)).map(str::to_owned))
+        .collect();
+    found.sort();
+    found
+}
+
+/// MQTT as a trigger: QoS 1 messages on a topic filter reach the
+/// function, and those published while the gateway is dead (SIGKILL) are
+/// kept by the broker for its session and delivered when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mosquitto and mosquitto_pub: cargo test -- --ignored runs it (.ci/run installs them)"]
+async fn mqtt_messages_trigger_functions_and_none_is_lost() {
+    let broker = mosquitto();
+    let state = tempfile::tempdir().unwrap();
+    let connector = format!("mqtt=mqtt://127.0.0.1:{}", broker.port);
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+    let mut bad = listener("bad", "mqtt:sensors/#/temp");
+    let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.message().contains("# is the last level only"), "{}", r.body);
+    bad["annotations"]["topic"] = json!("nats:x");
+    let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
+    assert!(
+        r.status == StatusCode::BAD_REQUEST && r.message().contains("connector nats is not switched on"),
+        "{}",
+        r.body
+    );
+
+    p.deploy(listener("sensors", "mqtt:sensors/+/temp"), 1).await;
+    let subscribed = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/sensors", "").await.json();
+        f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "mqtt"
+    })
+    .await;
+    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/sensors", "").await.body);
+    for i in 1..=5 {
+        publish(broker.port, "sensors/kitchen/temp", &format!("t{i}"));
+    }
+    let expect = |range: std::ops::RangeInclusive<u32>| -> Vec<String> {
+        let mut v: Vec<String> = range.map(|i| format!("t{i}")).collect();
+        v.sort();
+        v
+    };
+    let got = eventually(Duration::from_secs(15), async || {
+        let b: Vec<String> =
+            bodies(&p, "sensors").await.iter().map(|b| b.rsplit(' ').next().unwrap().to_owned()).collect();
+        b == expect(1..=5)
+    })
+    .await;
+    assert!(got, "{:?}", bodies(&p, "sensors").await);
+    assert!(
+        bodies(&p, "sensors").await[0].starts_with("sensors/kitchen/temp mqtt "),
+        "{:?}",
+        bodies(&p, "sensors").await
+    );
+
+    p.kill9();
+    for i in 6..=9 {
+        publish(broker.port, "sensors/hall/temp", &format!("t{i}"));
+    }
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+    let got = eventually(Duration::from_secs(30), async || {
+        let b: Vec<String> =
+            bodies(&p, "sensors").await.iter().map(|b| b.rsplit(' ').next().unwrap().to_owned()).collect();
+        b == expect(6..=9)
+    })
+    .await;
+    assert!(
+        got,
+        "the 4 published while the gateway was down: {:?}\n{}",
+        bodies(&p, "sensors").await,
+        p.logs()
+    );
+}

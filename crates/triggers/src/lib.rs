@@ -19,6 +19,8 @@
 
 pub mod broker;
 pub mod cron;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod schedule;

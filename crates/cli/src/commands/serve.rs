@@ -104,8 +104,8 @@ pub struct Args {
     #[arg(long, default_value = "32Mi", value_parser = parse_size)]
     queue_memory: u64,
     /// A broker whose messages trigger functions (repeatable): nats=URL (a
-    /// NATS server, or several comma-separated). A function's `topic`
-    /// annotation names the subjects it gets.
+    /// NATS server, or several comma-separated), mqtt=mqtt://host:port. A
+    /// function's `topic` annotation names the subjects (topics) it gets.
     #[arg(long = "connector", value_name = "NAME=URL")]
     connectors: Vec<String>,
     /// Longest a request waits for a replica to start (from zero, or while
@@ -337,7 +337,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--connector {connector}: {e}"))?;
                 brokers.push(Arc::new(broker));
             }
-            _ => bail!("--connector {connector:?}: use nats=nats://host:port"),
+            Some(("mqtt", url)) => {
+                let broker = ferrofaas_triggers::mqtt::MqttBroker::new(url)
+                    .map_err(|e| anyhow::anyhow!("--connector {connector}: {e}"))?;
+                brokers.push(Arc::new(broker));
+            }
+            _ => bail!("--connector {connector:?}: use nats=nats://host:port or mqtt=mqtt://host:port"),
         }
     }
     if brokers.iter().map(|b| b.name()).collect::<std::collections::HashSet<_>>().len() != brokers.len() {
