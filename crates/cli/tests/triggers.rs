@@ -202,6 +202,14 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert!(r.message().contains("connector kafka is not switched on"), "{}", r.body);
+    // The attack: a function subscribed to the queue's own subjects (the
+    // queue may share this NATS server) or to NATS's API would read other
+    // functions' calls.
+    for subject in ["ferrofaas.calls.>", "$JS.API.>", ">", "_INBOX.>"] {
+        bad["annotations"]["topic"] = json!(subject);
+        let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{subject}: {}", r.body);
+    }
 
     p.deploy(listener("orders", "orders.new"), 1).await;
     p.deploy(listener("pings", "nats:pings"), 1).await;

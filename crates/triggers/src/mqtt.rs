@@ -59,6 +59,10 @@ impl Broker for MqttBroker {
         if topic.is_empty() || topic.len() > 65535 || topic.contains('\0') {
             return Err(format!("topic filter {topic:?} is empty or too long"));
         }
+        // The broker's own ($SYS/...).
+        if topic.starts_with('$') {
+            return Err(format!("topic filter {topic:?}: $... topics are the broker's own"));
+        }
         let levels: Vec<&str> = topic.split('/').collect();
         for (i, level) in levels.iter().enumerate() {
             if (level.contains('+') && *level != "+") || (level.contains('#') && *level != "#") {

@@ -135,25 +135,49 @@ impl Broker for NatsBroker {
     }
 
     fn check_topic(&self, topic: &str) -> Result<(), String> {
-        let tokens: Vec<&str> = topic.split('.').collect();
-        for (i, token) in tokens.iter().enumerate() {
-            if token.is_empty() {
-                return Err(format!("subject {topic:?} has an empty token"));
-            }
-            if token.contains(|c: char| c.is_whitespace() || c.is_control()) {
-                return Err(format!("subject {topic:?}: no spaces"));
-            }
-            if (token.contains('*') && *token != "*") || (token.contains('>') && *token != ">") {
-                return Err(format!("subject {topic:?}: * and > are whole tokens"));
-            }
-            if *token == ">" && i + 1 != tokens.len() {
-                return Err(format!("subject {topic:?}: > is the last token only"));
-            }
-        }
-        Ok(())
+        check_subject(topic)
     }
 
     async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String> {
+        self.subscribe_to(topic).await
+    }
+}
+
+/// A subject a function may be given: well formed, and none of the
+/// platform's own (the queue's `ferrofaas.>` when it shares the server),
+/// NATS's (`$JS.>`, `$SYS.>`) or replies (`_INBOX.>`), which would hand a
+/// function other functions' calls or the server's API. So its first
+/// token is a literal.
+pub fn check_subject(topic: &str) -> Result<(), String> {
+    let tokens: Vec<&str> = topic.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(format!("subject {topic:?} has an empty token"));
+        }
+        if token.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(format!("subject {topic:?}: no spaces"));
+        }
+        if (token.contains('*') && *token != "*") || (token.contains('>') && *token != ">") {
+            return Err(format!("subject {topic:?}: * and > are whole tokens"));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Err(format!("subject {topic:?}: > is the last token only"));
+        }
+    }
+    let first = tokens[0];
+    if first == "*" || first == ">" {
+        return Err(format!("subject {topic:?}: its first token is a name, not a wildcard"));
+    }
+    if first.starts_with('$') || first == "_INBOX" || first == "ferrofaas" {
+        return Err(format!(
+            "subject {topic:?}: $..., _INBOX... and ferrofaas... are NATS's and the platform's own"
+        ));
+    }
+    Ok(())
+}
+
+impl NatsBroker {
+    async fn subscribe_to(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(format!("not connected to NATS at {}", self.url));
         }
@@ -199,5 +223,31 @@ impl Broker for NatsBroker {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_subject;
+
+    #[test]
+    fn subjects_of_functions() {
+        for ok in ["orders", "orders.new", "orders.*", "orders.>", "a.*.c"] {
+            assert_eq!(check_subject(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("orders..new", "empty token"),
+            ("orders.n*w", "whole tokens"),
+            ("orders.>.x", "last token"),
+            ("orders new", "no spaces"),
+            (">", "not a wildcard"),
+            ("*.calls", "not a wildcard"),
+            ("ferrofaas.calls.x", "platform's own"),
+            ("$JS.API.>", "platform's own"),
+            ("$SYS.>", "platform's own"),
+            ("_INBOX.>", "platform's own"),
+        ] {
+            assert!(check_subject(bad).unwrap_err().contains(says), "{bad}");
+        }
     }
 }
