@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::nats::nats;
+use common::brokers::{mosquitto, nats};
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -289,7 +289,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     })
     .await;
     assert!(reported, "{}", p.api(Method::GET, "/system/function/pings", "").await.body);
-    let server = common::nats::nats_on(port);
+    let server = common::brokers::nats_on(port);
     let client = async_nats::connect(server.url.as_str()).await.unwrap();
     let answered = eventually(Duration::from_secs(40), async || {
         tokio::time::timeout(Duration::from_secs(1), client.request("pings", "late".into()))
@@ -298,42 +298,6 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     })
     .await;
     assert!(answered, "subscribed once NATS came up");
-}
-
-/// Mosquitto on a free port, stopped when dropped.
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mosquitto() -> Mosquitto {
-    let present = std::process::Command::new("mosquitto").arg("-h").output().is_ok();
-    require(present, "mosquitto", "apt-get install mosquitto mosquitto-clients; .ci/run does");
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Mosquitto { child, port, _dir: dir }
 }
 
 fn publish(port: u16, topic: &str, message: &str) {

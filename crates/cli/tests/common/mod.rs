@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::Once;
 
 pub mod arm64;
+pub mod brokers;
 pub mod cluster;
-pub mod nats;
 pub mod streams;
 
 pub use ferrofaas_testkit::*;
