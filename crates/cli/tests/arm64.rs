@@ -81,12 +81,6 @@ async fn the_arm64_build_serves_under_qemu() {
     assert_eq!(info["arch"], "aarch64", "{info}");
 }
 
-fn docker_out(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// `faas build --docker --platform linux/arm64`: an image on an arm64
 /// base (built from Debian's arm64 packages) with the arm64 watchdog,
 /// which the engine says is arm64 and runs here through qemu; the Docker
@@ -142,12 +136,9 @@ async fn arm64_images_are_built_and_run_through_qemu() {
     );
     let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(line["arch"], "arm64", "{out}");
-    assert_eq!(
-        docker_out(&["image", "inspect", "--format", "{{.Architecture}}/{{.Os}}", &image]),
-        "arm64/linux"
-    );
+    assert_eq!(docker(&["image", "inspect", "--format", "{{.Architecture}}/{{.Os}}", &image]), "arm64/linux");
     // The image's programs are arm64's: its shell and the watchdog.
-    let machine = docker_out(&["run", "--rm", "--entrypoint", "/bin/sh", &image, "-c", "uname -m"]);
+    let machine = docker(&["run", "--rm", "--entrypoint", "/bin/sh", &image, "-c", "uname -m"]);
     assert_eq!(machine, "aarch64");
 
     // The Docker provider runs it (the engine through qemu).

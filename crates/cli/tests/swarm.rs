@@ -25,12 +25,6 @@ fn require_swarm() {
     require(ok, "a Docker Swarm manager", ".ci/run runs `docker swarm init`");
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Running containers of a service on this node.
 fn containers(service: &str) -> Vec<String> {
     let filter = format!("label=com.docker.swarm.service.name={service}");

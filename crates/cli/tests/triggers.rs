@@ -166,6 +166,20 @@ fn listener(name: &str, topic: &str) -> serde_json::Value {
     })
 }
 
+/// Are all these calls done, within `within`?
+async fn all_done(p: &Platform, ids: impl Iterator<Item = String>, within: Duration) -> bool {
+    let ids: Vec<String> = ids.collect();
+    eventually(within, async || {
+        for id in &ids {
+            if call_state(p, id).await.as_deref() != Some("done") {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 async fn call_state(p: &Platform, id: &str) -> Option<String> {
     let r = p.api(Method::GET, &format!("/system/async/{id}"), "").await;
     (r.status == StatusCode::OK).then(|| r.json()["state"].as_str().unwrap_or("").to_owned())
@@ -226,15 +240,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
         js.publish("orders.new", format!("order {i}").into()).await.unwrap().await.unwrap();
     }
     let id = |seq: u64| format!("nats-orders.openfaas-fn-ORDERS-{seq}");
-    let ran = eventually(Duration::from_secs(20), async || {
-        for seq in 1..=20 {
-            if call_state(&p, &id(seq)).await.as_deref() != Some("done") {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let ran = all_done(&p, (1..=20).map(id), Duration::from_secs(20)).await;
     assert!(ran, "20 orders ran");
     // Core NATS, as a request: answered once stored, with the event's id.
     let answer = tokio::time::timeout(Duration::from_secs(10), client.request("pings", "ping".into()))
@@ -255,15 +261,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
         js.publish("orders.new", format!("order {i}").into()).await.unwrap().await.unwrap();
     }
     let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
-    let ran = eventually(Duration::from_secs(60), async || {
-        for seq in 1..=30 {
-            if call_state(&p, &id(seq)).await.as_deref() != Some("done") {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let ran = all_done(&p, (1..=30).map(id), Duration::from_secs(60)).await;
     assert!(ran, "the 10 published while the gateway was down ran too:\n{}", p.logs());
     assert_eq!(call_state(&p, &id(31)).await, None, "nothing else");
     let f = p.api(Method::GET, "/system/function/orders", "").await.json();
@@ -328,7 +326,7 @@ async fn bodies(p: &Platform, name: &str) -> Vec<String> {
 async fn mqtt_messages_trigger_functions_and_none_is_lost() {
     let broker = mosquitto();
     let state = tempfile::tempdir().unwrap();
-    let connector = format!("mqtt=mqtt://127.0.0.1:{}", broker.port);
+    let connector = format!("mqtt={}", broker.url);
     let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
     let mut bad = listener("bad", "mqtt:sensors/#/temp");
     let r = p.api(Method::POST, "/system/functions", &bad.to_string()).await;

@@ -18,9 +18,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Which connector delivers a topic, or why none does.
-fn connector_of(topics: Option<&Topics>, topic: &str) -> Result<String, String> {
+fn connector_of(topics: Option<&Topics>, topic: &str) -> Result<(), String> {
     match topics {
-        Some(t) => t.deliverers(topic).map(|_| topic.to_owned()),
+        Some(t) => t.deliverers(topic).map(|_| ()),
         None => Err(format!(
             "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
         )),
@@ -79,13 +79,10 @@ impl Schedules {
         let Ok(triggers) = Triggers::of(annotations, &|t| connector_of(Some(topics), t)) else {
             return Vec::new();
         };
-        let stats = topics.stats();
         let mut out = Vec::new();
         for topic in &triggers.topics {
             for (connector, bare) in topics.routes_of(topic) {
-                let s =
-                    stats.iter().find(|((c, t), _)| *c == connector && *t == bare).map(|(_, s)| s.clone());
-                let s = s.unwrap_or_default();
+                let s = topics.stats_of(&connector, &bare).unwrap_or_default();
                 out.push(TriggerStatus {
                     connector,
                     topic: bare,

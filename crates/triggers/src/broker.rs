@@ -55,6 +55,16 @@ pub trait Broker: Send + Sync + 'static {
 pub const CONNECTOR_NAMES: &[&str] =
     &["nats", "mqtt", "rabbitmq", "amqp", "kafka", "postgres", "redis", "sqs"];
 
+/// The name a broker keeps a topic's subscription under across restarts
+/// (a JetStream durable consumer, an MQTT session): `ferrofaas-` and a
+/// hash of the topic, the same in every gateway.
+pub fn durable_name(topic: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(topic.as_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("ferrofaas-{hex}")
+}
+
 /// What a topic's subscription did, for the API and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicStats {
@@ -190,6 +200,12 @@ impl Topics {
             };
             tasks.insert(key, tokio::spawn(subscription.run()));
         }
+    }
+
+    /// What `connector`'s subscription of `topic` did, if there is one.
+    pub fn stats_of(&self, connector: &str, topic: &str) -> Option<TopicStats> {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.get(&(connector.to_owned(), topic.to_owned())).cloned()
     }
 
     /// Each (connector, topic) subscribed and its figures.

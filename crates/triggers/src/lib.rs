@@ -62,7 +62,7 @@ impl Triggers {
     /// than silently never firing.
     pub fn of(
         annotations: &BTreeMap<String, String>,
-        connector_of: &dyn Fn(&str) -> Result<String, String>,
+        connector_of: &dyn Fn(&str) -> Result<(), String>,
     ) -> Result<Triggers, InvalidDeployment> {
         let invalid =
             |key: &str, message: String| InvalidDeployment { field: format!("annotations.{key}"), message };
@@ -165,9 +165,9 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn nats_only(topic: &str) -> Result<String, String> {
+    fn nats_only(topic: &str) -> Result<(), String> {
         match topic.starts_with("orders") {
-            true => Ok("nats".to_owned()),
+            true => Ok(()),
             false => Err(format!("no connector subscribes to topic {topic:?}")),
         }
     }

@@ -76,12 +76,7 @@ impl Broker for MqttBroker {
     }
 
     async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String> {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(topic.as_bytes());
-        let id: String = std::iter::once("ferrofaas-".to_owned())
-            .chain(hash.iter().take(8).map(|b| format!("{b:02x}")))
-            .collect();
-        let mut options = MqttOptions::new(id, &self.host, self.port);
+        let mut options = MqttOptions::new(crate::broker::durable_name(topic), &self.host, self.port);
         options.set_keep_alive(Duration::from_secs(5)).set_clean_session(false).set_manual_acks(true);
         let (client, mut events) = AsyncClient::new(options, 64);
         client

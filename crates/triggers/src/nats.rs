@@ -65,11 +65,7 @@ impl NatsBroker {
     }
 
     async fn durable(&self, stream: &str, topic: &str) -> Result<mpsc::Receiver<Event>, String> {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(topic.as_bytes());
-        let name: String = std::iter::once("ferrofaas-".to_owned())
-            .chain(hash.iter().take(8).map(|b| format!("{b:02x}")))
-            .collect();
+        let name = crate::broker::durable_name(topic);
         let stream_handle = self.js.get_stream(stream).await.map_err(|e| format!("stream {stream}: {e}"))?;
         let consumer: consumer::PullConsumer = stream_handle
             .get_or_create_consumer(

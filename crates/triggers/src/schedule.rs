@@ -28,6 +28,8 @@ use crate::cron::Schedule;
 
 /// The connector's name, in call ids and the `X-Connector` header.
 pub const CONNECTOR: &str = "cron";
+/// How often the functions are read again (besides [`Scheduler::wake`]).
+const REFRESH: Duration = Duration::from_secs(5);
 /// How long a slot's call is tried again when the queue refuses it
 /// (full, unreachable) before the slot is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -48,8 +50,8 @@ pub trait Functions: Send + Sync {
 }
 
 /// The time of day. The connector sleeps with tokio's timer, so under
-/// tokio's paused time a clock that follows it ([`FollowTokio`]) lets
-/// tests run days of schedules in an instant.
+/// tokio's paused time a clock that follows that timer lets tests run
+/// days of schedules in an instant.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
@@ -60,26 +62,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
-    }
-}
-
-/// A clock that starts at a given time and advances with tokio's (paused
-/// or not) timer.
-pub struct FollowTokio {
-    start: Timestamp,
-    at: tokio::time::Instant,
-}
-
-impl FollowTokio {
-    pub fn starting_at(start: Timestamp) -> FollowTokio {
-        FollowTokio { start, at: tokio::time::Instant::now() }
-    }
-}
-
-impl Clock for FollowTokio {
-    fn now(&self) -> Timestamp {
-        let elapsed = jiff::SignedDuration::try_from(self.at.elapsed()).unwrap_or(jiff::SignedDuration::MAX);
-        self.start.checked_add(elapsed).unwrap_or(Timestamp::MAX)
     }
 }
 
@@ -107,7 +89,6 @@ pub struct Scheduler {
     functions: Arc<dyn Functions>,
     clock: Arc<dyn Clock>,
     catch_up: Duration,
-    refresh: Duration,
     wake: Arc<Notify>,
     stats: Arc<Mutex<HashMap<FunctionRef, TriggerStats>>>,
 }
@@ -124,7 +105,6 @@ impl Scheduler {
             functions,
             clock: Arc::new(SystemClock),
             catch_up: Duration::from_secs(3600),
-            refresh: Duration::from_secs(5),
             wake: Arc::new(Notify::new()),
             stats: Arc::default(),
         }
@@ -139,11 +119,6 @@ impl Scheduler {
     /// the queue remembers fired slots for a day).
     pub fn with_catch_up(mut self, catch_up: Duration) -> Scheduler {
         self.catch_up = catch_up.min(Duration::from_secs(12 * 3600));
-        self
-    }
-
-    pub fn with_refresh(mut self, refresh: Duration) -> Scheduler {
-        self.refresh = refresh;
         self
     }
 
@@ -164,12 +139,15 @@ impl Scheduler {
         let mut next_refresh = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_refresh {
-                next_refresh = tokio::time::Instant::now() + self.refresh;
+                next_refresh = tokio::time::Instant::now() + REFRESH;
+                // The first reading that works is the one that catches up.
                 match self.functions.scheduled().await {
-                    Ok(list) => self.update(&mut slots, list, first).await,
+                    Ok(list) => {
+                        self.update(&mut slots, list, first).await;
+                        first = false;
+                    }
                     Err(e) => tracing::warn!(error = %e, "schedules: could not read the functions"),
                 }
-                first = false;
             }
             let now = self.clock.now();
             let due: Vec<FunctionRef> =
@@ -202,7 +180,7 @@ impl Scheduler {
                 sleep = sleep.min(until);
             }
             if retrying {
-                sleep = sleep.max(Duration::from_secs(1)).min(Duration::from_secs(1));
+                sleep = Duration::from_secs(1);
             }
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}

@@ -85,12 +85,6 @@ impl Arch {
             _ => None,
         }
     }
-
-    /// Whether an ELF file's header names another machine than these two
-    /// (ELF, but of neither architecture).
-    pub fn is_other_elf(header: &[u8]) -> bool {
-        header.len() >= 20 && &header[..4] == b"\x7fELF" && Arch::of_elf(header).is_none()
-    }
 }
 
 impl fmt::Display for Arch {
@@ -125,9 +119,7 @@ mod tests {
         assert_eq!(Arch::of_elf(&header), Some(Arch::Amd64));
         header[18] = 40; // 32-bit ARM
         assert_eq!(Arch::of_elf(&header), None);
-        assert!(Arch::is_other_elf(&header));
         assert_eq!(Arch::of_elf(b"#!/bin/sh\n echo not an elf file"), None);
-        assert!(!Arch::is_other_elf(b"#!/bin/sh\n echo not an elf file"));
         // This test's own executable.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert_eq!(Arch::of_elf(&me), Some(Arch::native()));

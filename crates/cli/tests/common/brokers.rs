@@ -5,42 +5,55 @@ use std::time::Duration;
 
 use ferrofaas_testkit::require;
 
-/// A NATS server with JetStream on a free port, stopped when dropped.
-pub struct Nats {
+/// A broker process, stopped when dropped; `url` is where it listens.
+pub struct Server {
     child: std::process::Child,
+    pub port: u16,
     pub url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Nats {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A NATS server with JetStream on a free port.
-pub fn nats() -> Nats {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    nats_on(port)
+pub fn nats() -> Server {
+    nats_on(free_port())
 }
 
 /// A NATS server with JetStream on `port`.
-pub fn nats_on(port: u16) -> Nats {
+pub fn nats_on(port: u16) -> Server {
     let present = std::process::Command::new("nats-server").arg("--version").output().is_ok();
     require(present, "nats-server", "apt-get install nats-server; .ci/run does");
     let dir = tempfile::tempdir().unwrap();
-    let child = start_listening(
-        std::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path()),
-        port,
-    );
-    Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+    let mut command = std::process::Command::new("nats-server");
+    command.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]).arg(dir.path());
+    start(command, port, format!("nats://127.0.0.1:{port}"), dir)
+}
+
+/// Mosquitto on a free port.
+pub fn mosquitto() -> Server {
+    let present = std::process::Command::new("mosquitto").arg("-h").output().is_ok();
+    require(present, "mosquitto", "apt-get install mosquitto mosquitto-clients; .ci/run does");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
+    let mut command = std::process::Command::new("mosquitto");
+    command.arg("-c").arg(&conf);
+    start(command, port, format!("mqtt://127.0.0.1:{port}"), dir)
 }
 
 /// Starts a server quietly and waits until it listens on `port`.
-fn start_listening(command: &mut std::process::Command, port: u16) -> std::process::Child {
+fn start(mut command: std::process::Command, port: u16, url: String, dir: tempfile::TempDir) -> Server {
     let what = command.get_program().to_string_lossy().into_owned();
     let child =
         command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
@@ -49,30 +62,5 @@ fn start_listening(command: &mut std::process::Command, port: u16) -> std::proce
         assert!(std::time::Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
-}
-
-/// Mosquitto on a free port, stopped when dropped.
-pub struct Mosquitto {
-    child: std::process::Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn mosquitto() -> Mosquitto {
-    let present = std::process::Command::new("mosquitto").arg("-h").output().is_ok();
-    require(present, "mosquitto", "apt-get install mosquitto mosquitto-clients; .ci/run does");
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let child = start_listening(std::process::Command::new("mosquitto").arg("-c").arg(&conf), port);
-    Mosquitto { child, port, _dir: dir }
+    Server { child, port, url, _dir: dir }
 }

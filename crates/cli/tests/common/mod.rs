@@ -132,3 +132,10 @@ pub fn faas_err(dir: &Path, p: Option<&Platform>, args: &[&str], stdin: Option<&
     assert_eq!(out.status.code(), Some(1), "exit code of faas {args:?}");
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// `docker ARGS`, which must succeed: its output, trimmed.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

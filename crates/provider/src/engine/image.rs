@@ -291,9 +291,18 @@ async fn load_base(docker: &Docker, rootfs: &Path, image: &str, arch: Arch, scra
 /// configuration (its architecture, `PATH`), and the layer.
 fn image_archive(rootfs: &Path, archive: &Path, image: &str, arch: Arch) -> std::io::Result<()> {
     use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut std::fs::File::open(rootfs)?, &mut hasher)?;
-    let diff_id = format!("sha256:{:x}", hasher.finalize());
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(archive)?));
+    tar.sparse(false);
+    // The layer first, hashed as it is copied (its digest goes into the
+    // configuration, written after it: the order of entries is free).
+    let layer = std::fs::File::open(rootfs)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(layer.metadata()?.len());
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut hashing = Hashing { inner: layer, hasher: sha2::Sha256::new() };
+    tar.append_data(&mut header, "layer.tar", &mut hashing)?;
+    let diff_id = format!("sha256:{:x}", hashing.hasher.finalize());
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": arch.name(),
         "os": "linux",
@@ -305,8 +314,6 @@ fn image_archive(rootfs: &Path, archive: &Path, image: &str, arch: Arch) -> std:
     let manifest = serde_json::to_vec(&serde_json::json!([
         { "Config": config_name, "RepoTags": [image], "Layers": ["layer.tar"] }
     ]))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(archive)?));
-    tar.sparse(false);
     for (name, bytes) in [("manifest.json", &manifest), (config_name.as_str(), &config)] {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
@@ -314,8 +321,22 @@ fn image_archive(rootfs: &Path, archive: &Path, image: &str, arch: Arch) -> std:
         header.set_cksum();
         tar.append_data(&mut header, name, bytes.as_slice())?;
     }
-    tar.append_path_with_name(rootfs, "layer.tar")?;
     tar.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Builds image `tag` for `arch` from a bundle folder: the bundle's

@@ -7,6 +7,26 @@
 use super::*;
 use ferrofaas_queue::{Call, CallStatus, DeadLetter, Entry, Progress, QueueStats};
 
+/// A clock that starts at a given time and advances with tokio's (paused
+/// or not) timer.
+struct FollowTokio {
+    start: Timestamp,
+    at: tokio::time::Instant,
+}
+
+impl FollowTokio {
+    fn starting_at(start: Timestamp) -> FollowTokio {
+        FollowTokio { start, at: tokio::time::Instant::now() }
+    }
+}
+
+impl Clock for FollowTokio {
+    fn now(&self) -> Timestamp {
+        let elapsed = jiff::SignedDuration::try_from(self.at.elapsed()).unwrap_or(jiff::SignedDuration::MAX);
+        self.start.checked_add(elapsed).unwrap_or(Timestamp::MAX)
+    }
+}
+
 #[derive(Default)]
 struct Memory {
     calls: Mutex<Vec<Call>>,
