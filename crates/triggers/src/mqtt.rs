@@ -137,3 +137,27 @@ impl Broker for MqttBroker {
         Ok(rx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters_of_functions() {
+        let b = MqttBroker::new("mqtt://127.0.0.1:1883").unwrap();
+        for ok in ["sensors", "sensors/+/temp", "sensors/#", "#"] {
+            assert_eq!(b.check_topic(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("sensors/#/temp", "last level only"),
+            ("sensors/te+mp", "whole levels"),
+            ("$SYS/#", "broker's own"),
+            ("", "empty"),
+        ] {
+            assert!(b.check_topic(bad).unwrap_err().contains(says), "{bad}");
+        }
+        assert!(MqttBroker::new("tcp://x:1").is_err());
+        assert!(MqttBroker::new("mqtt://x:port").is_err());
+        assert_eq!(MqttBroker::new("mqtt://broker").unwrap().port, 1883);
+    }
+}
