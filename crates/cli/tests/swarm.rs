@@ -52,6 +52,37 @@ async fn deploy_at(addr: SocketAddr, auth: &str, spec: &serde_json::Value) -> Re
     call(addr, Method::POST, "/system/functions", &headers, &spec.to_string()).await
 }
 
+/// What an earlier run of this test left when it was killed (its teardown
+/// never ran): the `ff-gw-<id>` platforms, taken down with their
+/// functions, secrets and networks, so names such as the secret `token`
+/// are free again.
+fn sweep_earlier_runs(dir: &Path) {
+    let services = docker(&[
+        "service",
+        "ls",
+        "--filter",
+        "label=com.ferrofaas.gateway=service",
+        "--format",
+        "{{.Name}}",
+    ]);
+    for name in services.lines().filter_map(|n| n.strip_prefix("ff-gw-")) {
+        let _ = faas(
+            dir,
+            None,
+            &[
+                "swarm",
+                "down",
+                "--all",
+                "--name",
+                &format!("ff-gw-{name}"),
+                "--network",
+                &format!("ff-net-{name}"),
+            ],
+            None,
+        );
+    }
+}
+
 /// Takes the test's platform down even when the test fails.
 struct Teardown<'a> {
     dir: &'a Path,
@@ -84,6 +115,7 @@ async fn functions_run_as_swarm_services() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sweep_earlier_runs(dir);
     let _teardown = Teardown { dir, name: gateway.clone(), network: network.clone() };
 
     // The platform on the Swarm: URL and credentials printed, and saved.
