@@ -11,8 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::brokers::{mosquitto, nats};
+use common::brokers::{mosquitto, nats, rabbitmq};
 use common::*;
+use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -166,6 +167,16 @@ fn listener(name: &str, topic: &str) -> serde_json::Value {
     })
 }
 
+/// The Python example function, triggered by `topic`, its answers
+/// published to `reply`.
+fn greeter(topic: &str, reply: &str) -> serde_json::Value {
+    json!({
+        "service": "greeter",
+        "image": format!("{}/hello-python", examples().display()),
+        "annotations": {"topic": topic, "com.ferrofaas.reply-topic": reply},
+    })
+}
+
 /// Are all these calls done, within `within`?
 async fn all_done(p: &Platform, ids: impl Iterator<Item = String>, within: Duration) -> bool {
     let ids: Vec<String> = ids.collect();
@@ -255,6 +266,25 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     assert!(done, "{ping}");
     let logs = p.api(Method::GET, "/system/logs?name=pings&tail=-1&follow=false", "").await.body;
     assert!(logs.contains(&format!("event pings nats {event} ping")), "{logs}");
+
+    // A Python function's answers, published to its reply subject, with
+    // the call's id and the function's status in the headers.
+    let mut replies = client.subscribe("greet.replies").await.unwrap();
+    client.flush().await.unwrap();
+    p.deploy(greeter("greet", "nats:greet.replies"), 1).await;
+    let subscribed = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
+        f["triggers"][0]["lastError"].is_null()
+    })
+    .await;
+    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    client.publish("greet", "world".into()).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), replies.next()).await.unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["message"], "Hello from Python, world!", "{v}");
+    let headers = reply.headers.unwrap();
+    assert_eq!(headers.get("X-Function-Status").map(|v| v.as_str()), Some("200"));
+    assert!(headers.get("X-Call-Id").unwrap().as_str().starts_with("nats-greeter.openfaas-fn-"));
 
     p.kill9();
     for i in 21..=30 {
@@ -368,6 +398,25 @@ async fn mqtt_messages_trigger_functions_and_none_is_lost() {
         bodies(&p, "sensors").await
     );
 
+    // A Python function's answer, published to its reply topic (QoS 1).
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-C", "1", "-W", "30"])
+        .args(["-t", "replies/greet"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.deploy(greeter("mqtt:greet", "mqtt:replies/greet"), 1).await;
+    let subscribed = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
+        f["triggers"][0]["lastError"].is_null()
+    })
+    .await;
+    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    publish(broker.port, "greet", "mqtt");
+    let out = sub.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(v["message"], "Hello from Python, mqtt!", "{}", String::from_utf8_lossy(&out.stdout));
+
     p.kill9();
     for i in 6..=9 {
         publish(broker.port, "sensors/hall/temp", &format!("t{i}"));
@@ -385,4 +434,195 @@ async fn mqtt_messages_trigger_functions_and_none_is_lost() {
         bodies(&p, "sensors").await,
         p.logs()
     );
+}
+
+/// A message for RabbitMQ's `amq.topic`: persistent, with an id and
+/// headers.
+async fn amqp_publish(channel: &lapin::Channel, key: &str, id: &str, body: &str, headers: &[(&str, &str)]) {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let mut table = FieldTable::default();
+    for (k, v) in headers {
+        table.insert((*k).into(), AMQPValue::LongString(LongString::from(*v)));
+    }
+    let properties = lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(id.into())
+        .with_headers(table);
+    let confirm = channel
+        .basic_publish("amq.topic".into(), key.into(), Default::default(), body.as_bytes(), properties)
+        .await
+        .unwrap();
+    assert!(confirm.await.unwrap().is_ack(), "RabbitMQ took {id}");
+}
+
+/// A queue of the test's own bound to `key` on `amq.topic`: where replies
+/// are read from.
+async fn amqp_listen(channel: &lapin::Channel, key: &str) {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    let fields = lapin::types::FieldTable::default;
+    channel.queue_declare(key.into(), QueueDeclareOptions::default(), fields()).await.unwrap();
+    channel
+        .queue_bind(key.into(), "amq.topic".into(), key.into(), QueueBindOptions::default(), fields())
+        .await
+        .unwrap();
+}
+
+/// What has come to the test's queue `key` within `within`, until `n`:
+/// each message's body and headers (text).
+async fn amqp_take(
+    channel: &lapin::Channel,
+    key: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    while got.len() < n && std::time::Instant::now() < deadline {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        match channel.basic_get(key.into(), options).await.unwrap() {
+            Some(m) => {
+                let headers = m
+                    .delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(|t| {
+                        t.inner()
+                            .iter()
+                            .filter_map(|(k, v)| match v {
+                                lapin::types::AMQPValue::LongString(s) => Some((
+                                    k.as_str().to_owned(),
+                                    String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                                )),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                got.push((String::from_utf8_lossy(&m.delivery.data).into_owned(), headers));
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    got
+}
+
+/// The orders the shell function logged, in order.
+async fn orders_seen(p: &Platform) -> Vec<u32> {
+    let mut seen: Vec<u32> = bodies(p, "orders")
+        .await
+        .iter()
+        .filter_map(|b| b.strip_prefix("orders.new rabbitmq o-"))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// RabbitMQ as a trigger: messages on `amq.topic` reach a shell function
+/// (a wildcard binding key) and a Python one; those published while the
+/// gateway is dead (SIGKILL) wait in the durable queue and run once it is
+/// back, each once (the message id is the event's); the Python function's
+/// answers are published to its reply topic, or to the one a message asks
+/// for; a loop of replies ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs rabbitmq-server: cargo test -- --ignored runs it (.ci/run installs it)"]
+async fn rabbitmq_messages_trigger_functions_and_none_is_lost() {
+    let mq = rabbitmq();
+    let connection = lapin::Connection::connect(&mq.url, Default::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    amqp_listen(&channel, "replies.orders").await;
+    amqp_listen(&channel, "replies.asked").await;
+    let state = tempfile::tempdir().unwrap();
+    let connector = format!("rabbitmq={}", mq.url);
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+
+    // Wrong keys and reply topics, named.
+    for (spec, says) in [
+        (listener("bad", "rabbitmq:orders.n*w"), "whole words"),
+        (greeter("orders.new", "replies.*"), "without * or #"),
+        (greeter("orders.new", "orders.new"), "trigger it again"),
+        (greeter("orders.new", "kafka:replies"), "not switched on"),
+    ] {
+        let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(r.message().contains(says), "{says}: {}", r.body);
+    }
+
+    p.deploy(listener("orders", "rabbitmq:orders.*"), 1).await;
+    p.deploy(greeter("orders.new", "replies.orders"), 1).await;
+    for name in ["orders", "greeter"] {
+        let subscribed = eventually(Duration::from_secs(20), async || {
+            let f = p.api(Method::GET, &format!("/system/function/{name}"), "").await.json();
+            f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "rabbitmq"
+        })
+        .await;
+        assert!(subscribed, "{}", p.api(Method::GET, &format!("/system/function/{name}"), "").await.body);
+    }
+    for i in 1..=10 {
+        amqp_publish(&channel, "orders.new", &format!("o-{i}"), &format!("order {i}"), &[]).await;
+    }
+    let ids = |range: std::ops::RangeInclusive<u32>| {
+        range.flat_map(|i| ["orders", "greeter"].map(|f| format!("rabbitmq-{f}.openfaas-fn-o-{i}")))
+    };
+    assert!(all_done(&p, ids(1..=10), Duration::from_secs(30)).await, "10 orders ran in both functions");
+    assert_eq!(orders_seen(&p).await, (1..=10).collect::<Vec<_>>(), "each order once in the shell function");
+
+    // Killed: what is published meanwhile waits in the queues.
+    p.kill9();
+    for i in 11..=20 {
+        amqp_publish(&channel, "orders.new", &format!("o-{i}"), &format!("order {i}"), &[]).await;
+    }
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
+    assert!(
+        all_done(&p, ids(1..=20), Duration::from_secs(60)).await,
+        "the 10 sent while it was down ran:\n{}",
+        p.logs()
+    );
+    // The same message again (same id): no second call.
+    amqp_publish(&channel, "orders.new", "o-1", "order 1", &[]).await;
+    let counted = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
+        f["triggers"][0]["duplicates"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(counted, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    // (The function's logs are of this run's replica: 11 to 20.)
+    assert_eq!(orders_seen(&p).await, (11..=20).collect::<Vec<_>>(), "each order once in the shell function");
+
+    // The Python function's answers, on its reply topic: one per order.
+    let replies = amqp_take(&channel, "replies.orders", 20, Duration::from_secs(30)).await;
+    let mut orders: Vec<u32> = replies
+        .iter()
+        .map(|(body, headers)| {
+            assert_eq!(headers.get("X-Function-Status").map(String::as_str), Some("200"), "{headers:?}");
+            assert_eq!(headers.get("X-Ferrofaas-Hops").map(String::as_str), Some("1"), "{headers:?}");
+            let id = &headers["X-Call-Id"];
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let n: u32 = id.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(v["message"], format!("Hello from Python, order {n}!"), "{body}");
+            n
+        })
+        .collect();
+    orders.sort();
+    assert_eq!(orders, (1..=20).collect::<Vec<_>>());
+
+    // A message's X-Reply-Topic: both functions' answers go there.
+    amqp_publish(&channel, "orders.new", "ask-1", "asked", &[("X-Reply-Topic", "replies.asked")]).await;
+    let asked = amqp_take(&channel, "replies.asked", 2, Duration::from_secs(20)).await;
+    let mut who: Vec<&str> = asked.iter().map(|(_, h)| h["X-Function-Name"].as_str()).collect();
+    who.sort();
+    assert_eq!(who, ["greeter", "orders"], "{asked:?}");
+    assert!(asked.iter().any(|(b, _)| b.contains("Hello from Python, asked!")), "{asked:?}");
+    // A message 8 replies deep (functions replying in a loop) runs nothing.
+    amqp_publish(&channel, "orders.new", "loop-1", "again", &[("X-Ferrofaas-Hops", "8")]).await;
+    let dropped = eventually(Duration::from_secs(10), async || {
+        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
+        f["triggers"][0]["lastError"].as_str().is_some_and(|e| e.contains("loop"))
+    })
+    .await;
+    assert!(dropped, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    assert_eq!(call_state(&p, "rabbitmq-greeter.openfaas-fn-loop-1").await, None);
+    assert!(amqp_take(&channel, "replies.orders", 1, Duration::from_secs(2)).await.is_empty());
 }

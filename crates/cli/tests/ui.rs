@@ -76,6 +76,7 @@ async fn the_ui_in_a_real_browser() {
         delete,
         other_namespace,
         why_it_cannot_start,
+        triggers,
         dead_letters,
         secret_deleted,
         sign_out,
@@ -109,7 +110,10 @@ struct Ui {
 impl Ui {
     async fn start() -> Ui {
         let state = tempfile::tempdir().unwrap();
-        let p = Platform::start(&programs(), state.path(), &[]);
+        // A NATS connector whose server is not there: a trigger that is down.
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let connector = format!("nats=nats://127.0.0.1:{nowhere}");
+        let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
         let bundle = tar(&[
             ("bundle.json", r#"{"env":{"fprocess":"./shout.sh","mode":"serializing"}}"#, 0o644),
             (
@@ -449,6 +453,50 @@ async fn why_it_cannot_start(ui: &Ui) {
     assert_eq!(b.js("return document.querySelector('dt.why').hidden;", json!([])).await, false);
     let r = p.api(Method::DELETE, "/system/functions", r#"{"functionName":"broken"}"#).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
+    b.goto(&format!("{origin}/ui/#/functions")).await;
+}
+
+/// Triggers: the list names each function's, marks one whose broker is
+/// down; the function page counts a schedule's events and gives the
+/// broker's error. A topic is text, never markup.
+async fn triggers(ui: &Ui) {
+    let Ui { p, b, origin, .. } = ui;
+    let schedule = json!({"topic": "cron-function", "schedule": "@every 1s"});
+    // (NATS takes no > in a subject but a wildcard: markup without it.)
+    let topic = "orders.<img.src=x.onerror=alert(1).a&amp;b";
+    for (name, annotations) in [("ticker", schedule), ("listener", json!({"topic": topic}))] {
+        let spec = json!({"service": name, "image": "shout:1.0", "annotations": annotations});
+        let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+    b.goto(&format!("{origin}/ui/#/functions")).await;
+    let cell = "#functions tr[data-function=listener] td.triggers";
+    b.wait_text(cell, "names the topic as text", |t| t == format!("nats {topic}")).await;
+    let marked = format!("return document.querySelector('{cell}').classList.contains('error');");
+    assert_eq!(b.js(&marked, json!([])).await, true, "a trigger that is down is marked");
+    assert_eq!(b.js(&format!("return document.querySelector('{cell} *');"), json!([])).await, Value::Null);
+    b.wait_text("#functions tr[data-function=ticker] td.triggers", "names the schedule", |t| {
+        t == "cron @every 1s"
+    })
+    .await;
+
+    b.goto(&format!("{origin}/ui/#/function/ticker")).await;
+    b.wait_text("#fn-triggers tr td:nth-child(1)", "the schedule", |t| t == "cron @every 1s").await;
+    b.wait_text("#fn-triggers tr td:nth-child(2)", "counts its events", |t| {
+        t.parse::<u64>().is_ok_and(|n| n >= 2)
+    })
+    .await;
+    b.wait_text("#fn-triggers tr td:nth-child(6)", "says when it fires next", |t| t != "-").await;
+    assert_eq!(b.text("#fn-triggers tr td:nth-child(8)").await, "ok");
+    b.goto(&format!("{origin}/ui/#/function/listener")).await;
+    b.wait_text("#fn-triggers tr td:nth-child(8)", "gives the broker's error", |t| {
+        t.contains("not connected")
+    })
+    .await;
+    for name in ["ticker", "listener"] {
+        let r = p.api(Method::DELETE, "/system/functions", &json!({"functionName": name}).to_string()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
     b.goto(&format!("{origin}/ui/#/functions")).await;
 }
 

@@ -105,6 +105,7 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
         headers: kept,
         body,
         callback,
+        reply: None,
         accepted_at: now_ms(),
     };
     match queue.enqueue(call).await {
@@ -265,15 +266,22 @@ impl Dispatcher {
             progress.result = Some(outcome);
         }
         let Some(result) = progress.result.clone() else { return };
-        let Some(url) = call.callback.clone() else {
-            self.settle(
-                self.queue.done(&call.id, progress.attempts, Some(result.status), None).await,
-                &call.id,
-            );
-            return;
+        // Where the answer goes: a reply topic, a callback, or nowhere.
+        let delivered = if let Some(topic) = call.reply.clone() {
+            progress.callback_attempts += 1;
+            self.reply(&topic, &call, &result)
+                .await
+                .map_err(|e| CallbackError::Failed(format!("publishing the answer to {topic} failed: {e}")))
+        } else if let Some(url) = call.callback.clone() {
+            progress.callback_attempts += 1;
+            self.callback(&url, &call, &result).await.map_err(|e| match e {
+                CallbackError::Failed(e) => CallbackError::Failed(format!("callback to {url} failed: {e}")),
+                refused => refused,
+            })
+        } else {
+            Ok(())
         };
-        progress.callback_attempts += 1;
-        match self.callback(&url, &call, &result).await {
+        match delivered {
             Ok(()) => {
                 let done = self.queue.done(&call.id, progress.attempts, Some(result.status), None).await;
                 self.settle(done, &call.id);
@@ -286,8 +294,7 @@ impl Dispatcher {
                 self.dead_letter(call, attempts, Some(result), Some(format!("callback refused: {why}")))
                     .await;
             }
-            Err(CallbackError::Failed(e)) => {
-                let error = format!("callback to {url} failed: {e}");
+            Err(CallbackError::Failed(error)) => {
                 tracing::warn!(call = %call.id, "{error}");
                 if progress.callback_attempts >= policy.attempts {
                     let attempts = progress.attempts;
@@ -314,6 +321,30 @@ impl Dispatcher {
             // The call stays pending on disk, to be run again after a restart.
             tracing::error!(call = %id, error = %e, "could not record an asynchronous call's progress");
         }
+    }
+
+    /// A triggered call's answer, published to its reply topic with the
+    /// call's id, the function's name and status, and one more hop than
+    /// the message that triggered it (so that a loop of replies ends).
+    async fn reply(&self, topic: &str, call: &Call, result: &Outcome) -> Result<(), String> {
+        let Some(schedules) = &self.gateway.schedules else {
+            return Err("this gateway runs no connector".to_owned());
+        };
+        let header =
+            |name: &str| call.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let hops = header(ferrofaas_triggers::X_HOPS).and_then(|h| h.parse::<u32>().ok()).unwrap_or(0);
+        let mut headers = vec![
+            ("X-Call-Id".to_owned(), call.id.clone()),
+            ("X-Function-Name".to_owned(), call.function.clone()),
+            ("X-Function-Status".to_owned(), result.status.to_string()),
+            ("X-Duration-Seconds".to_owned(), format!("{:.6}", result.duration_secs)),
+            (ferrofaas_triggers::X_HOPS.to_owned(), (hops + 1).to_string()),
+        ];
+        if let Some((_, ct)) = result.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("Content-Type".to_owned(), ct.clone()));
+        }
+        let via = header(ferrofaas_triggers::X_CONNECTOR).map(String::as_str);
+        schedules.publish(topic, via, &headers, result.body.clone()).await
     }
 
     async fn callback(&self, url: &str, call: &Call, result: &Outcome) -> Result<(), CallbackError> {

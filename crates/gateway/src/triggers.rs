@@ -11,21 +11,11 @@ use async_trait::async_trait;
 use ferrofaas_provider::Provider;
 use ferrofaas_queue::Queue;
 use ferrofaas_triggers::Triggers;
-use ferrofaas_triggers::broker::{Broker, TopicStats, Topics};
+use ferrofaas_triggers::broker::{Broker, Subscriber, TopicStats, Topics};
 use ferrofaas_triggers::schedule::{Functions, Scheduled, Scheduler, TriggerStats};
 use ferrofaas_types::{FunctionRef, InvalidDeployment, TriggerStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// Which connector delivers a topic, or why none does.
-fn connector_of(topics: Option<&Topics>, topic: &str) -> Result<(), String> {
-    match topics {
-        Some(t) => t.deliverers(topic).map(|_| ()),
-        None => Err(format!(
-            "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
-        )),
-    }
-}
 
 /// Checks a deployment's trigger annotations against what this gateway
 /// runs (`schedules`: a queue for events to go through, and its brokers).
@@ -34,7 +24,7 @@ pub fn check(
     schedules: Option<&Schedules>,
 ) -> Result<Triggers, InvalidDeployment> {
     let topics = schedules.and_then(|s| s.topics.as_deref());
-    let triggers = Triggers::of(annotations, &|topic| connector_of(topics, topic))?;
+    let triggers = Triggers::of(annotations, &topics)?;
     if triggers.schedule.is_some() && schedules.is_none() {
         return Err(InvalidDeployment {
             field: format!("annotations.{}", ferrofaas_triggers::TOPIC),
@@ -76,7 +66,7 @@ impl Schedules {
     /// be delivered by several brokers).
     pub fn topics_of(&self, annotations: &BTreeMap<String, String>) -> Vec<TriggerStatus> {
         let Some(topics) = &self.topics else { return Vec::new() };
-        let Ok(triggers) = Triggers::of(annotations, &|t| connector_of(Some(topics), t)) else {
+        let Ok(triggers) = Triggers::of(annotations, &Some(topics.as_ref())) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -107,6 +97,20 @@ impl Schedules {
     /// Each subscribed (connector, topic) and what it did.
     pub fn topic_stats(&self) -> Vec<((String, String), TopicStats)> {
         self.topics.as_ref().map(|t| t.stats()).unwrap_or_default()
+    }
+
+    /// Publishes a triggered call's answer to its reply topic.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        via: Option<&str>,
+        headers: &[(String, String)],
+        body: bytes::Bytes,
+    ) -> Result<(), String> {
+        match &self.topics {
+            Some(topics) => topics.publish(topic, via, headers, body).await,
+            None => Err(format!("no connector publishes to topic {topic:?} in this gateway")),
+        }
     }
 
     /// Reads the functions again now (a deploy, an update, a removal).
@@ -176,15 +180,17 @@ impl Functions for ProviderFunctions {
                 // Refused at deploy when wrong; one deployed before that
                 // rule (or for a broker since switched off) is left out.
                 let topics = self.topics.as_deref();
-                let Ok(triggers) = Triggers::of(&f.annotations, &|t| connector_of(topics, t)) else {
+                let Ok(triggers) = Triggers::of(&f.annotations, &topics) else {
                     continue;
                 };
                 let function = FunctionRef { name: f.name.clone(), namespace: f.namespace.clone() };
+                let reply = triggers.reply;
                 if !triggers.topics.is_empty() {
-                    subscribed.push((function.clone(), triggers.topics));
+                    let topics = triggers.topics;
+                    subscribed.push(Subscriber { function: function.clone(), topics, reply: reply.clone() });
                 }
                 if let Some(schedule) = triggers.schedule {
-                    found.push(Scheduled { function, schedule, since: f.created_at.parse().ok() });
+                    found.push(Scheduled { function, schedule, since: f.created_at.parse().ok(), reply });
                 }
             }
         }

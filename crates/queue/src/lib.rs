@@ -40,6 +40,10 @@ pub struct Call {
     /// `X-Callback-Url`: where the result goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
+    /// A triggered call's reply topic: where the function's answer is
+    /// published (`connector:topic`, or a topic any connector publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub accepted_at: u64,
 }
@@ -56,7 +60,8 @@ impl Call {
             + self.path.len()
             + self.method.len()
             + headers
-            + self.callback.as_ref().map_or(0, String::len)) as u64
+            + self.callback.as_ref().map_or(0, String::len)
+            + self.reply.as_ref().map_or(0, String::len)) as u64
     }
 
     /// The bytes it takes to keep: its body, headers and the rest. What

@@ -48,6 +48,12 @@ pub trait Broker: Send + Sync + 'static {
     /// subscription ends (then `Topics` subscribes again). The error says
     /// why it could not.
     async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String>;
+    /// Can it publish a function's answer to `topic` (one topic, no
+    /// wildcards; none of the broker's or the platform's own)?
+    fn check_reply(&self, topic: &str) -> Result<(), String>;
+    /// Publishes a function's answer to `topic`, confirmed by the broker
+    /// where it confirms; the error says why it was not.
+    async fn publish(&self, topic: &str, headers: &[(String, String)], body: Bytes) -> Result<(), String>;
 }
 
 /// Names of connectors, built in or not: a topic prefixed with one names
@@ -84,8 +90,16 @@ pub struct TopicStats {
     pub subscribed: bool,
 }
 
-/// The topics functions name and who delivers them.
-type Wanted = BTreeMap<(usize, String), HashSet<FunctionRef>>;
+/// The topics functions name and who delivers them: (broker index, topic)
+/// -> each function that wants it, with its reply topic.
+type Wanted = BTreeMap<(usize, String), HashMap<FunctionRef, Option<String>>>;
+
+/// A function with triggers, as [`Topics::update`] follows them.
+pub struct Subscriber {
+    pub function: FunctionRef,
+    pub topics: Vec<String>,
+    pub reply: Option<String>,
+}
 
 /// The subscriptions of every broker, kept in line with the functions.
 pub struct Topics {
@@ -159,19 +173,63 @@ impl Topics {
             .collect()
     }
 
+    /// Which broker publishes to `topic`: the one its prefix names, else
+    /// `via` (the connector a call's event came by) if it can, else the
+    /// first that can; or why none can.
+    pub fn publisher(&self, topic: &str, via: Option<&str>) -> Result<usize, String> {
+        if let Some((prefix, rest)) = topic.split_once(':')
+            && let Some(i) = self.brokers.iter().position(|b| b.name() == prefix)
+        {
+            return self.brokers[i].check_reply(rest).map(|()| i).map_err(|why| format!("{prefix}: {why}"));
+        }
+        if let Some((prefix, _)) = topic.split_once(':')
+            && CONNECTOR_NAMES.contains(&prefix)
+        {
+            return Err(format!("topic {topic:?}: connector {prefix} is not switched on in this gateway"));
+        }
+        let mut why = Vec::new();
+        let can: Vec<usize> = (0..self.brokers.len())
+            .filter(|&i| match self.brokers[i].check_reply(topic) {
+                Ok(()) => true,
+                Err(e) => {
+                    why.push(format!("{}: {e}", self.brokers[i].name()));
+                    false
+                }
+            })
+            .collect();
+        match can.iter().find(|&&i| Some(self.brokers[i].name()) == via).or(can.first()) {
+            Some(&i) => Ok(i),
+            None if self.brokers.is_empty() => Err(format!("no connector publishes to topic {topic:?}")),
+            None => Err(format!("no connector can publish to topic {topic:?} ({})", why.join("; "))),
+        }
+    }
+
+    /// Publishes a call's answer to its reply topic (see [`Topics::publisher`]).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        via: Option<&str>,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<(), String> {
+        let i = self.publisher(topic, via)?;
+        self.brokers[i].publish(self.bare(i, topic), headers, body).await
+    }
+
     /// The topic as its broker sees it (without a prefix naming it).
     fn bare<'a>(&self, i: usize, topic: &'a str) -> &'a str {
         topic.strip_prefix(self.brokers[i].name()).and_then(|t| t.strip_prefix(':')).unwrap_or(topic)
     }
 
     /// Subscribes to what `functions` name, and ends what none names now.
-    pub fn update(&self, functions: &[(FunctionRef, Vec<String>)]) {
+    pub fn update(&self, functions: &[Subscriber]) {
         let mut wanted = Wanted::new();
-        for (function, topics) in functions {
+        for Subscriber { function, topics, reply } in functions {
             for topic in topics {
                 let Ok(brokers) = self.deliverers(topic) else { continue };
                 for i in brokers {
-                    wanted.entry((i, self.bare(i, topic).to_owned())).or_default().insert(function.clone());
+                    let key = (i, self.bare(i, topic).to_owned());
+                    wanted.entry(key).or_default().insert(function.clone(), reply.clone());
                 }
             }
         }
@@ -218,6 +276,26 @@ impl Topics {
     pub fn stop(&self) {
         for (_, task) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             task.abort();
+        }
+    }
+}
+
+impl crate::Connectors for Option<&Topics> {
+    fn subscribes(&self, topic: &str) -> Result<(), String> {
+        match self {
+            Some(t) => t.deliverers(topic).map(|_| ()),
+            None => Err(format!(
+                "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
+            )),
+        }
+    }
+
+    fn publishes(&self, topic: &str) -> Result<(), String> {
+        match self {
+            Some(t) => t.publisher(topic, None).map(|_| ()),
+            None => Err(format!(
+                "no connector publishes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
+            )),
         }
     }
 }
@@ -281,14 +359,43 @@ impl Subscription {
 
     /// One call per function that wants the topic, then the ack.
     async fn deliver(&self, mut event: Event) {
-        let functions: Vec<FunctionRef> = {
-            let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            wanted.get(&self.key).map(|f| f.iter().cloned().collect()).unwrap_or_default()
-        };
         let connector = self.broker.name();
+        let header =
+            |name: &str| event.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        // A loop of replies: acknowledged, and it triggers nothing more.
+        let hops = header(crate::X_HOPS).and_then(|h| h.trim().parse::<u32>().ok()).unwrap_or(0);
+        if hops >= crate::MAX_HOPS {
+            tracing::warn!(connector, topic = %self.key.1, hops, "a message {hops} replies deep triggers nothing (a loop?)");
+            if let Some(ack) = event.ack.take() {
+                let _ = ack.send(true);
+            }
+            self.note(|s| {
+                s.events += 1;
+                s.failed += 1;
+                s.last_error = Some(format!(
+                    "a message {hops} replies deep was dropped (functions replying in a loop?)"
+                ));
+            });
+            return;
+        }
+        // The message's own reply topic, on the connector it came by.
+        let asked = header(crate::X_REPLY_TOPIC).map(|t| t.trim().to_owned()).filter(|t| {
+            let ok = self.broker.check_reply(t);
+            if let Err(why) = &ok {
+                tracing::warn!(connector, topic = %self.key.1, "the message's {}: {why}; not used", crate::X_REPLY_TOPIC);
+            }
+            ok.is_ok()
+        });
+        let functions: Vec<(FunctionRef, Option<String>)> = {
+            let wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            wanted
+                .get(&self.key)
+                .map(|f| f.iter().map(|(f, r)| (f.clone(), r.clone())).collect())
+                .unwrap_or_default()
+        };
         let (mut stored, mut known, mut failed) = (0u64, 0u64, false);
-        for function in &functions {
-            let call = crate::event_call(
+        for (function, reply) in &functions {
+            let mut call = crate::event_call(
                 connector,
                 &event.subject,
                 function,
@@ -297,6 +404,10 @@ impl Subscription {
                 event.body.clone(),
                 event.headers.clone(),
             );
+            call.reply = match &asked {
+                Some(topic) => Some(format!("{connector}:{topic}")),
+                None => reply.clone(),
+            };
             match self.queue.enqueue(call).await {
                 Ok(()) => stored += 1,
                 Err(QueueError::Exists(_)) => known += 1,

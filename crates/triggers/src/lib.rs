@@ -23,6 +23,8 @@ pub mod cron;
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -38,6 +40,9 @@ pub const TOPIC: &str = "topic";
 pub const SCHEDULE: &str = "schedule";
 /// The annotation naming its schedule's time zone (IANA; default UTC).
 pub const TIMEZONE: &str = "com.ferrofaas.schedule.timezone";
+/// The annotation naming the topic a triggered call's answer is published
+/// to (`connector:topic`, or a topic a connector switched on publishes to).
+pub const REPLY_TOPIC: &str = "com.ferrofaas.reply-topic";
 /// The topic of schedules, as OpenFaaS's cron-connector names it.
 pub const CRON_TOPIC: &str = "cron-function";
 
@@ -46,6 +51,21 @@ pub const X_TOPIC: &str = "X-Topic";
 pub const X_CONNECTOR: &str = "X-Connector";
 pub const X_MESSAGE_ID: &str = "X-Message-Id";
 pub const X_EVENT_TIME: &str = "X-Event-Time";
+/// A message's header asking for its call's answer on this topic (of the
+/// connector it came by); it takes the place of the annotation's.
+pub const X_REPLY_TOPIC: &str = "X-Reply-Topic";
+/// How many answers published as replies led to this message: a reply
+/// carries one more than its call's message. Past [`MAX_HOPS`] a message
+/// triggers nothing (functions replying to each other's topics in a loop).
+pub const X_HOPS: &str = "X-Ferrofaas-Hops";
+pub const MAX_HOPS: u32 = 8;
+
+/// What the connectors switched on can do with a topic: subscribe to it
+/// (a function's `topic`), publish to it (its reply topic).
+pub trait Connectors {
+    fn subscribes(&self, topic: &str) -> Result<(), String>;
+    fn publishes(&self, topic: &str) -> Result<(), String>;
+}
 
 /// What a function's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -53,16 +73,18 @@ pub struct Triggers {
     /// Its topics, as listed (without `cron-function`).
     pub topics: Vec<String>,
     pub schedule: Option<cron::Schedule>,
+    /// Where the answers of its triggered calls are published.
+    pub reply: Option<String>,
 }
 
 impl Triggers {
-    /// Reads and checks the trigger annotations. `connector_of` says which
-    /// connector subscribes to a topic (or why none of those switched on does),
-    /// so that a topic nothing would deliver is refused at deploy rather
-    /// than silently never firing.
+    /// Reads and checks the trigger annotations. `connectors` say whether
+    /// a connector subscribes to a topic (or why none of those switched on
+    /// does), so that a topic nothing would deliver is refused at deploy
+    /// rather than silently never firing; and the same of a reply topic.
     pub fn of(
         annotations: &BTreeMap<String, String>,
-        connector_of: &dyn Fn(&str) -> Result<(), String>,
+        connectors: &dyn Connectors,
     ) -> Result<Triggers, InvalidDeployment> {
         let invalid =
             |key: &str, message: String| InvalidDeployment { field: format!("annotations.{key}"), message };
@@ -80,7 +102,7 @@ impl Triggers {
                     cron = true;
                 } else if topics.iter().any(|t| t == topic) {
                     return Err(invalid(TOPIC, format!("topic {topic:?} is listed twice")));
-                } else if let Err(why) = connector_of(topic) {
+                } else if let Err(why) = connectors.subscribes(topic) {
                     return Err(invalid(TOPIC, why));
                 } else {
                     topics.push(topic.to_owned());
@@ -106,7 +128,26 @@ impl Triggers {
         if annotations.contains_key(TIMEZONE) && schedule.is_none() {
             return Err(invalid(TIMEZONE, "a time zone needs a schedule".to_owned()));
         }
-        Ok(Triggers { topics, schedule })
+        let reply = match annotations.get(REPLY_TOPIC).map(|t| t.trim()) {
+            None => None,
+            Some(_) if topics.is_empty() && schedule.is_none() => {
+                return Err(invalid(
+                    REPLY_TOPIC,
+                    "a reply topic is for triggered calls: add a topic".to_owned(),
+                ));
+            }
+            Some(reply) if topics.iter().any(|t| t == reply) => {
+                return Err(invalid(
+                    REPLY_TOPIC,
+                    format!("replying to {reply:?}, a topic of the function itself, would trigger it again"),
+                ));
+            }
+            Some(reply) => {
+                connectors.publishes(reply).map_err(|why| invalid(REPLY_TOPIC, why))?;
+                Some(reply.to_owned())
+            }
+        };
+        Ok(Triggers { topics, schedule, reply })
     }
 }
 
@@ -138,6 +179,28 @@ pub fn event_call(
     mut headers: Vec<(String, String)>,
 ) -> Call {
     let id = event_call_id(connector, function, event_id);
+    // A message's own headers go with it, those HTTP can carry and that
+    // are not the platform's to set.
+    const RESERVED: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "authorization",
+        "cookie",
+        "x-call-id",
+        "x-callback-url",
+        X_TOPIC,
+        X_CONNECTOR,
+        X_MESSAGE_ID,
+        X_EVENT_TIME,
+    ];
+    headers.retain(|(k, v)| {
+        !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            && !RESERVED.iter().any(|r| k.eq_ignore_ascii_case(r))
+    });
     headers.extend([
         (X_TOPIC.to_owned(), topic.to_owned()),
         (X_CONNECTOR.to_owned(), connector.to_owned()),
@@ -153,6 +216,7 @@ pub fn event_call(
         headers,
         body,
         callback: None,
+        reply: None,
         accepted_at: now_ms(),
     }
 }
@@ -165,30 +229,40 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn nats_only(topic: &str) -> Result<(), String> {
-        match topic.starts_with("orders") {
-            true => Ok(()),
-            false => Err(format!("no connector subscribes to topic {topic:?}")),
+    /// Connectors that take topics `orders...` and publish to `replies...`.
+    struct Orders;
+
+    impl Connectors for Orders {
+        fn subscribes(&self, topic: &str) -> Result<(), String> {
+            match topic.starts_with("orders") {
+                true => Ok(()),
+                false => Err(format!("no connector subscribes to topic {topic:?}")),
+            }
+        }
+
+        fn publishes(&self, topic: &str) -> Result<(), String> {
+            match topic.starts_with("replies") || topic.starts_with("orders") {
+                true => Ok(()),
+                false => Err(format!("no connector publishes to topic {topic:?}")),
+            }
         }
     }
 
     #[test]
     fn openfaas_annotations_read() {
-        let t = Triggers::of(
-            &annotations(&[("topic", "cron-function"), ("schedule", "*/5 * * * *")]),
-            &nats_only,
-        )
-        .unwrap();
+        let t =
+            Triggers::of(&annotations(&[("topic", "cron-function"), ("schedule", "*/5 * * * *")]), &Orders)
+                .unwrap();
         assert_eq!(t.schedule.unwrap().text(), "*/5 * * * *");
         assert!(t.topics.is_empty());
-        let t = Triggers::of(&annotations(&[("topic", "orders.new, orders.paid")]), &nats_only).unwrap();
+        let t = Triggers::of(&annotations(&[("topic", "orders.new, orders.paid")]), &Orders).unwrap();
         assert_eq!(t.topics, ["orders.new", "orders.paid"]);
-        assert_eq!(Triggers::of(&annotations(&[("other", "x")]), &nats_only).unwrap(), Triggers::default());
+        assert_eq!(Triggers::of(&annotations(&[("other", "x")]), &Orders).unwrap(), Triggers::default());
     }
 
     #[test]
     fn wrong_annotations_are_named() {
-        let err = |pairs: &[(&str, &str)]| Triggers::of(&annotations(pairs), &nats_only).unwrap_err();
+        let err = |pairs: &[(&str, &str)]| Triggers::of(&annotations(pairs), &Orders).unwrap_err();
         let e = err(&[("topic", "cron-function"), ("schedule", "61 * * * *")]);
         assert_eq!(e.field, "annotations.schedule");
         assert!(e.message.contains("minute 61"), "{e}");
@@ -203,6 +277,24 @@ mod tests {
         let e = err(&[("topic", "cron-function"), ("schedule", "@hourly"), (TIMEZONE, "Nowhere/Land")]);
         assert!(e.field == "annotations.schedule" && e.message.contains("unknown time zone"), "{e}");
         assert_eq!(err(&[(TIMEZONE, "UTC")]).field, format!("annotations.{TIMEZONE}"));
+    }
+
+    #[test]
+    fn reply_topics() {
+        let of = |pairs: &[(&str, &str)]| Triggers::of(&annotations(pairs), &Orders);
+        let t = of(&[("topic", "orders.new"), (REPLY_TOPIC, "replies.orders")]).unwrap();
+        assert_eq!(t.reply.as_deref(), Some("replies.orders"));
+        let t =
+            of(&[("topic", "cron-function"), ("schedule", "@hourly"), (REPLY_TOPIC, "replies.x")]).unwrap();
+        assert_eq!(t.reply.as_deref(), Some("replies.x"));
+        for (pairs, says) in [
+            (&[(REPLY_TOPIC, "replies.x")][..], "for triggered calls"),
+            (&[("topic", "orders.new"), (REPLY_TOPIC, "orders.new")][..], "trigger it again"),
+            (&[("topic", "orders.new"), (REPLY_TOPIC, "elsewhere")][..], "no connector publishes"),
+        ] {
+            let e = of(pairs).unwrap_err();
+            assert!(e.field == format!("annotations.{REPLY_TOPIC}") && e.message.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use jiff::Timestamp;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
@@ -135,6 +136,41 @@ impl Broker for MqttBroker {
             }
         });
         Ok(rx)
+    }
+
+    fn check_reply(&self, topic: &str) -> Result<(), String> {
+        self.check_topic(topic)?;
+        if topic.contains(['+', '#']) {
+            return Err(format!("topic {topic:?}: a reply goes to one topic, without + or #"));
+        }
+        Ok(())
+    }
+
+    /// At QoS 1 on a connection of its own, done when the broker
+    /// acknowledges it (MQTT 3.1.1 has no headers: the answer alone).
+    async fn publish(&self, topic: &str, _headers: &[(String, String)], body: Bytes) -> Result<(), String> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("ferrofaas-reply-{}-{n}", Timestamp::now().as_nanosecond());
+        let mut options = MqttOptions::new(id, &self.host, self.port);
+        options.set_keep_alive(Duration::from_secs(5)).set_clean_session(true);
+        let (client, mut events) = AsyncClient::new(options, 4);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .map_err(|e| format!("publishing to {topic}: {e}"))?;
+        let acked = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            loop {
+                match events.poll().await {
+                    Ok(MqttEvent::Incoming(Packet::PubAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("publishing to {topic} on MQTT at {}: {e}", self.url)),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("publishing to {topic}: MQTT at {} did not acknowledge", self.url)));
+        let _ = client.try_disconnect();
+        acked
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
@@ -136,6 +137,37 @@ impl Broker for NatsBroker {
 
     async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Event>, String> {
         self.subscribe_to(topic).await
+    }
+
+    fn check_reply(&self, topic: &str) -> Result<(), String> {
+        check_subject(topic)?;
+        if topic.split('.').any(|t| t == "*" || t == ">") {
+            return Err(format!("subject {topic:?}: a reply goes to one subject, without * or >"));
+        }
+        Ok(())
+    }
+
+    /// To a stream that keeps the subject, acknowledged by it; else a core
+    /// publish, flushed to the server.
+    async fn publish(&self, topic: &str, headers: &[(String, String)], body: Bytes) -> Result<(), String> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(format!("not connected to NATS at {}", self.url));
+        }
+        let mut map = async_nats::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(k.as_str(), v.as_str());
+        }
+        let why = |e: &dyn std::fmt::Display| format!("publishing to {topic} on NATS at {}: {e}", self.url);
+        if self.js.stream_by_subject(topic).await.is_ok() {
+            let ack = self.js.publish_with_headers(topic.to_owned(), map, body).await.map_err(|e| why(&e))?;
+            tokio::time::timeout(ACK_WAIT, ack)
+                .await
+                .map_err(|_| why(&"no acknowledgement"))?
+                .map_err(|e| why(&e))?;
+            return Ok(());
+        }
+        self.client.publish_with_headers(topic.to_owned(), map, body).await.map_err(|e| why(&e))?;
+        self.client.flush().await.map_err(|e| why(&e))
     }
 }
 

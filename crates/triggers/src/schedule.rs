@@ -41,6 +41,8 @@ pub struct Scheduled {
     pub schedule: Schedule,
     /// When it was deployed, if known: no slot before it is caught up.
     pub since: Option<Timestamp>,
+    /// Where its calls' answers are published.
+    pub reply: Option<String>,
 }
 
 /// Where the scheduled functions come from (the gateway's provider).
@@ -96,6 +98,7 @@ pub struct Scheduler {
 struct Slot {
     schedule: Schedule,
     next: Timestamp,
+    reply: Option<String>,
 }
 
 impl Scheduler {
@@ -155,7 +158,7 @@ impl Scheduler {
             for function in due {
                 let Some(slot) = slots.get_mut(&function) else { continue };
                 let at = slot.next;
-                match self.fire(&function, at, slot.schedule.text()).await {
+                match self.fire(&function, at, slot.schedule.text(), slot.reply.clone()).await {
                     Fired::Stored | Fired::Known | Fired::GivenUp => {
                         // The latest slot only: those that passed meanwhile
                         // (a paused machine) are skipped.
@@ -194,7 +197,10 @@ impl Scheduler {
         let mut seen = std::collections::HashSet::new();
         for f in list {
             seen.insert(f.function.clone());
-            if slots.get(&f.function).is_some_and(|s| s.schedule == f.schedule) {
+            if let Some(slot) = slots.get_mut(&f.function)
+                && slot.schedule == f.schedule
+            {
+                slot.reply = f.reply;
                 continue;
             }
             // At start: the latest slot missed while no gateway ran.
@@ -203,7 +209,7 @@ impl Scheduler {
                 && f.since.is_none_or(|since| since <= missed)
             {
                 tracing::info!(function = %f.function.name, slot = %missed, "schedules: a slot missed while down fires now");
-                let _ = self.fire(&f.function, missed, f.schedule.text()).await;
+                let _ = self.fire(&f.function, missed, f.schedule.text(), f.reply.clone()).await;
             }
             let next = f.schedule.next_after(now).unwrap_or(Timestamp::MAX);
             let text = f.schedule.text().to_owned();
@@ -211,16 +217,22 @@ impl Scheduler {
                 s.schedule = text;
                 s.next_event = Some(next);
             });
-            slots.insert(f.function, Slot { schedule: f.schedule, next });
+            slots.insert(f.function, Slot { schedule: f.schedule, next, reply: f.reply });
         }
         slots.retain(|f, _| seen.contains(f));
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).retain(|f, _| seen.contains(f));
     }
 
-    async fn fire(&self, function: &FunctionRef, at: Timestamp, schedule: &str) -> Fired {
+    async fn fire(
+        &self,
+        function: &FunctionRef,
+        at: Timestamp,
+        schedule: &str,
+        reply: Option<String>,
+    ) -> Fired {
         let event = at.as_second().to_string();
         let headers = vec![("X-Schedule".to_owned(), schedule.to_owned())];
-        let call = crate::event_call(
+        let mut call = crate::event_call(
             CONNECTOR,
             crate::CRON_TOPIC,
             function,
@@ -229,6 +241,7 @@ impl Scheduler {
             bytes::Bytes::new(),
             headers,
         );
+        call.reply = reply;
         let id = call.id.clone();
         let result = self.queue.enqueue(call).await;
         let now = self.clock.now();

@@ -104,8 +104,10 @@ pub struct Args {
     #[arg(long, default_value = "32Mi", value_parser = parse_size)]
     queue_memory: u64,
     /// A broker whose messages trigger functions (repeatable): nats=URL (a
-    /// NATS server, or several comma-separated), mqtt=mqtt://host:port. A
-    /// function's `topic` annotation names the subjects (topics) it gets.
+    /// NATS server, or several comma-separated), mqtt=mqtt://host:port,
+    /// rabbitmq=amqp://user:password@host:port/vhost[?exchange=name]. A
+    /// function's `topic` annotation names the subjects (topics, binding
+    /// keys) it gets.
     #[arg(long = "connector", value_name = "NAME=URL")]
     connectors: Vec<String>,
     /// Longest a request waits for a replica to start (from zero, or while
@@ -342,7 +344,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--connector {connector}: {e}"))?;
                 brokers.push(Arc::new(broker));
             }
-            _ => bail!("--connector {connector:?}: use nats=nats://host:port or mqtt=mqtt://host:port"),
+            // The address may hold a password: not repeated in errors.
+            Some(("rabbitmq", url)) => {
+                let broker = ferrofaas_triggers::rabbitmq::RabbitBroker::new(url)
+                    .map_err(|e| anyhow::anyhow!("--connector rabbitmq=...: {e}"))?;
+                brokers.push(Arc::new(broker));
+            }
+            _ => bail!(
+                "--connector {:?}: use nats=nats://host:port, mqtt=mqtt://host:port or \
+                 rabbitmq=amqp://user:password@host:port/vhost",
+                connector.split_once('=').map_or(connector.as_str(), |(name, _)| name)
+            ),
         }
     }
     if brokers.iter().map(|b| b.name()).collect::<std::collections::HashSet<_>>().len() != brokers.len() {

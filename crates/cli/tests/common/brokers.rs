@@ -1,5 +1,5 @@
 //! Brokers for a test: a NATS server with JetStream (Debian's
-//! `nats-server`) and Mosquitto, each on a port of its own.
+//! `nats-server`), Mosquitto and RabbitMQ, each on a port of its own.
 
 use std::time::Duration;
 
@@ -15,7 +15,10 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The server's process group: RabbitMQ's script and its VM.
+        let pid = self.child.id() as i32;
+        // SAFETY: signals a process group this test started.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -52,12 +55,56 @@ pub fn mosquitto() -> Server {
     start(command, port, format!("mqtt://127.0.0.1:{port}"), dir)
 }
 
+/// Debian's RabbitMQ server on a free port, run as this user (not the
+/// `rabbitmq` user the packaged script switches to), its data in a folder
+/// of its own, `guest:guest` allowed from this machine.
+pub fn rabbitmq() -> Server {
+    const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+    require(
+        std::path::Path::new(SERVER).exists(),
+        "rabbitmq-server",
+        "apt-get install rabbitmq-server; .ci/run does",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (port, dist) = (free_port(), free_port());
+    let d = dir.path();
+    std::fs::write(d.join("plugins"), "[].\n").unwrap();
+    std::fs::write(d.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+    let mut command = std::process::Command::new(SERVER);
+    command
+        .env("HOME", d)
+        .env("RABBITMQ_NODENAME", format!("ff{port}@localhost"))
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist.to_string())
+        .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", d.join("log"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
+        .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"));
+    start_within(command, port, format!("amqp://guest:guest@127.0.0.1:{port}"), dir, Duration::from_secs(90))
+}
+
 /// Starts a server quietly and waits until it listens on `port`.
-fn start(mut command: std::process::Command, port: u16, url: String, dir: tempfile::TempDir) -> Server {
+fn start(command: std::process::Command, port: u16, url: String, dir: tempfile::TempDir) -> Server {
+    start_within(command, port, url, dir, Duration::from_secs(10))
+}
+
+fn start_within(
+    mut command: std::process::Command,
+    port: u16,
+    url: String,
+    dir: tempfile::TempDir,
+    within: Duration,
+) -> Server {
+    use std::os::unix::process::CommandExt;
     let what = command.get_program().to_string_lossy().into_owned();
-    let child =
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let child = command
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(20));

@@ -54,11 +54,17 @@ async function refreshFunctions() {
     syncRows($("functions"), data.sort((a, b) => a.name.localeCompare(b.name)), (f) => f.name,
       (f) => el("tr", { "data-function": f.name },
         el("td", {}, el("a", { href: "#/function/" + enc(qualified(f.name, namespace)), text: f.name })),
-        el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" })),
+        el("td", { class: "wide" }), el("td", { class: "replicas" }), el("td", { class: "invocations" }),
+        el("td", { class: "triggers" })),
       (row, f) => {
         setText(row.cells[1], f.image);
         setText(row.cells[2], `${f.availableReplicas}/${f.replicas}`);
         setText(row.cells[3], String(f.invocationCount));
+        const triggers = f.triggers || [];
+        setText(row.cells[4], triggers.map(triggerName).join(", "));
+        // A broker that is down, or events that could not be stored.
+        row.cells[4].classList.toggle("error", triggers.some((t) => t.lastError));
+        row.cells[4].title = triggers.filter((t) => t.lastError).map((t) => `${triggerName(t)}: ${t.lastError}`).join("\n");
       });
     $("empty").hidden = data.length > 0;
   } catch (err) {
@@ -136,10 +142,39 @@ async function refreshFunction() {
     setText($("fn-invocations"), String(data.invocationCount));
     setText($("fn-secrets"), (data.secrets || []).join(", ") || "none");
     setText($("fn-labels"), pairsText(data.labels, "=").replace(/\n/g, ", ") || "none");
+    showTriggers(data.triggers || []);
     if ($("scale-replicas").value === "") $("scale-replicas").value = String(data.replicas);
   } catch (err) {
     if (auth) $("fn-error").textContent = "Could not read the function: " + err.message;
   }
+}
+
+/** A trigger as people write it: `cron @every 5s`, `nats orders.new`. */
+function triggerName(t) {
+  return t.schedule ? `${t.connector} ${t.schedule}` : `${t.connector} ${t.topic}`;
+}
+
+/** A time of the API (RFC 3339) as this browser's local time. */
+function when(rfc3339) {
+  if (!rfc3339) return "-";
+  const date = new Date(rfc3339);
+  return Number.isNaN(date.getTime()) ? rfc3339 : date.toLocaleString();
+}
+
+/** The function page's triggers: what each did, and why one is down. */
+function showTriggers(triggers) {
+  $("fn-triggers-part").hidden = triggers.length === 0;
+  syncRows($("fn-triggers"), triggers, (t) => `${t.connector}\n${t.topic}`,
+    () => el("tr", {}, ...Array.from({ length: 8 }, () => el("td"))),
+    (row, t) => {
+      const cells = [
+        triggerName(t), String(t.events), t.duplicates ? `${t.dispatched} (+${t.duplicates} stored before)` : String(t.dispatched), String(t.failed),
+        when(t.lastEvent), when(t.nextEvent), t.lastEvent ? `${(t.lagSeconds * 1000).toFixed(1)} ms` : "-",
+        t.lastError || "ok",
+      ];
+      cells.forEach((text, i) => setText(row.cells[i], text));
+      row.cells[7].classList.toggle("error", Boolean(t.lastError));
+    });
 }
 
 $("scale").addEventListener("submit", async (e) => {

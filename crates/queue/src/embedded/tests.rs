@@ -22,6 +22,7 @@ fn call(id: &str, function: &str) -> Call {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: Bytes::from_static(b"hello"),
         callback: None,
+        reply: None,
         accepted_at: now_ms(),
     }
 }

@@ -104,6 +104,7 @@ fn tick(schedule: &str, since: Option<Timestamp>) -> Scheduled {
         function: FunctionRef { name: "tick".into(), namespace: "openfaas-fn".into() },
         schedule: Schedule::parse(schedule, None).unwrap(),
         since,
+        reply: None,
     }
 }
 
