@@ -20,6 +20,9 @@ commands:
   run [--duration SECS] [--warmup SECS] [--rounds N] [--conns 1,64]
       [--only LETTERS] [--watchdog PATH] [--faas PATH] [--out DIR]
                          run the benchmark and print a markdown report
+  events [--rounds N] [--watchdog PATH] [--faas PATH] [--out DIR]
+                         only its events section: NATS to a function
+                         beside /async-function/ calls
   hello --port P         (a) minimal HTTP server
   proxy --port P --upstream HOST:PORT
                          (b) bare reverse proxy
@@ -45,6 +48,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
     let flags = Flags::parse(rest)?;
     match command.as_str() {
         "run" => run::run(&run_options(&flags)?),
+        "events" => run::events(&run_options(&flags)?),
         "hello" => serve(baselines::hello(listen_addr(&flags)?)),
         "proxy" => {
             let upstream: SocketAddr = flags.required("upstream")?.parse().context("--upstream")?;

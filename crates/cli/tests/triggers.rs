@@ -78,6 +78,13 @@ async fn a_schedule_fires_every_second_once() {
     assert_eq!(p.api(Method::GET, "/system/function/bad", "").await.status, StatusCode::NOT_FOUND);
 
     p.deploy(ticker("tick"), 1).await;
+    // A Python function on the same schedule.
+    let python = json!({
+        "service": "pytick",
+        "image": format!("{}/hello-python", examples().display()),
+        "annotations": {"topic": "cron-function", "schedule": "@every 1s"},
+    });
+    p.deploy(python, 1).await;
     let deployed = now_secs();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let until = now_secs();
@@ -97,6 +104,8 @@ async fn a_schedule_fires_every_second_once() {
     let status = p.api(Method::GET, &format!("/system/async/cron-tick.openfaas-fn-{slot}"), "").await;
     assert_eq!(status.status, StatusCode::OK, "{}", status.body);
     assert_eq!(status.json()["state"], "done", "{}", status.body);
+    let python = format!("cron-pytick.openfaas-fn-{slot}");
+    assert_eq!(call_state(&p, &python).await.as_deref(), Some("done"), "{python}");
 
     // Visible: the function's status, faas describe, /metrics.
     let f = p.api(Method::GET, "/system/function/tick", "").await.json();
@@ -329,8 +338,23 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
 }
 
 fn publish(port: u16, topic: &str, message: &str) {
+    publish_qos(port, topic, message, 1)
+}
+
+fn publish_qos(port: u16, topic: &str, message: &str, qos: u8) {
     let out = std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", message])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            &qos.to_string(),
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
@@ -377,8 +401,9 @@ async fn mqtt_messages_trigger_functions_and_none_is_lost() {
     })
     .await;
     assert!(subscribed, "{}", p.api(Method::GET, "/system/function/sensors", "").await.body);
+    // QoS 1, and QoS 0 (at most once: delivered while the gateway runs).
     for i in 1..=5 {
-        publish(broker.port, "sensors/kitchen/temp", &format!("t{i}"));
+        publish_qos(broker.port, "sensors/kitchen/temp", &format!("t{i}"), if i == 5 { 0 } else { 1 });
     }
     let expect = |range: std::ops::RangeInclusive<u32>| -> Vec<String> {
         let mut v: Vec<String> = range.map(|i| format!("t{i}")).collect();

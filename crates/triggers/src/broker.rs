@@ -56,6 +56,33 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, topic: &str, headers: &[(String, String)], body: Bytes) -> Result<(), String>;
 }
 
+/// Messages of one subscription whose calls are being stored at once
+/// (their stores share the queue's commits).
+pub const IN_FLIGHT: usize = 64;
+
+/// Acknowledgements in the order the messages came (as MQTT wants them):
+/// each waits for its message's calls to be stored, then `settle` tells
+/// the broker (`true`: stored); `settle` answering `false` (the
+/// connection is gone) ends it. The messages' calls are stored
+/// concurrently meanwhile.
+pub fn acknowledger<T, F, Fut>(settle: F) -> mpsc::Sender<(oneshot::Receiver<bool>, T)>
+where
+    T: Send + 'static,
+    F: Fn(T, bool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let (tx, mut rx) = mpsc::channel::<(oneshot::Receiver<bool>, T)>(IN_FLIGHT);
+    tokio::spawn(async move {
+        while let Some((stored, message)) = rx.recv().await {
+            let stored = stored.await == Ok(true);
+            if !settle(message, stored).await {
+                break;
+            }
+        }
+    });
+    tx
+}
+
 /// Names of connectors, built in or not: a topic prefixed with one names
 /// that connector (`kafka:orders` is not a NATS subject of that name).
 pub const CONNECTOR_NAMES: &[&str] =
@@ -345,9 +372,19 @@ impl Subscription {
                     continue;
                 }
             };
-            while let Some(event) = events.recv().await {
-                self.deliver(event).await;
+            // Up to IN_FLIGHT messages stored at once, so that their
+            // calls share the queue's commits (fsyncs).
+            let mut storing = futures_util::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some(()) = futures_util::StreamExt::next(&mut storing), if !storing.is_empty() => {}
+                    event = events.recv(), if storing.len() < IN_FLIGHT => match event {
+                        Some(event) => storing.push(self.deliver(event)),
+                        None => break,
+                    },
+                }
             }
+            while futures_util::StreamExt::next(&mut storing).await.is_some() {}
             tracing::warn!(connector = self.broker.name(), %topic, "the subscription ended; subscribing again");
             self.note(|s| {
                 s.subscribed = false;

@@ -103,6 +103,11 @@ impl Broker for MqttBroker {
         let (tx, rx) = mpsc::channel(64);
         let counter = self.counter.clone();
         let base = Timestamp::now().as_nanosecond();
+        // Unacknowledged, the broker sends it again on the next connection.
+        let acks = crate::broker::acknowledger(move |publish: rumqttc::Publish, stored| {
+            let client = client.clone();
+            async move { !stored || client.ack(&publish).await.is_ok() }
+        });
         tokio::spawn(async move {
             let mut early = early.into_iter();
             loop {
@@ -125,13 +130,8 @@ impl Broker for MqttBroker {
                     headers: Vec::new(),
                     ack: Some(ack),
                 };
-                if tx.send(event).await.is_err() {
+                if tx.send(event).await.is_err() || acks.send((stored, publish)).await.is_err() {
                     break;
-                }
-                // Unacknowledged, the broker sends it again on the next
-                // connection.
-                if stored.await == Ok(true) {
-                    let _ = client.ack(&publish).await;
                 }
             }
         });

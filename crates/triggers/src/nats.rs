@@ -87,6 +87,16 @@ impl NatsBroker {
             .map_err(|e| format!("the durable consumer {name} of stream {stream}: {e}"))?;
         let mut messages = consumer.messages().await.map_err(|e| format!("reading stream {stream}: {e}"))?;
         let (tx, rx) = mpsc::channel(BUFFER);
+        let acks = crate::broker::acknowledger(|message: jetstream::Message, stored| async move {
+            // Not stored: again in a second (the queue is full or away).
+            let kind = if stored {
+                jetstream::AckKind::Ack
+            } else {
+                jetstream::AckKind::Nak(Some(Duration::from_secs(1)))
+            };
+            let _ = message.ack_with(kind).await;
+            true
+        });
         tokio::spawn(async move {
             while let Some(message) = messages.next().await {
                 let Ok(message) = message else { break };
@@ -104,20 +114,11 @@ impl NatsBroker {
                     subject: message.subject.to_string(),
                     time,
                     body: message.payload.clone(),
-                    headers: Vec::new(),
+                    headers: text_headers(message.headers.as_ref()),
                     ack: Some(ack),
                 };
-                if tx.send(event).await.is_err() {
+                if tx.send(event).await.is_err() || acks.send((stored, message)).await.is_err() {
                     break;
-                }
-                match stored.await {
-                    Ok(true) => {
-                        let _ = message.ack().await;
-                    }
-                    // Again in a second (the queue is full or away).
-                    _ => {
-                        let _ = message.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    }
                 }
             }
         });
@@ -171,6 +172,15 @@ impl Broker for NatsBroker {
     }
 }
 
+/// A message's headers (each name's first value).
+fn text_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    let Some(headers) = headers else { return Vec::new() };
+    headers
+        .iter()
+        .filter_map(|(name, values)| Some((name.to_string(), values.first()?.as_str().to_owned())))
+        .collect()
+}
+
 /// A subject a function may be given: well formed, and none of the
 /// platform's own (the queue's `ferrofaas.>` when it shares the server),
 /// NATS's (`$JS.>`, `$SYS.>`) or replies (`_INBOX.>`), which would hand a
@@ -222,6 +232,17 @@ impl NatsBroker {
             .map_err(|e| format!("subscribing to {topic}: {e}"))?;
         let (tx, rx) = mpsc::channel(BUFFER);
         let client = self.client.clone();
+        // A request is answered with its event id once its calls are stored.
+        let acks =
+            crate::broker::acknowledger(move |(reply, id): (Option<async_nats::Subject>, String), stored| {
+                let client = client.clone();
+                async move {
+                    if let (true, Some(reply)) = (stored, reply) {
+                        let _ = client.publish(reply, id.into()).await;
+                    }
+                    true
+                }
+            });
         let counter_base = self.new_id();
         tokio::spawn(async move {
             let mut n = 0u64;
@@ -239,14 +260,11 @@ impl NatsBroker {
                     subject: message.subject.to_string(),
                     time: Timestamp::now(),
                     body: message.payload.clone(),
-                    headers: Vec::new(),
+                    headers: text_headers(message.headers.as_ref()),
                     ack: Some(ack),
                 };
-                if tx.send(event).await.is_err() {
+                if tx.send(event).await.is_err() || acks.send((stored, (message.reply, id))).await.is_err() {
                     break;
-                }
-                if let (Ok(true), Some(reply)) = (stored.await, message.reply) {
-                    let _ = client.publish(reply, id.into()).await;
                 }
             }
         });

@@ -211,6 +211,14 @@ impl Broker for RabbitBroker {
             .map_err(|e| format!("consuming from queue {queue}: {e}"))?;
         let (tx, rx) = mpsc::channel(PREFETCH as usize);
         let fallback_ids = self.new_id();
+        let acks = crate::broker::acknowledger(|delivery: lapin::message::Delivery, stored| async move {
+            let done = match stored {
+                true => delivery.ack(BasicAckOptions::default()).await,
+                // Back in the queue, for this gateway or another.
+                false => delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await,
+            };
+            done.is_ok()
+        });
         tokio::spawn(async move {
             // Held for as long as the subscription runs.
             let _connection = connection;
@@ -231,15 +239,7 @@ impl Broker for RabbitBroker {
                     headers: text_headers(&delivery.properties),
                     ack: Some(ack),
                 };
-                if tx.send(event).await.is_err() {
-                    break;
-                }
-                let done = match stored.await {
-                    Ok(true) => delivery.ack(BasicAckOptions::default()).await,
-                    // Back in the queue, for this gateway or another.
-                    _ => delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await,
-                };
-                if done.is_err() {
+                if tx.send(event).await.is_err() || acks.send((stored, delivery)).await.is_err() {
                     break;
                 }
             }

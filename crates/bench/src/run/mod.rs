@@ -8,6 +8,7 @@
 //! gateway: (e) and (h) sandboxed process replicas, (m) and (n) the same
 //! without a sandbox, (j) Docker, (k) Swarm.
 
+mod events;
 mod memory;
 mod scenarios;
 mod timings;
@@ -260,6 +261,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Events from NATS to a function beside `/async-function/` calls alone
+/// (`ferrofaas-bench events`).
+pub fn events(opts: &Options) -> anyhow::Result<()> {
+    let ctx = Ctx { opts, self_exe: std::env::current_exe()? };
+    std::fs::create_dir_all(&opts.out_dir)?;
+    println!("# ferrofaas bench: events, {} round(s)", opts.rounds);
+    events::report(&ctx, opts.rounds)
+}
+
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let ctx = Ctx { opts, self_exe: std::env::current_exe()? };
     std::fs::create_dir_all(&opts.out_dir)?;
@@ -468,6 +478,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "| ratio (group commit: one fsync covers many calls) | {:.2} | |",
         accepted.requests_per_sec / fsyncs
     );
+
+    events::report(&ctx, opts.rounds)?;
 
     let q = measure_queue_memory(&ctx)?;
     println!();

@@ -121,6 +121,18 @@ pub(super) fn start_gateway(ctx: &Ctx, name: &str, env: &str) -> anyhow::Result<
 
 /// `faas serve` with `extra` arguments (a provider) and one function.
 pub(super) fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String]) -> anyhow::Result<Setup> {
+    start_gateway_with(ctx, name, env, extra, "")
+}
+
+/// The same, with more of the function's stack.yml (`stack`: lines at
+/// its level, such as annotations).
+pub(super) fn start_gateway_with(
+    ctx: &Ctx,
+    name: &str,
+    env: &str,
+    extra: &[String],
+    stack: &str,
+) -> anyhow::Result<Setup> {
     let dir = ctx.opts.out_dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("fn"))?;
@@ -128,7 +140,7 @@ pub(super) fn start_gateway_on(ctx: &Ctx, name: &str, env: &str, extra: &[String
     std::fs::write(
         dir.join("stack.yml"),
         format!(
-            "provider:\n  name: openfaas\nfunctions:\n  bench:\n    handler: ./fn\n    image: bench:latest\n{PINNED}"
+            "provider:\n  name: openfaas\nfunctions:\n  bench:\n    handler: ./fn\n    image: bench:latest\n{PINNED}{stack}"
         ),
     )?;
     let port = free_port()?;

@@ -84,6 +84,13 @@ struct UpArgs {
     /// a node of its own, every call kept on all three
     #[arg(long)]
     ha: bool,
+    /// A broker whose messages trigger functions, as `faas serve
+    /// --connector` takes it (repeatable): nats=URL, mqtt=URL,
+    /// rabbitmq=URL, reachable from the gateways' containers. (The URL is
+    /// part of the service's spec: managers' `docker service inspect`
+    /// shows it, password included.)
+    #[arg(long = "connector", value_name = "NAME=URL")]
+    connectors: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -185,7 +192,18 @@ async fn up(docker: &Docker, args: UpArgs) -> anyhow::Result<()> {
         say(&format!("pushing {name} to the registry"));
         registry.publish(docker, &name).await?;
     }
+    for connector in &args.connectors {
+        let name = connector.split_once('=').map(|(name, _)| name);
+        if !matches!(name, Some("nats" | "mqtt" | "rabbitmq")) {
+            bail!(
+                "--connector {:?}: use nats=nats://host:port, mqtt=mqtt://host:port or \
+                 rabbitmq=amqp://user:password@host:port/vhost",
+                name.unwrap_or(connector)
+            );
+        }
+    }
     let spec = platform::gateway_service(&platform::GatewayService {
+        connectors: &args.connectors,
         name: &args.name,
         network: &args.network,
         port: args.port,

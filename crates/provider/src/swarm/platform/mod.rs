@@ -60,6 +60,8 @@ pub struct GatewayService<'a> {
     /// The platform's own network and the queue on it (`--ha`): the NATS
     /// cluster's URL, and on how many servers each stream is kept.
     pub queue: Option<PlatformQueue<'a>>,
+    /// `faas serve --connector` values: the brokers that trigger functions.
+    pub connectors: &'a [String],
 }
 
 /// The gateways' shared queue.
@@ -228,6 +230,9 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
         networks
             .push(NetworkAttachmentConfig { target: Some(queue.network.to_owned()), ..Default::default() });
     }
+    for connector in g.connectors {
+        command.extend(["--connector".to_owned(), connector.clone()]);
+    }
     let mut secrets = vec![secret_file(g.credentials, CREDENTIALS_TARGET, 0o400)];
     if let Some(registry) = &g.registry {
         command.extend(["--registry".to_owned(), registry.address.to_owned()]);
@@ -286,5 +291,31 @@ pub fn gateway_service(g: &GatewayService<'_>) -> ServiceSpec {
             }]),
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateways_switch_on_the_connectors_given() {
+        let credentials = StoredSecret { id: "c1".into(), name: "ferrofaas-credentials-1".into() };
+        let connectors = ["nats=nats://broker:4222".to_owned(), "mqtt=mqtt://broker".to_owned()];
+        let spec = gateway_service(&GatewayService {
+            name: "gw",
+            network: "net",
+            port: 8080,
+            image: "img",
+            credentials: &credentials,
+            registry: None,
+            replicas: 1,
+            queue: None,
+            connectors: &connectors,
+        });
+        let args = spec.task_template.unwrap().container_spec.unwrap().args.unwrap();
+        let given: Vec<&str> =
+            args.windows(2).filter(|w| w[0] == "--connector").map(|w| w[1].as_str()).collect();
+        assert_eq!(given, ["nats=nats://broker:4222", "mqtt=mqtt://broker"]);
     }
 }
