@@ -149,34 +149,36 @@ impl Topics {
         self.brokers.iter().map(|b| b.name())
     }
 
-    /// Which brokers deliver `topic` (its prefix, else all that take it),
-    /// or why none does.
-    pub fn deliverers(&self, topic: &str) -> Result<Vec<usize>, String> {
-        if let Some((prefix, rest)) = topic.split_once(':')
-            && let Some(i) = self.brokers.iter().position(|b| b.name() == prefix)
-        {
-            return self.brokers[i]
-                .check_topic(rest)
-                .map(|()| vec![i])
-                .map_err(|why| format!("{prefix}: {why}"));
-        }
-        if let Some((prefix, _)) = topic.split_once(':')
-            && CONNECTOR_NAMES.contains(&prefix)
-        {
-            let on: Vec<&str> = self.brokers().collect();
-            return Err(format!(
-                "topic {topic:?}: connector {prefix} is not switched on in this gateway (on: {})",
-                if on.is_empty() { "none".to_owned() } else { on.join(", ") }
-            ));
+    /// The brokers that can `verb` `topic` by `check`: the one its prefix
+    /// names, else all that take it; or why none can.
+    fn able(
+        &self,
+        topic: &str,
+        verb: &str,
+        check: impl Fn(&dyn Broker, &str) -> Result<(), String>,
+    ) -> Result<Vec<usize>, String> {
+        if let Some((prefix, rest)) = topic.split_once(':') {
+            if let Some(i) = self.brokers.iter().position(|b| b.name() == prefix) {
+                return check(&*self.brokers[i], rest)
+                    .map(|()| vec![i])
+                    .map_err(|why| format!("{prefix}: {why}"));
+            }
+            if CONNECTOR_NAMES.contains(&prefix) {
+                let on: Vec<&str> = self.brokers().collect();
+                return Err(format!(
+                    "topic {topic:?}: connector {prefix} is not switched on in this gateway (on: {})",
+                    if on.is_empty() { "none".to_owned() } else { on.join(", ") }
+                ));
+            }
         }
         if self.brokers.is_empty() {
             return Err(format!(
-                "no connector subscribes to topic {topic:?}: switch one on (faas serve --connector nats=nats://...)"
+                "no connector is switched on to {verb} topic {topic:?} (faas serve --connector nats=nats://...)"
             ));
         }
         let mut why = Vec::new();
-        let takers: Vec<usize> = (0..self.brokers.len())
-            .filter(|&i| match self.brokers[i].check_topic(topic) {
+        let able: Vec<usize> = (0..self.brokers.len())
+            .filter(|&i| match check(&*self.brokers[i], topic) {
                 Ok(()) => true,
                 Err(e) => {
                     why.push(format!("{}: {e}", self.brokers[i].name()));
@@ -184,10 +186,16 @@ impl Topics {
                 }
             })
             .collect();
-        if takers.is_empty() {
-            return Err(format!("no connector can subscribe to topic {topic:?} ({})", why.join("; ")));
+        if able.is_empty() {
+            return Err(format!("no connector can {verb} topic {topic:?} ({})", why.join("; ")));
         }
-        Ok(takers)
+        Ok(able)
+    }
+
+    /// Which brokers deliver `topic` (its prefix, else all that take it),
+    /// or why none does.
+    pub fn deliverers(&self, topic: &str) -> Result<Vec<usize>, String> {
+        self.able(topic, "subscribe to", |b, t| b.check_topic(t))
     }
 
     /// The connectors that deliver `topic`, each with the topic as it
@@ -204,31 +212,8 @@ impl Topics {
     /// `via` (the connector a call's event came by) if it can, else the
     /// first that can; or why none can.
     pub fn publisher(&self, topic: &str, via: Option<&str>) -> Result<usize, String> {
-        if let Some((prefix, rest)) = topic.split_once(':')
-            && let Some(i) = self.brokers.iter().position(|b| b.name() == prefix)
-        {
-            return self.brokers[i].check_reply(rest).map(|()| i).map_err(|why| format!("{prefix}: {why}"));
-        }
-        if let Some((prefix, _)) = topic.split_once(':')
-            && CONNECTOR_NAMES.contains(&prefix)
-        {
-            return Err(format!("topic {topic:?}: connector {prefix} is not switched on in this gateway"));
-        }
-        let mut why = Vec::new();
-        let can: Vec<usize> = (0..self.brokers.len())
-            .filter(|&i| match self.brokers[i].check_reply(topic) {
-                Ok(()) => true,
-                Err(e) => {
-                    why.push(format!("{}: {e}", self.brokers[i].name()));
-                    false
-                }
-            })
-            .collect();
-        match can.iter().find(|&&i| Some(self.brokers[i].name()) == via).or(can.first()) {
-            Some(&i) => Ok(i),
-            None if self.brokers.is_empty() => Err(format!("no connector publishes to topic {topic:?}")),
-            None => Err(format!("no connector can publish to topic {topic:?} ({})", why.join("; "))),
-        }
+        let able = self.able(topic, "publish to", |b, t| b.check_reply(t))?;
+        Ok(*able.iter().find(|&&i| Some(self.brokers[i].name()) == via).unwrap_or(&able[0]))
     }
 
     /// Publishes a call's answer to its reply topic (see [`Topics::publisher`]).
@@ -468,5 +453,115 @@ impl Subscription {
                 s.failed += 1;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Memory;
+
+    /// A broker whose subscriptions the test feeds; it takes topics
+    /// starting with its name and publishes to none with a `*`.
+    struct Fake {
+        name: &'static str,
+        feed: Mutex<Option<mpsc::Sender<Event>>>,
+    }
+
+    #[async_trait]
+    impl Broker for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn check_topic(&self, topic: &str) -> Result<(), String> {
+            if topic.starts_with(self.name) { Ok(()) } else { Err(format!("not {}", self.name)) }
+        }
+        async fn subscribe(&self, _: &str) -> Result<mpsc::Receiver<Event>, String> {
+            let (tx, rx) = mpsc::channel(8);
+            *self.feed.lock().unwrap() = Some(tx);
+            Ok(rx)
+        }
+        fn check_reply(&self, topic: &str) -> Result<(), String> {
+            if topic.contains('*') { Err("no wildcards".into()) } else { Ok(()) }
+        }
+        async fn publish(&self, _: &str, _: &[(String, String)], _: Bytes) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn fake(name: &'static str) -> Arc<Fake> {
+        Arc::new(Fake { name, feed: Mutex::new(None) })
+    }
+
+    fn event(id: &str, headers: &[(&str, &str)]) -> (Event, oneshot::Receiver<bool>) {
+        let (ack, stored) = oneshot::channel();
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let event = Event {
+            id: id.into(),
+            subject: "a.x".into(),
+            time: Timestamp::now(),
+            body: Bytes::new(),
+            headers,
+            ack: Some(ack),
+        };
+        (event, stored)
+    }
+
+    #[test]
+    fn a_reply_goes_by_its_prefix_else_the_connector_it_came_by() {
+        let topics = Topics::new(vec![fake("a"), fake("b")], Arc::new(Memory::default()));
+        assert_eq!(topics.publisher("b:replies", None), Ok(1));
+        assert_eq!(topics.publisher("replies", Some("b")), Ok(1));
+        assert_eq!(topics.publisher("replies", None), Ok(0));
+        assert!(topics.publisher("replies.*", None).unwrap_err().contains("no wildcards"));
+        assert!(topics.publisher("kafka:replies", None).unwrap_err().contains("not switched on"));
+        assert_eq!(topics.deliverers("b.orders"), Ok(vec![1]));
+        assert!(topics.deliverers("c.orders").unwrap_err().contains("no connector can subscribe to"));
+    }
+
+    #[tokio::test]
+    async fn a_message_becomes_a_call_per_function_and_a_loop_ends() {
+        let broker = fake("a");
+        let queue = Arc::new(Memory::default());
+        let topics = Topics::new(vec![broker.clone()], queue.clone());
+        let f = |name: &str| FunctionRef { name: name.into(), namespace: "openfaas-fn".into() };
+        topics.update(&[
+            Subscriber { function: f("one"), topics: vec!["a.x".into()], reply: Some("replies.one".into()) },
+            Subscriber { function: f("two"), topics: vec!["a.x".into()], reply: None },
+        ]);
+        let feed = loop {
+            if let Some(feed) = broker.feed.lock().unwrap().clone() {
+                break feed;
+            }
+            tokio::task::yield_now().await;
+        };
+        // The annotation's reply topic; the platform's headers not taken
+        // from the message.
+        let (e, stored) = event("m1", &[("X-Call-Id", "forged"), ("X-Order", "7")]);
+        feed.send(e).await.unwrap();
+        assert_eq!(stored.await, Ok(true));
+        // The message's own X-Reply-Topic, on the connector it came by.
+        let (e, stored) = event("m2", &[("X-Reply-Topic", "asked")]);
+        feed.send(e).await.unwrap();
+        assert_eq!(stored.await, Ok(true));
+        // 8 replies deep: acknowledged, no call.
+        let (e, stored) = event("m3", &[(crate::X_HOPS, "8")]);
+        feed.send(e).await.unwrap();
+        assert_eq!(stored.await, Ok(true));
+
+        let calls = queue.calls.lock().unwrap().clone();
+        let of =
+            |id: &str| calls.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("{id}: {:?}", queue.ids()));
+        assert_eq!(of("a-one.openfaas-fn-m1").reply.as_deref(), Some("replies.one"));
+        assert_eq!(of("a-two.openfaas-fn-m1").reply, None);
+        let headers = &of("a-one.openfaas-fn-m1").headers;
+        assert!(headers.contains(&("X-Order".into(), "7".into())), "{headers:?}");
+        assert!(!headers.iter().any(|(k, v)| k == "X-Call-Id" || v == "forged"), "{headers:?}");
+        for function in ["one", "two"] {
+            assert_eq!(of(&format!("a-{function}.openfaas-fn-m2")).reply.as_deref(), Some("a:asked"));
+        }
+        assert_eq!(calls.len(), 4, "{:?}", queue.ids());
+        let stats = topics.stats_of("a", "a.x").unwrap();
+        assert!(stats.last_error.unwrap().contains("loop") && stats.failed == 1);
     }
 }

@@ -26,6 +26,8 @@ pub mod nats;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 pub mod schedule;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 
