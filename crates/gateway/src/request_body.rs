@@ -222,7 +222,19 @@ pub async fn spool(
         if spooled.len + data.len() as u64 > limit {
             return Err(ReadError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
         }
-        file.write_all(&data).await.map_err(ReadError::unkept)?;
+        if let Err(e) = file.write_all(&data).await {
+            // The rest is read and dropped (within the limit and the
+            // rate), so that a client still sending gets the answer
+            // rather than a connection reset under its upload.
+            let mut read = spooled.len + data.len() as u64;
+            while let Ok(Some(more)) = next_data(&mut body, started, grace, read as usize).await {
+                read += more.len() as u64;
+                if read > limit {
+                    break;
+                }
+            }
+            return Err(ReadError::unkept(e));
+        }
         spooled.len += data.len() as u64;
     }
     file.flush().await.map_err(ReadError::unkept)?;
