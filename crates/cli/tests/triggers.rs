@@ -86,6 +86,14 @@ async fn a_schedule_fires_every_second_once() {
     });
     p.deploy(python, 1).await;
     let deployed = now_secs();
+    // The attack: an anonymous client takes a coming slot's call id, so
+    // that the queue would refuse the slot's own call. Refused; the slot
+    // fires (checked with the others below).
+    let coming = format!("cron-tick.openfaas-fn-{}", deployed + 4);
+    let r =
+        call(p.addr, Method::POST, "/async-function/tick", &[("x-call-id", coming.as_str())], "forged").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.message().contains("triggered calls"), "{}", r.body);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let until = now_secs();
     let seen = eventually(Duration::from_secs(10), async || {
@@ -186,6 +194,17 @@ fn greeter(topic: &str, reply: &str) -> serde_json::Value {
     })
 }
 
+/// Waits until `name`'s first trigger is `connector`'s and subscribed.
+async fn subscribed(p: &Platform, name: &str, connector: &str) {
+    let path = format!("/system/function/{name}");
+    let ok = eventually(Duration::from_secs(20), async || {
+        let f = p.api(Method::GET, &path, "").await.json();
+        f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == connector
+    })
+    .await;
+    assert!(ok, "{name} subscribed on {connector}: {}", p.api(Method::GET, &path, "").await.body);
+}
+
 /// Are all these calls done, within `within`?
 async fn all_done(p: &Platform, ids: impl Iterator<Item = String>, within: Duration) -> bool {
     let ids: Vec<String> = ids.collect();
@@ -248,12 +267,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     p.deploy(listener("orders", "orders.new"), 1).await;
     p.deploy(listener("pings", "nats:pings"), 1).await;
     // Subscribed (at deploy, not at the next reading of the functions).
-    let subscribed = eventually(Duration::from_secs(10), async || {
-        let f = p.api(Method::GET, "/system/function/orders", "").await.json();
-        f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "nats"
-    })
-    .await;
-    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/orders", "").await.body);
+    subscribed(&p, "orders", "nats").await;
 
     // Durable: 20 now, 10 while the gateway is dead, each run once.
     for i in 1..=20 {
@@ -281,12 +295,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     let mut replies = client.subscribe("greet.replies").await.unwrap();
     client.flush().await.unwrap();
     p.deploy(greeter("greet", "nats:greet.replies"), 1).await;
-    let subscribed = eventually(Duration::from_secs(10), async || {
-        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
-        f["triggers"][0]["lastError"].is_null()
-    })
-    .await;
-    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    subscribed(&p, "greeter", "nats").await;
     client.publish("greet", "world".into()).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(20), replies.next()).await.unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
@@ -395,12 +404,7 @@ async fn mqtt_messages_trigger_functions_and_none_is_lost() {
     );
 
     p.deploy(listener("sensors", "mqtt:sensors/+/temp"), 1).await;
-    let subscribed = eventually(Duration::from_secs(10), async || {
-        let f = p.api(Method::GET, "/system/function/sensors", "").await.json();
-        f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "mqtt"
-    })
-    .await;
-    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/sensors", "").await.body);
+    subscribed(&p, "sensors", "mqtt").await;
     // QoS 1, and QoS 0 (at most once: delivered while the gateway runs).
     for i in 1..=5 {
         publish_qos(broker.port, "sensors/kitchen/temp", &format!("t{i}"), if i == 5 { 0 } else { 1 });
@@ -431,12 +435,7 @@ async fn mqtt_messages_trigger_functions_and_none_is_lost() {
         .spawn()
         .unwrap();
     p.deploy(greeter("mqtt:greet", "mqtt:replies/greet"), 1).await;
-    let subscribed = eventually(Duration::from_secs(10), async || {
-        let f = p.api(Method::GET, "/system/function/greeter", "").await.json();
-        f["triggers"][0]["lastError"].is_null()
-    })
-    .await;
-    assert!(subscribed, "{}", p.api(Method::GET, "/system/function/greeter", "").await.body);
+    subscribed(&p, "greeter", "mqtt").await;
     publish(broker.port, "greet", "mqtt");
     let out = sub.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -578,12 +577,7 @@ async fn rabbitmq_messages_trigger_functions_and_none_is_lost() {
     p.deploy(listener("orders", "rabbitmq:orders.*"), 1).await;
     p.deploy(greeter("orders.new", "replies.orders"), 1).await;
     for name in ["orders", "greeter"] {
-        let subscribed = eventually(Duration::from_secs(20), async || {
-            let f = p.api(Method::GET, &format!("/system/function/{name}"), "").await.json();
-            f["triggers"][0]["lastError"].is_null() && f["triggers"][0]["connector"] == "rabbitmq"
-        })
-        .await;
-        assert!(subscribed, "{}", p.api(Method::GET, &format!("/system/function/{name}"), "").await.body);
+        subscribed(&p, name, "rabbitmq").await;
     }
     for i in 1..=10 {
         amqp_publish(&channel, "orders.new", &format!("o-{i}"), &format!("order {i}"), &[]).await;
@@ -640,6 +634,13 @@ async fn rabbitmq_messages_trigger_functions_and_none_is_lost() {
     who.sort();
     assert_eq!(who, ["greeter", "orders"], "{asked:?}");
     assert!(asked.iter().any(|(b, _)| b.contains("Hello from Python, asked!")), "{asked:?}");
+    // An HTTP caller cannot ask for a reply: its call runs, nothing is
+    // published.
+    let headers = [("x-reply-topic", "replies.asked"), ("x-call-id", "http-asked")];
+    let r = call(p.addr, Method::POST, "/async-function/greeter", &headers, "from http").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(all_done(&p, ["http-asked".to_owned()].into_iter(), Duration::from_secs(20)).await);
+    assert!(amqp_take(&channel, "replies.asked", 1, Duration::from_secs(2)).await.is_empty());
     // A message 8 replies deep (functions replying in a loop) runs nothing.
     amqp_publish(&channel, "orders.new", "loop-1", "again", &[("X-Ferrofaas-Hops", "8")]).await;
     let dropped = eventually(Duration::from_secs(10), async || {

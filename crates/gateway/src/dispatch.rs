@@ -53,6 +53,15 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
     let path = crate::invocation::function_path(tail).into_owned();
     let headers = req.headers();
     let id = match headers.get(&X_CALL_ID).and_then(|v| v.to_str().ok()) {
+        // The ids of triggered calls are the triggers' own: a call taking
+        // one ahead of its event would drop the event.
+        Some(id) if ferrofaas_triggers::is_event_call_id(id) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "X-Call-Id: ids that start with a connector's name and a dash (cron-, nats-, mqtt-, rabbitmq-...) \
+                 are those of triggered calls",
+            );
+        }
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
             id.to_owned()
         }
@@ -267,19 +276,19 @@ impl Dispatcher {
         }
         let Some(result) = progress.result.clone() else { return };
         // Where the answer goes: a reply topic, a callback, or nowhere.
-        let delivered = if let Some(topic) = call.reply.clone() {
+        if call.reply.is_some() || call.callback.is_some() {
             progress.callback_attempts += 1;
-            self.reply(&topic, &call, &result)
+        }
+        let delivered = match (&call.reply, &call.callback) {
+            (Some(topic), _) => self
+                .reply(topic, &call, &result)
                 .await
-                .map_err(|e| CallbackError::Failed(format!("publishing the answer to {topic} failed: {e}")))
-        } else if let Some(url) = call.callback.clone() {
-            progress.callback_attempts += 1;
-            self.callback(&url, &call, &result).await.map_err(|e| match e {
+                .map_err(|e| CallbackError::Failed(format!("publishing the answer to {topic} failed: {e}"))),
+            (None, Some(url)) => self.callback(url, &call, &result).await.map_err(|e| match e {
                 CallbackError::Failed(e) => CallbackError::Failed(format!("callback to {url} failed: {e}")),
                 refused => refused,
-            })
-        } else {
-            Ok(())
+            }),
+            (None, None) => Ok(()),
         };
         match delivered {
             Ok(()) => {

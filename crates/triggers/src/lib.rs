@@ -168,6 +168,18 @@ pub fn event_call_id(connector: &str, function: &FunctionRef, event: &str) -> St
     format!("{connector}-{hex}")
 }
 
+/// Is `id` of the form triggered calls' ids take (`cron-…`, `nats-…`, any
+/// connector's name and a dash)? A client may not choose such an id for
+/// an `/async-function/` call: the queue refuses a known id, so taking
+/// the id of a slot or a message ahead of it would drop the real event
+/// (and run the client's body with its own `X-Topic` in its place).
+pub fn is_event_call_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(prefix, _)| {
+        prefix.eq_ignore_ascii_case(schedule::CONNECTOR)
+            || broker::CONNECTOR_NAMES.iter().any(|c| prefix.eq_ignore_ascii_case(c))
+    })
+}
+
 /// An event of `connector` on `topic` as an asynchronous call of
 /// `function`: a POST of `body` to `/`, with headers naming the topic, the
 /// connector, the event's id and its time.
@@ -297,6 +309,17 @@ mod tests {
             let e = of(pairs).unwrap_err();
             assert!(e.field == format!("annotations.{REPLY_TOPIC}") && e.message.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn event_ids_are_known_as_such() {
+        let f = FunctionRef { name: "a".repeat(63), namespace: "b".repeat(63) };
+        for connector in ["cron", "nats", "mqtt", "rabbitmq", "kafka"] {
+            assert!(is_event_call_id(&event_call_id(connector, &f, "1")), "{connector}");
+        }
+        assert!(is_event_call_id("NATS-x"));
+        assert!(!is_event_call_id("4f7c2e9a-0000-4000-8000-000000000000"));
+        assert!(!is_event_call_id("order-1") && !is_event_call_id("nats"));
     }
 
     #[test]
