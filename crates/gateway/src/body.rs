@@ -83,7 +83,14 @@ impl http_body::Body for Body {
                         Poll::Pending => Poll::Pending,
                     }
                 }
-                ready => ready.map_err(io::Error::other),
+                ready => {
+                    if let (Some(guard), Poll::Ready(Some(Ok(frame)))) = (&mut this.guard, &ready)
+                        && let Some(data) = frame.data_ref()
+                    {
+                        guard.sent(data.len());
+                    }
+                    ready.map_err(io::Error::other)
+                }
             },
             Kind::Logs { lines, stop } => {
                 if stop.as_mut().poll(cx).is_ready() {

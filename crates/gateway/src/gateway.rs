@@ -33,6 +33,8 @@ pub struct Gateway {
     /// Schedules (with a queue): what they did, and how to make the
     /// connector read the functions again.
     pub schedules: Option<crate::triggers::Schedules>,
+    /// Where usage records go; `None`: usage is not metered.
+    pub meter: Option<Arc<dyn ferrofaas_usage::Meter>>,
 }
 
 impl Gateway {
@@ -47,7 +49,16 @@ impl Gateway {
             config,
             shutdown: CancellationToken::new(),
             schedules: None,
+            meter: None,
         }
+    }
+
+    /// With every invocation metered (a record to `metering.meter`), and
+    /// `/system/usage` and the price plans answered from it.
+    pub fn with_metering(mut self, metering: crate::invocation::Metering) -> Gateway {
+        self.meter = Some(Arc::clone(&metering.meter));
+        self.invoker.metering = Some(metering);
+        self
     }
 
     /// With asynchronous invocations stored in `queue` (and run by the

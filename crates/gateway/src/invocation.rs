@@ -5,9 +5,12 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ferrofaas_provider::{FunctionRoute, Lease};
 use ferrofaas_types::names::split_qualified;
+use ferrofaas_usage::{Entry, Meter, Record, Trigger};
 use http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
@@ -17,17 +20,107 @@ pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-s
 
 /// Counts an invocation in its function's statistics from the moment it is
 /// routed until its response body is done (or dropped), and holds the
-/// replica's lease as long.
+/// replica's lease as long. With usage metered, it hands the invocation's
+/// record to the meter then: before the last of the response is written.
 pub struct InvocationGuard {
     pub(crate) route: Arc<FunctionRoute>,
     pub(crate) lease: Option<Lease>,
     pub(crate) start: Instant,
     pub(crate) code: u16,
+    pub(crate) usage: Option<Metered>,
+}
+
+/// Usage metering, as the gateway runs it: the meter, and the memory an
+/// invocation of a function without a memory limit is metered at.
+#[derive(Clone)]
+pub struct Metering {
+    pub meter: Arc<dyn Meter>,
+    pub default_memory_mib: u64,
+}
+
+/// What an invocation's usage record needs beyond its route and status.
+pub(crate) struct Metered {
+    meter: Arc<dyn Meter>,
+    memory_mib: u64,
+    trigger: Trigger,
+    start_us: u64,
+    pub(crate) call_id: Option<HeaderValue>,
+    pub(crate) wait: Duration,
+    pub(crate) bytes_in: BytesIn,
+    pub(crate) bytes_out: u64,
+}
+
+/// A request body's size: known (a stored call's), or counted as it is
+/// sent on.
+pub(crate) enum BytesIn {
+    Known(u64),
+    Counted(Arc<AtomicU64>),
+}
+
+impl InvocationGuard {
+    pub(crate) fn new(
+        route: Arc<FunctionRoute>,
+        start: Instant,
+        metering: Option<&Metering>,
+        trigger: Trigger,
+    ) -> InvocationGuard {
+        route.stats.started();
+        let usage = metering.map(|m| {
+            let memory_mib =
+                route.policies().memory_limit.map_or(m.default_memory_mib, |bytes| bytes.div_ceil(1 << 20));
+            Metered {
+                meter: Arc::clone(&m.meter),
+                memory_mib,
+                trigger,
+                start_us: ferrofaas_usage::now_us(),
+                call_id: None,
+                wait: Duration::ZERO,
+                bytes_in: BytesIn::Known(0),
+                bytes_out: 0,
+            }
+        });
+        InvocationGuard { route, lease: None, start, code: 499, usage }
+    }
+
+    /// The invocation waited `wait` for a replica.
+    pub(crate) fn waited(&mut self, wait: Duration) {
+        if let Some(m) = &mut self.usage {
+            m.wait = wait;
+        }
+    }
+
+    /// Counts `n` bytes of the response.
+    pub(crate) fn sent(&mut self, n: usize) {
+        if let Some(m) = &mut self.usage {
+            m.bytes_out += n as u64;
+        }
+    }
 }
 
 impl Drop for InvocationGuard {
     fn drop(&mut self) {
-        self.route.stats.finished(self.code, self.start.elapsed());
+        let elapsed = self.start.elapsed();
+        self.route.stats.finished(self.code, elapsed);
+        let Some(m) = self.usage.take() else { return };
+        let function = &self.route.function;
+        let record = Record {
+            function: function.name.clone(),
+            namespace: function.namespace.clone(),
+            call_id: m.call_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+            trigger: m.trigger,
+            start_us: m.start_us,
+            duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            status: self.code,
+            bytes_in: match &m.bytes_in {
+                BytesIn::Known(n) => *n,
+                BytesIn::Counted(n) => n.load(Ordering::Relaxed),
+            },
+            bytes_out: m.bytes_out,
+            wait_us: u64::try_from(m.wait.as_micros()).unwrap_or(u64::MAX),
+            memory_mib: m.memory_mib,
+        };
+        self.route.stats.metered(record.mib_us());
+        m.meter.record(Entry::Call(record));
     }
 }
 

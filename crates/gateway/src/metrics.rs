@@ -20,6 +20,7 @@ pub fn render(
     queue: Option<QueueStats>,
     triggers: Vec<(FunctionRef, TriggerStats)>,
     topics: Vec<((String, String), TopicStats)>,
+    meter: Option<ferrofaas_usage::MeterStats>,
 ) -> String {
     let routes = provider.routes().all();
     let functions = routes
@@ -27,7 +28,7 @@ pub fn render(
         .map(|route| Function { name: route.function.to_string(), by_code: route.stats.snapshot(), route })
         .collect();
     let triggers = triggers.into_iter().map(|(f, stats)| (f.to_string(), stats)).collect();
-    prom::render(Figures { functions, queue, triggers, topics })
+    prom::render(Figures { functions, queue, triggers, topics, meter })
 }
 
 /// What a scrape read.
@@ -38,6 +39,8 @@ struct Figures {
     triggers: Vec<(String, TriggerStats)>,
     /// Each broker subscription: (connector, topic) and what it did.
     topics: Vec<((String, String), TopicStats)>,
+    /// Usage metering's counts, if it is on.
+    meter: Option<ferrofaas_usage::MeterStats>,
 }
 
 struct Function {
@@ -133,6 +136,28 @@ impl prom::Page for Figures {
             "Starts of each function from zero replicas.",
             self.per_function(|r| r.stats.cold_starts()),
         )?;
+        if let Some(meter) = &self.meter {
+            f.values(
+                "gateway_function_gb_seconds",
+                Kind::Counter,
+                "Memory times duration of each function's invocations (GB-seconds, as usage is billed).",
+                self.functions
+                    .iter()
+                    .map(|f| ([("function_name", f.name.as_str())], f.route.stats.gb_seconds())),
+            )?;
+            f.values(
+                "gateway_usage_records",
+                Kind::Counter,
+                "Usage records handed to the meter.",
+                [([("state", "recorded")], meter.records), ([("state", "unlogged")], meter.unlogged)],
+            )?;
+            f.values(
+                "gateway_usage_pending",
+                Kind::Gauge,
+                "Usage records logged, not yet folded into the usage tables.",
+                [([] as [(&str, &str); 0], meter.pending)],
+            )?;
+        }
         let per_trigger = |value: fn(&TriggerStats) -> u64| {
             self.triggers.iter().map(move |(name, t)| {
                 (

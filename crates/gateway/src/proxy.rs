@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrofaas_provider::{FunctionRoute, Lease, Provider};
@@ -28,20 +29,57 @@ use crate::autoscale::Autoscaler;
 use crate::body::Body;
 use crate::error::json_error;
 use crate::invocation::{
-    InvocationGuard, X_CALL_ID, X_DURATION_SECONDS, X_START_TIME, function_path, new_call_id, target,
+    BytesIn, InvocationGuard, Metering, X_CALL_ID, X_DURATION_SECONDS, X_START_TIME, function_path,
+    new_call_id, target,
 };
 use crate::tunnel::{Switched, Tunnels};
+
+/// A request body on its way to a replica, its bytes counted when usage is
+/// metered.
+struct Counted {
+    inner: Incoming,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(count), std::task::Poll::Ready(Some(Ok(frame)))) = (&this.count, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub struct Invoker {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Counted>,
     /// For calls whose body is already in memory (asynchronous ones).
     buffered: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     replica_wait: Duration,
     pub(crate) tunnels: Tunnels,
+    /// Usage metering, if it is on.
+    pub(crate) metering: Option<Metering>,
 }
 
 impl Invoker {
@@ -56,7 +94,7 @@ impl Invoker {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Invoker { client, buffered, timeout, replica_wait, tunnels: Tunnels::default() }
+        Invoker { client, buffered, timeout, replica_wait, tunnels: Tunnels::default(), metering: None }
     }
 
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
@@ -77,8 +115,12 @@ impl Invoker {
             Cow::Borrowed(path) => PathAndQuery::try_from(path),
             Cow::Owned(path) => PathAndQuery::try_from(path),
         };
-        route.stats.started();
-        let mut guard = InvocationGuard { route, lease: None, start: Instant::now(), code: 499 };
+        let mut guard = InvocationGuard::new(
+            route,
+            Instant::now(),
+            self.metering.as_ref(),
+            ferrofaas_usage::Trigger::Http,
+        );
         let (mut resp, switched) = match upstream_pq {
             Ok(pq) => self.forward(provider, autoscaler, &mut guard, req, pq, forwarded_for).await,
             Err(_) => (json_error(StatusCode::BAD_REQUEST, "invalid path"), None),
@@ -107,10 +149,15 @@ impl Invoker {
             // Replicas are on their way (just deployed, restarting, scaling
             // up), or the function is at zero and this request starts it:
             // hold the request rather than fail it.
-            None => match self.wait_for_replica(provider, autoscaler, &guard.route).await {
-                Ok(lease) => lease,
-                Err(resp) => return (resp, None),
-            },
+            None => {
+                let waiting = Instant::now();
+                let lease = self.wait_for_replica(provider, autoscaler, &guard.route).await;
+                guard.waited(waiting.elapsed());
+                match lease {
+                    Ok(lease) => lease,
+                    Err(resp) => return (resp, None),
+                }
+            }
         };
         let (mut parts, body) = req.into_parts();
         let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
@@ -151,9 +198,15 @@ impl Invoker {
         if let Some(host) = headers.get(HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }
+        let count = guard.usage.as_mut().map(|m| {
+            m.call_id = Some(call_id.clone());
+            let count = Arc::new(AtomicU64::new(0));
+            m.bytes_in = BytesIn::Counted(Arc::clone(&count));
+            count
+        });
         let lease = guard.lease.insert(lease);
 
-        let request = self.client.request(Request::from_parts(parts, body));
+        let request = self.client.request(Request::from_parts(parts, Counted { inner: body, count }));
         // A replica the provider sees exit is not waited for (the address of
         // a dead container may never answer).
         let endpoint = lease.endpoint();
@@ -263,20 +316,30 @@ impl Invoker {
         let Some(route) = provider.routes().get(&call.function, &call.namespace) else {
             return outcome(StatusCode::NOT_FOUND, format!("function {} no longer exists", call.function));
         };
-        route.stats.started();
-        let mut guard = InvocationGuard { route: Arc::clone(&route), lease: None, start: started, code: 499 };
+        let trigger = ferrofaas_triggers::event_connector(&call.id)
+            .map_or(ferrofaas_usage::Trigger::Async, ferrofaas_usage::Trigger::of_connector);
+        let mut guard = InvocationGuard::new(Arc::clone(&route), started, self.metering.as_ref(), trigger);
+        if let Some(m) = &mut guard.usage {
+            m.call_id = HeaderValue::from_str(&call.id).ok();
+            m.bytes_in = BytesIn::Known(call.body.len() as u64);
+        }
         let lease = match route.pick() {
             Some(lease) => lease,
-            None => match self.wait_for_replica(provider, autoscaler, &route).await {
-                Ok(lease) => lease,
-                Err(resp) => {
-                    guard.code = resp.status().as_u16();
-                    return outcome(
-                        resp.status(),
-                        format!("function {} has no ready replica", call.function),
-                    );
+            None => {
+                let waiting = Instant::now();
+                let lease = self.wait_for_replica(provider, autoscaler, &route).await;
+                guard.waited(waiting.elapsed());
+                match lease {
+                    Ok(lease) => lease,
+                    Err(resp) => {
+                        guard.code = resp.status().as_u16();
+                        return outcome(
+                            resp.status(),
+                            format!("function {} has no ready replica", call.function),
+                        );
+                    }
                 }
-            },
+            }
         };
         let mut req = Request::builder().method(call.method.as_str()).uri(format!(
             "http://{}{}",
@@ -339,6 +402,7 @@ impl Invoker {
             }
         };
         guard.code = status.as_u16();
+        guard.sent(body.len());
         ferrofaas_queue::Outcome {
             status: status.as_u16(),
             headers,

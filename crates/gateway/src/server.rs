@@ -85,7 +85,8 @@ impl Gateway {
                 };
                 let triggers = self.schedules.as_ref().map(|s| s.all_stats()).unwrap_or_default();
                 let topics = self.schedules.as_ref().map(|s| s.topic_stats()).unwrap_or_default();
-                let text = crate::metrics::render(&*self.provider, queue, triggers, topics);
+                let meter = self.meter.as_ref().map(|m| m.stats());
+                let text = crate::metrics::render(&*self.provider, queue, triggers, topics, meter);
                 let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ferrofaas_types::prom::CONTENT_TYPE));

@@ -299,6 +299,8 @@ pub struct InvocationStats {
     by_code: Mutex<Vec<(u16, Histogram)>>,
     waits: Mutex<Histogram>,
     cold_starts: AtomicU64,
+    /// Memory times duration of metered invocations (MiB-microseconds).
+    mib_us: AtomicU64,
 }
 
 impl InvocationStats {
@@ -323,6 +325,16 @@ impl InvocationStats {
     /// An invocation waited `waited` for a replica to become ready.
     pub fn waited(&self, waited: Duration) {
         self.waits.lock().unwrap_or_else(|e| e.into_inner()).observe(waited);
+    }
+
+    /// A metered invocation used `mib_us` (memory times duration).
+    pub fn metered(&self, mib_us: u64) {
+        self.mib_us.fetch_add(mib_us, Ordering::Relaxed);
+    }
+
+    /// GB-seconds of the metered invocations so far.
+    pub fn gb_seconds(&self) -> f64 {
+        self.mib_us.load(Ordering::Relaxed) as f64 / (1024.0 * 1e6)
     }
 
     /// The function was started from zero replicas.

@@ -174,10 +174,17 @@ pub fn event_call_id(connector: &str, function: &FunctionRef, event: &str) -> St
 /// the id of a slot or a message ahead of it would drop the real event
 /// (and run the client's body with its own `X-Topic` in its place).
 pub fn is_event_call_id(id: &str) -> bool {
-    id.split_once('-').is_some_and(|(prefix, _)| {
-        prefix.eq_ignore_ascii_case(schedule::CONNECTOR)
-            || broker::CONNECTOR_NAMES.iter().any(|c| prefix.eq_ignore_ascii_case(c))
-    })
+    event_connector(id).is_some()
+}
+
+/// The connector whose events have ids of `id`'s form (`cron`, `nats`, ...):
+/// how a stored call came.
+pub fn event_connector(id: &str) -> Option<&'static str> {
+    let (prefix, _) = id.split_once('-')?;
+    std::iter::once(&schedule::CONNECTOR)
+        .chain(broker::CONNECTOR_NAMES)
+        .find(|c| prefix.eq_ignore_ascii_case(c))
+        .copied()
 }
 
 /// An event of `connector` on `topic` as an asynchronous call of
@@ -318,6 +325,8 @@ mod tests {
             assert!(is_event_call_id(&event_call_id(connector, &f, "1")), "{connector}");
         }
         assert!(is_event_call_id("NATS-x"));
+        assert_eq!(event_connector("cron-tick.openfaas-fn-60"), Some("cron"));
+        assert_eq!(event_connector("order-1"), None);
         assert!(!is_event_call_id("4f7c2e9a-0000-4000-8000-000000000000"));
         assert!(!is_event_call_id("order-1") && !is_event_call_id("nats"));
     }

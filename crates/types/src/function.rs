@@ -208,6 +208,9 @@ pub struct DeleteFunctionRequest {
 pub struct Policies {
     pub scaling: crate::scaling::ScalingPolicy,
     pub retry: crate::retry::RetryPolicy,
+    /// Its memory limit in bytes (`limits.memory`), if it has one: what its
+    /// invocations are metered at (GB-seconds).
+    pub memory_limit: Option<u64>,
 }
 
 impl Policies {
@@ -215,6 +218,7 @@ impl Policies {
         Ok(Policies {
             scaling: crate::scaling::ScalingPolicy::from_labels(&spec.labels)?,
             retry: crate::retry::RetryPolicy::from_annotations(&spec.annotations)?,
+            memory_limit: spec.limits.as_ref().and_then(|l| parse_memory(&l.memory)).filter(|b| *b > 0),
         })
     }
 }

@@ -110,6 +110,17 @@ pub struct Args {
     /// keys) it gets.
     #[arg(long = "connector", value_name = "NAME=URL")]
     connectors: Vec<String>,
+    /// Do not meter usage (no usage records; /system/usage is a 404)
+    #[arg(long)]
+    no_usage: bool,
+    /// The memory an invocation of a function without a memory limit
+    /// (limits.memory) is metered at, for GB-seconds
+    #[arg(long, default_value = "128Mi", value_parser = parse_size)]
+    usage_memory: u64,
+    /// How long usage records are kept one by one (then per minute and per
+    /// hour): 7d, 48h
+    #[arg(long, default_value = "7d", value_parser = parse_days)]
+    usage_retention: Duration,
     /// Longest a request waits for a replica to start (from zero, or while
     /// replicas start); then 504
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -195,6 +206,17 @@ fn parse_host_path(s: &str) -> Result<PathBuf, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     ferrofaas_types::duration::parse(s).ok_or_else(|| format!("{s:?} is not a duration such as 30s or 2m"))
+}
+
+/// A retention: days (`7d`) or a duration (`48h`), an hour at least.
+fn parse_days(s: &str) -> Result<Duration, String> {
+    let d = match s.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
+        Some(days) => Duration::from_secs(days.saturating_mul(86_400)),
+        None => ferrofaas_types::duration::parse(s).unwrap_or_default(),
+    };
+    (d >= Duration::from_secs(3600))
+        .then_some(d)
+        .ok_or_else(|| format!("{s:?} is not a time of at least an hour, such as 7d or 48h"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -362,23 +384,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--connector: one of each kind (a NATS cluster is one URL list: nats=nats://a:4222,nats://b:4222)"
         );
     }
-    let gateway = Arc::new(
-        Gateway::new(
-            Arc::clone(&provider),
-            GatewayConfig {
-                auth,
-                upstream_timeout: args.upstream_timeout,
-                autoscale: !args.no_autoscale,
-                replica_wait: args.start_timeout,
-                callbacks: ferrofaas_gateway::callback::CallbackPolicy { allow: args.callback_allow.clone() },
-                max_async_body: usize::try_from(args.queue_max_body).unwrap_or(usize::MAX),
-                async_memory: usize::try_from(args.queue_memory).unwrap_or(usize::MAX),
-                upload_dir: uploads.clone(),
-                ..GatewayConfig::default()
-            },
-        )
-        .with_queue(queue, brokers),
-    );
+    let gateway = Gateway::new(
+        Arc::clone(&provider),
+        GatewayConfig {
+            auth,
+            upstream_timeout: args.upstream_timeout,
+            autoscale: !args.no_autoscale,
+            replica_wait: args.start_timeout,
+            callbacks: ferrofaas_gateway::callback::CallbackPolicy { allow: args.callback_allow.clone() },
+            max_async_body: usize::try_from(args.queue_max_body).unwrap_or(usize::MAX),
+            async_memory: usize::try_from(args.queue_memory).unwrap_or(usize::MAX),
+            upload_dir: uploads.clone(),
+            ..GatewayConfig::default()
+        },
+    )
+    .with_queue(queue, brokers);
+    let gateway = match args.no_usage {
+        true => gateway,
+        false => {
+            let dir = ferrofaas_usage::embedded::dir_in(&state);
+            let retention = ferrofaas_usage::embedded::Retention {
+                raw: args.usage_retention,
+                ..ferrofaas_usage::embedded::Retention::default()
+            };
+            let store = ferrofaas_usage::embedded::open(&dir, retention)
+                .with_context(|| format!("opening the usage store in {}", dir.display()))?;
+            gateway.with_metering(ferrofaas_gateway::invocation::Metering {
+                meter: Arc::new(ferrofaas_usage::embedded::Store(store)),
+                default_memory_mib: args.usage_memory.div_ceil(1 << 20).max(1),
+            })
+        }
+    };
+    let gateway = Arc::new(gateway);
 
     println!("ferrofaas gateway listening on http://{addr}");
     println!("  provider: {}; state: {}", provider.info().orchestration, state.display());

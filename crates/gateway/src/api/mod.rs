@@ -9,6 +9,7 @@ pub mod logs;
 pub mod routes;
 pub mod secrets;
 pub mod system;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::{Query, alert, asynchronous, bundles, functions, logs, secrets, system};
+use super::{Query, alert, asynchronous, bundles, functions, logs, secrets, system, usage};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
@@ -53,6 +53,12 @@ enum Op {
     CallStatus,
     RemoveDeadLetter,
     ReplayDeadLetter,
+    Usage,
+    UsageRecords,
+    Bill,
+    Plans,
+    SetPlan,
+    RemovePlan,
 }
 
 use Path::{Exact, Param};
@@ -81,6 +87,12 @@ const ROUTES: &[(Method, Path, Op)] = &[
     (Method::DELETE, Param("/system/async/dead-letters/", ""), Op::RemoveDeadLetter),
     (Method::POST, Param("/system/async/dead-letters/", "/replay"), Op::ReplayDeadLetter),
     (Method::GET, Param("/system/async/", ""), Op::CallStatus),
+    (Method::GET, Exact("/system/usage"), Op::Usage),
+    (Method::GET, Exact("/system/usage/records"), Op::UsageRecords),
+    (Method::GET, Exact("/system/usage/bill"), Op::Bill),
+    (Method::GET, Exact("/system/plans"), Op::Plans),
+    (Method::PUT, Param("/system/plans/", ""), Op::SetPlan),
+    (Method::DELETE, Param("/system/plans/", ""), Op::RemovePlan),
 ];
 
 /// The operation `method` and `path` name, with the path's segment: a 404
@@ -130,6 +142,12 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Op::CallStatus => asynchronous::status_of(gw, segment).await,
         Op::RemoveDeadLetter => asynchronous::delete_dead_letter(gw, segment).await,
         Op::ReplayDeadLetter => asynchronous::replay(gw, segment).await,
+        Op::Usage => usage::usage(gw, &req, &query).await,
+        Op::UsageRecords => usage::records(gw, &query).await,
+        Op::Bill => usage::bill(gw, &query).await,
+        Op::Plans => usage::plans(gw).await,
+        Op::SetPlan => usage::set_plan(gw, segment, req).await,
+        Op::RemovePlan => usage::remove_plan(gw, segment).await,
     }
 }
 
