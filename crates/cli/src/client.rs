@@ -23,6 +23,10 @@ pub struct GatewayArg {
     /// Gateway URL (default: the stack file's, else $OPENFAAS_URL, else http://127.0.0.1:8080)
     #[arg(short, long)]
     pub gateway: Option<String>,
+    /// An API token of a namespace (sent as Authorization: Bearer) instead
+    /// of the saved credentials, as faas-cli's --token
+    #[arg(long, env = "FAAS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub struct Client {
@@ -78,7 +82,11 @@ impl Client {
     }
 
     pub fn for_args(gateway: &GatewayArg, stack_gateway: Option<&str>) -> anyhow::Result<Client> {
-        Client::new(&resolve_url(gateway.gateway.as_deref(), stack_gateway))
+        let url = resolve_url(gateway.gateway.as_deref(), stack_gateway);
+        match &gateway.token {
+            Some(token) => Client::with_auth(&url, Some(format!("Bearer {}", token.trim()))),
+            None => Client::new(&url),
+        }
     }
 
     /// A client with exactly these credentials.
@@ -179,6 +187,9 @@ impl Client {
             return Ok(());
         }
         if reply.status == StatusCode::UNAUTHORIZED {
+            if self.auth.as_deref().is_some_and(|a| a.starts_with("Bearer ")) {
+                bail!("unauthorized: {} does not know this token (revoked?)", self.url);
+            }
             bail!("unauthorized: log in to {} first (faas login --password ...)", self.url);
         }
         bail!("the gateway answered {}: {}", reply.status.as_u16(), reply.message())

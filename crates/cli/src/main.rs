@@ -52,6 +52,10 @@ enum Command {
     Scale(commands::scale::Args),
     /// Manage secrets
     Secret(commands::secret::Args),
+    /// What functions used, and what it costs: a table (or CSV), or a month's bill
+    Usage(commands::usage::Args),
+    /// API tokens of a namespace: create, list, revoke
+    Token(commands::token::Args),
     /// Run the platform on a Docker Swarm (up) or take it down
     Swarm(commands::swarm::Args),
     /// Save credentials for a gateway
@@ -111,6 +115,8 @@ fn main() -> ExitCode {
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Scale(args) => commands::scale::run(args).await,
             Command::Secret(args) => commands::secret::run(args).await,
+            Command::Usage(args) => commands::usage::run(args).await,
+            Command::Token(args) => commands::token::run(args).await,
             Command::Swarm(args) => commands::swarm::run(args).await,
             Command::Login(args) => commands::login::login(args).await,
             Command::Logout(args) => commands::login::logout(args).await,

@@ -66,6 +66,25 @@ impl Credentials {
     }
 }
 
+/// Who may use the gateway: the admin (basic auth) and the tokens.
+pub struct Access {
+    /// `None`: no auth, every caller is the admin.
+    pub credentials: Option<Credentials>,
+    pub tokens: std::sync::Arc<crate::tokens::Tokens>,
+}
+
+impl Access {
+    /// The caller an `Authorization` header makes, if any.
+    pub fn caller(&self, header: Option<&HeaderValue>) -> Option<crate::tokens::Caller> {
+        let Some(creds) = &self.credentials else { return Some(crate::tokens::Caller::Admin) };
+        let header = header?;
+        if creds.check(Some(header)) {
+            return Some(crate::tokens::Caller::Admin);
+        }
+        self.tokens.verify(header)
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

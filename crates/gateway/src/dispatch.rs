@@ -47,8 +47,17 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let (name, namespace, tail) =
         crate::invocation::target(pq.strip_prefix("/async-function/").unwrap_or(""));
-    if gw.provider.routes().get(name, namespace).is_none() {
+    let Some(route) = gw.provider.routes().get(name, namespace) else {
         return crate::proxy::no_such_function(name, namespace);
+    };
+    if route.policies().private
+        && let Err(resp) = gw.invoker.check_private(&route, req.headers())
+    {
+        return resp;
+    }
+    // At its quota now: refused at the door rather than stored to wait.
+    if let Err(refusal) = gw.quotas().check(namespace) {
+        return crate::proxy::over_quota(&refusal);
     }
     let path = crate::invocation::function_path(tail).into_owned();
     let headers = req.headers();
@@ -251,11 +260,22 @@ impl Dispatcher {
         let policies = self.policies(&call.function, &call.namespace);
         let policy = &policies.retry;
         if progress.result.is_none() {
+            let admission = match self.gateway.quotas().admit(&call.namespace) {
+                Ok(admission) => admission,
+                // Not the function's failure: the call waits for its
+                // namespace's quota, its attempts untouched.
+                Err(refusal) => {
+                    progress.not_before = now_ms() + refusal.retry_after.as_millis() as u64;
+                    progress.last_error = Some(refusal.message);
+                    self.settle(self.queue.retry(&call.id, progress).await, &call.id);
+                    return;
+                }
+            };
             progress.attempts += 1;
             let outcome = self
                 .gateway
                 .invoker
-                .invoke_call(&self.gateway.provider, &self.gateway.autoscaler, &call)
+                .invoke_call(&self.gateway.provider, &self.gateway.autoscaler, &call, admission)
                 .await;
             if policy.retries_on(outcome.status) {
                 let error = format!("the function answered {}", outcome.status);

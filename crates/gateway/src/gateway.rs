@@ -35,12 +35,19 @@ pub struct Gateway {
     pub schedules: Option<crate::triggers::Schedules>,
     /// Where usage records go; `None`: usage is not metered.
     pub meter: Option<Arc<dyn ferrofaas_usage::Meter>>,
+    /// Who may use the API and private functions: the admin, the tokens.
+    pub access: Arc<crate::auth::Access>,
 }
 
 impl Gateway {
     pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
+        let access = Arc::new(crate::auth::Access {
+            credentials: config.auth.clone(),
+            tokens: Arc::new(crate::tokens::Tokens::in_memory()),
+        });
         Gateway {
-            invoker: Invoker::new(config.upstream_timeout, config.replica_wait),
+            invoker: Invoker::new(config.upstream_timeout, config.replica_wait, Arc::clone(&access)),
+            access,
             autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
             history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
             queue: None,
@@ -51,6 +58,20 @@ impl Gateway {
             schedules: None,
             meter: None,
         }
+    }
+
+    /// With the API tokens of `tokens` (kept in the state folder).
+    pub fn with_tokens(mut self, tokens: crate::tokens::Tokens) -> Gateway {
+        let access =
+            Arc::new(crate::auth::Access { credentials: self.config.auth.clone(), tokens: Arc::new(tokens) });
+        self.invoker.access = Arc::clone(&access);
+        self.access = access;
+        self
+    }
+
+    /// The quotas being enforced.
+    pub fn quotas(&self) -> &crate::quota::Quotas {
+        &self.invoker.quotas
     }
 
     /// With every invocation metered (a record to `metering.meter`), and

@@ -28,6 +28,8 @@ pub struct InvocationGuard {
     pub(crate) start: Instant,
     pub(crate) code: u16,
     pub(crate) usage: Option<Metered>,
+    /// Its namespace's quota admission, if it has a quota.
+    pub(crate) admission: Option<crate::quota::Admission>,
 }
 
 /// Usage metering, as the gateway runs it: the meter, and the memory an
@@ -79,7 +81,7 @@ impl InvocationGuard {
                 bytes_out: 0,
             }
         });
-        InvocationGuard { route, lease: None, start, code: 499, usage }
+        InvocationGuard { route, lease: None, start, code: 499, usage, admission: None }
     }
 
     /// The invocation waited `wait` for a replica.
@@ -120,6 +122,9 @@ impl Drop for InvocationGuard {
             memory_mib: m.memory_mib,
         };
         self.route.stats.metered(record.mib_us());
+        if let Some(admission) = &mut self.admission {
+            admission.used(record.mib_us());
+        }
         m.meter.record(Entry::Call(record));
     }
 }

@@ -80,10 +80,14 @@ pub struct Invoker {
     pub(crate) tunnels: Tunnels,
     /// Usage metering, if it is on.
     pub(crate) metering: Option<Metering>,
+    /// Quotas, admitted before a call is sent (empty: every call).
+    pub(crate) quotas: Arc<crate::quota::Quotas>,
+    /// Who may call private functions.
+    pub(crate) access: Arc<crate::auth::Access>,
 }
 
 impl Invoker {
-    pub fn new(timeout: Duration, replica_wait: Duration) -> Invoker {
+    pub fn new(timeout: Duration, replica_wait: Duration, access: Arc<crate::auth::Access>) -> Invoker {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -94,7 +98,16 @@ impl Invoker {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Invoker { client, buffered, timeout, replica_wait, tunnels: Tunnels::default(), metering: None }
+        Invoker {
+            client,
+            buffered,
+            timeout,
+            replica_wait,
+            tunnels: Tunnels::default(),
+            metering: None,
+            quotas: Arc::default(),
+            access,
+        }
     }
 
     /// An invocation: `/function/<name>[.<namespace>][/path][?query]`.
@@ -115,12 +128,21 @@ impl Invoker {
             Cow::Borrowed(path) => PathAndQuery::try_from(path),
             Cow::Owned(path) => PathAndQuery::try_from(path),
         };
+        let private = route.policies().private;
+        if private && let Err(resp) = self.check_private(&route, req.headers()) {
+            return resp;
+        }
+        let admission = match self.quotas.admit(namespace) {
+            Ok(admission) => admission,
+            Err(refusal) => return over_quota(&refusal),
+        };
         let mut guard = InvocationGuard::new(
             route,
             Instant::now(),
             self.metering.as_ref(),
             ferrofaas_usage::Trigger::Http,
         );
+        guard.admission = admission;
         let (mut resp, switched) = match upstream_pq {
             Ok(pq) => self.forward(provider, autoscaler, &mut guard, req, pq, forwarded_for).await,
             Err(_) => (json_error(StatusCode::BAD_REQUEST, "invalid path"), None),
@@ -174,6 +196,11 @@ impl Invoker {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         ferrofaas_types::hop::strip(headers);
+        // The caller's credentials for a private function are the
+        // platform's, not the function's to see (or use).
+        if guard.route.policies().private {
+            headers.remove(http::header::AUTHORIZATION);
+        }
         if let Some(protocol) = &upgrade {
             ferrofaas_types::hop::keep_upgrade(headers, protocol.clone());
         }
@@ -296,6 +323,38 @@ impl Invoker {
 }
 
 impl Invoker {
+    /// Refuses a call of a private function without a token of its
+    /// namespace at role invoke (or the admin's credentials).
+    pub(crate) fn check_private(
+        &self,
+        route: &FunctionRoute,
+        headers: &http::HeaderMap,
+    ) -> Result<(), Response<Body>> {
+        let f = &route.function;
+        let caller = self.access.caller(headers.get(http::header::AUTHORIZATION));
+        match caller {
+            Some(c) if c.may(crate::tokens::Role::Invoke, &f.namespace) => Ok(()),
+            Some(_) => Err(json_error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "function {} is private: this token is not for namespace {} at role invoke",
+                    f.name, f.namespace
+                ),
+            )),
+            None => {
+                let mut resp = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    &format!(
+                        "function {} is private: call it with a token of namespace {} (Authorization: Bearer)",
+                        f.name, f.namespace
+                    ),
+                );
+                resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                Err(resp)
+            }
+        }
+    }
+
     /// A stored (asynchronous) call, through the same path as an invocation:
     /// its function's least-loaded replica, started if at zero, counted in
     /// the metrics. Failures to reach the function are answers too (502,
@@ -305,6 +364,7 @@ impl Invoker {
         provider: &Arc<dyn Provider>,
         autoscaler: &Arc<Autoscaler>,
         call: &ferrofaas_queue::Call,
+        admission: Option<crate::quota::Admission>,
     ) -> ferrofaas_queue::Outcome {
         let started = Instant::now();
         let outcome = |status: StatusCode, message: String| ferrofaas_queue::Outcome {
@@ -319,6 +379,7 @@ impl Invoker {
         let trigger = ferrofaas_triggers::event_connector(&call.id)
             .map_or(ferrofaas_usage::Trigger::Async, ferrofaas_usage::Trigger::of_connector);
         let mut guard = InvocationGuard::new(Arc::clone(&route), started, self.metering.as_ref(), trigger);
+        guard.admission = admission;
         if let Some(m) = &mut guard.usage {
             m.call_id = HeaderValue::from_str(&call.id).ok();
             m.bytes_in = BytesIn::Known(call.body.len() as u64);
@@ -459,6 +520,14 @@ impl Invoker {
             )),
         }
     }
+}
+
+/// 429 for a namespace at its quota, with `Retry-After`.
+pub(crate) fn over_quota(refusal: &crate::quota::Refusal) -> Response<Body> {
+    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, &refusal.message);
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(refusal.retry_after.as_secs().max(1)));
+    resp
 }
 
 pub(crate) fn no_such_function(name: &str, namespace: &str) -> Response<Body> {

@@ -40,12 +40,11 @@ impl Gateway {
             };
         }
         if path == "/system" || path.starts_with("/system/") {
-            if let Some(creds) = &self.config.auth
-                && !creds.check(req.headers().get(AUTHORIZATION))
-            {
+            let Some(caller) = self.access.caller(req.headers().get(AUTHORIZATION)) else {
                 let mut resp = json_error(
                     StatusCode::UNAUTHORIZED,
-                    "authentication required: use the gateway's admin credentials (basic auth)",
+                    "authentication required: use the gateway's admin credentials (basic auth) or an API token \
+                     (Authorization: Bearer)",
                 );
                 // Browsers answer a Basic challenge with their own password
                 // prompt, even to a script's request: the UI's requests say
@@ -55,11 +54,11 @@ impl Gateway {
                         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ferrofaas\""));
                 }
                 return resp;
-            }
+            };
             if let Err(e) = check_write(&req) {
                 return e.into_response();
             }
-            return match api::routes::handle(self, req).await {
+            return match api::routes::handle(self, req, caller).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             };
@@ -197,6 +196,7 @@ pub async fn run(
         Arc::clone(&gateway.autoscaler).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()),
     );
     tokio::spawn(Arc::clone(&gateway.history).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()));
+    crate::api::usage::restore_quotas(&gateway).await;
     if let Some(queue) = &gateway.queue {
         let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
         tokio::spawn(dispatcher.run(gateway.shutdown.clone()));

@@ -211,7 +211,13 @@ pub struct Policies {
     /// Its memory limit in bytes (`limits.memory`), if it has one: what its
     /// invocations are metered at (GB-seconds).
     pub memory_limit: Option<u64>,
+    /// `com.ferrofaas.private: "true"`: `/function/` needs a token of its
+    /// namespace (role invoke) or the admin's credentials.
+    pub private: bool,
 }
+
+/// The annotation that makes a function private.
+pub const PRIVATE_ANNOTATION: &str = "com.ferrofaas.private";
 
 impl Policies {
     pub fn of(spec: &FunctionDeployment) -> Result<Policies, InvalidDeployment> {
@@ -219,6 +225,16 @@ impl Policies {
             scaling: crate::scaling::ScalingPolicy::from_labels(&spec.labels)?,
             retry: crate::retry::RetryPolicy::from_annotations(&spec.annotations)?,
             memory_limit: spec.limits.as_ref().and_then(|l| parse_memory(&l.memory)).filter(|b| *b > 0),
+            private: match spec.annotations.get(PRIVATE_ANNOTATION).map(|v| v.trim()) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(InvalidDeployment::new(
+                        format!("annotations.{PRIVATE_ANNOTATION}"),
+                        format!("{other:?}: use \"true\" or \"false\""),
+                    ));
+                }
+            },
         })
     }
 }

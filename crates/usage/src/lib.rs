@@ -15,6 +15,7 @@
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod plan;
+pub mod quota;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use plan::{Bill, Plan};
+pub use quota::Quota;
 
 /// How an invocation came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -295,6 +297,12 @@ pub trait Meter: Send + Sync {
 
     /// Sets (or with `None`, removes) the plan of `namespace` (or `*`).
     async fn set_plan(&self, namespace: &str, plan: Option<Plan>) -> Result<(), UsageError>;
+
+    /// The quotas, by namespace.
+    async fn quotas(&self) -> Result<BTreeMap<String, Quota>, UsageError>;
+
+    /// Sets (or with `None`, removes) the quota of `namespace`.
+    async fn set_quota(&self, namespace: &str, quota: Option<Quota>) -> Result<(), UsageError>;
 
     fn stats(&self) -> MeterStats;
 }

@@ -6,7 +6,7 @@
 //! (a) hello direct, (b) bare proxy -> (a), (d) watchdog http -> (a),
 //! (f) bare spawn-cat server, (g) watchdog streaming -> cat; through the
 //! gateway: (e) and (h) sandboxed process replicas, (m) and (n) the same
-//! without a sandbox, (j) Docker, (k) Swarm.
+//! without a sandbox, (u) and (v) the same without usage metering, (j) Docker, (k) Swarm.
 
 mod events;
 mod memory;
@@ -158,6 +158,8 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { id: 'g', title: "faas-watchdog streaming -> cat", post: true, start: start_g },
     Scenario { id: 'h', title: "gateway -> watchdog streaming -> cat", post: true, start: start_h },
     Scenario { id: 'm', title: "gateway -> watchdog http -> (a), no sandbox", post: false, start: start_m },
+    Scenario { id: 'u', title: "(e) without usage metering", post: false, start: start_u },
+    Scenario { id: 'v', title: "(h) without usage metering", post: true, start: start_v },
     Scenario {
         id: 'n',
         title: "gateway -> watchdog streaming -> cat, no sandbox",
@@ -369,13 +371,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 10] = [
+    let ratios: [(char, char, &str); 12] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
         ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
         ('h', 'g', "gateway + streaming watchdog vs watchdog alone"),
         ('e', 'm', "sandboxed vs unsandboxed replica, http mode (target >= 0.95)"),
         ('h', 'n', "sandboxed vs unsandboxed replica, fork mode (target >= 0.95)"),
+        ('e', 'u', "usage metered vs not, http mode (target >= 0.95)"),
+        ('h', 'v', "usage metered vs not, fork mode (target >= 0.95)"),
         ('j', 'h', "docker provider vs process provider, per request"),
         ('k', 'h', "swarm provider vs process provider, per request"),
         ('b', 'a', "bare proxy vs direct"),

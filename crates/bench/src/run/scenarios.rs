@@ -169,16 +169,33 @@ pub(super) fn start_gateway_with(
     Ok(Setup::of(procs, format!("http://127.0.0.1:{port}/function/bench"), subject))
 }
 
-pub(super) fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
-    let env = format!(
+/// The bundle env of the http-mode function: the bench's hello server.
+fn http_env(ctx: &Ctx) -> String {
+    format!(
         "{{\"mode\": \"http\", \"fprocess\": \"{} hello --port ${{PORT}}\", \"upstream_url\": \"http://127.0.0.1:${{PORT}}\"}}",
         ctx.self_exe.display()
-    );
+    )
+}
+
+pub(super) fn start_e(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = http_env(ctx);
     start_gateway(ctx, "gateway-http", &env)
 }
 
 pub(super) fn start_h(ctx: &Ctx) -> anyhow::Result<Setup> {
     start_gateway(ctx, "gateway-streaming", r#"{"mode": "streaming", "fprocess": "cat"}"#)
+}
+
+/// (e) with usage metering off: what metering costs the request path.
+pub(super) fn start_u(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = http_env(ctx);
+    start_gateway_on(ctx, "gateway-http-unmetered", &env, &["--no-usage".into()])
+}
+
+/// (h) with usage metering off.
+pub(super) fn start_v(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let env = r#"{"mode": "streaming", "fprocess": "cat"}"#;
+    start_gateway_on(ctx, "gateway-streaming-unmetered", env, &["--no-usage".into()])
 }
 
 /// `faas serve`'s flag for replicas without a sandbox.
@@ -187,10 +204,7 @@ pub(super) fn unsandboxed() -> Vec<String> {
 }
 
 pub(super) fn start_m(ctx: &Ctx) -> anyhow::Result<Setup> {
-    let env = format!(
-        "{{\"mode\": \"http\", \"fprocess\": \"{} hello --port ${{PORT}}\", \"upstream_url\": \"http://127.0.0.1:${{PORT}}\"}}",
-        ctx.self_exe.display()
-    );
+    let env = http_env(ctx);
     start_gateway_on(ctx, "gateway-http-unsandboxed", &env, &unsandboxed())
 }
 

@@ -15,6 +15,8 @@ pub mod secret;
 pub mod serve;
 pub mod swarm;
 pub mod template;
+pub mod token;
+pub mod usage;
 pub mod version;
 
 use std::path::{Path, PathBuf};

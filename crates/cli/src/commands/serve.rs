@@ -399,6 +399,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .with_queue(queue, brokers);
+    let tokens_file = state.join("tokens.json");
+    let tokens = ferrofaas_gateway::tokens::Tokens::open(tokens_file.clone())
+        .with_context(|| format!("reading the API tokens in {}", tokens_file.display()))?;
+    let gateway = gateway.with_tokens(tokens);
     let gateway = match args.no_usage {
         true => gateway,
         false => {

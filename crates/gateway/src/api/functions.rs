@@ -99,10 +99,14 @@ pub async fn delete(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
     Ok(status(StatusCode::ACCEPTED))
 }
 
-pub async fn scale(gw: &Gateway, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let query = Query::parse(req.uri().query())?;
+pub async fn scale(
+    gw: &Gateway,
+    name: &str,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let body: ScaleServiceRequest = read_json(req, gw.config.max_api_body).await?;
-    let mut f = function_ref(name, &query)?;
+    let mut f = function_ref(name, query)?;
     if !body.namespace.is_empty() {
         ferrofaas_types::names::validate_namespace(&body.namespace)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod routes;
 pub mod secrets;
 pub mod system;
+pub mod tokens;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -41,13 +42,36 @@ impl From<request_body::ReadError> for ApiError {
     }
 }
 
+/// The namespace a token's request is confined to (a request extension).
+#[derive(Clone, Debug)]
+pub struct Scope(pub String);
+
 /// Reads a JSON body into `T`; the message says what was wrong and where.
+/// In a token's request, the body's `namespace` is the token's: filled in
+/// if it is missing, a 403 if it names another.
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+    let scope = req.extensions().get::<Scope>().cloned();
     let bytes = read_body(req, limit, JSON_GRACE).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON: {e}"));
+    let Some(Scope(namespace)) = scope else { return serde_json::from_slice(&bytes).map_err(invalid) };
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    if let Some(object) = value.as_object_mut() {
+        match object.get("namespace") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(ns)) if ns.is_empty() || *ns == namespace => {}
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("this token is for namespace {namespace}, not {other}"),
+                ));
+            }
+        }
+        object.insert("namespace".into(), serde_json::Value::String(namespace));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -91,6 +115,10 @@ impl Query {
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.0.insert(key.to_owned(), value.to_owned());
     }
 }
 

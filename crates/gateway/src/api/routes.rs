@@ -1,14 +1,21 @@
 //! The routes of `/system/*`: one table of (method, path) -> operation,
 //! read from the top. A path that some route takes with another method is a
 //! 405 whose `Allow` lists, from the same table, the methods it does take.
+//!
+//! Who may do what is here too ([`need`]): the admin everything; a token
+//! what its role allows, in its namespace only. A token's request is
+//! scoped before any handler sees it: its query's `namespace` is the
+//! token's (another is a 403), and so is the `namespace` of its JSON body
+//! (read by [`super::read_json`]).
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::{Query, alert, asynchronous, bundles, functions, logs, secrets, system, usage};
+use super::{Query, Scope, alert, asynchronous, bundles, functions, logs, secrets, system, tokens, usage};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
+use crate::tokens::{Caller, Role};
 
 /// A path: exactly this, or a prefix, one segment (a name, an id) and a
 /// suffix.
@@ -59,6 +66,42 @@ enum Op {
     Plans,
     SetPlan,
     RemovePlan,
+    Quotas,
+    SetQuota,
+    RemoveQuota,
+    ListTokens,
+    CreateToken,
+    RevokeToken,
+}
+
+/// Who may run an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// The gateway's admin (basic auth) only: what is not one namespace's
+    /// (bundles, whose names all namespaces share; the queue's dead
+    /// letters; plans and quotas).
+    Admin,
+    /// The admin, or a token of at least this role.
+    At(Role),
+}
+
+fn need(op: Op) -> Need {
+    use Op::*;
+    match op {
+        Info | Namespaces | ListFunctions | GetFunction | FunctionHistory | ListSecrets | Logs | Usage
+        | UsageRecords | Bill | Quotas => Need::At(Role::Read),
+        Deploy | Update | Remove | Scale | CreateSecret | UpdateSecret | RemoveSecret => {
+            Need::At(Role::Deploy)
+        }
+        ListTokens | CreateToken | RevokeToken => Need::At(Role::Admin),
+        Alert | ListBundles | PushBundle | DeadLetters | CallStatus | RemoveDeadLetter | ReplayDeadLetter
+        | Plans | SetPlan | RemovePlan | SetQuota | RemoveQuota => Need::Admin,
+    }
+}
+
+/// Whether the path's segment names a function (`name[.namespace]`).
+fn names_function(op: Op) -> bool {
+    matches!(op, Op::GetFunction | Op::FunctionHistory | Op::Scale)
 }
 
 use Path::{Exact, Param};
@@ -93,6 +136,12 @@ const ROUTES: &[(Method, Path, Op)] = &[
     (Method::GET, Exact("/system/plans"), Op::Plans),
     (Method::PUT, Param("/system/plans/", ""), Op::SetPlan),
     (Method::DELETE, Param("/system/plans/", ""), Op::RemovePlan),
+    (Method::GET, Exact("/system/quotas"), Op::Quotas),
+    (Method::PUT, Param("/system/quotas/", ""), Op::SetQuota),
+    (Method::DELETE, Param("/system/quotas/", ""), Op::RemoveQuota),
+    (Method::GET, Exact("/system/tokens"), Op::ListTokens),
+    (Method::POST, Exact("/system/tokens"), Op::CreateToken),
+    (Method::DELETE, Param("/system/tokens/", ""), Op::RevokeToken),
 ];
 
 /// The operation `method` and `path` name, with the path's segment: a 404
@@ -115,21 +164,74 @@ fn find<'p>(method: &Method, path: &'p str) -> Result<(Op, &'p str), ApiError> {
     Err(ApiError::method_not_allowed(&allowed.join(", ")))
 }
 
-/// Answers an authenticated request to `/system/*`.
-pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Refuses what `caller` may not do, and scopes a token's request to its
+/// namespace.
+fn authorize(
+    caller: &Caller,
+    op: Op,
+    segment: &str,
+    query: &mut Query,
+    req: &mut Request<Incoming>,
+) -> Result<(), ApiError> {
+    let Caller::Token { namespace, role, .. } = caller else { return Ok(()) };
+    let forbidden = |m: String| ApiError::new(http::StatusCode::FORBIDDEN, m);
+    match need(op) {
+        Need::Admin => {
+            return Err(forbidden(format!(
+                "{} {} needs the gateway's admin credentials, not a token",
+                req.method(),
+                req.uri().path()
+            )));
+        }
+        Need::At(wanted) if *role < wanted => {
+            return Err(forbidden(format!(
+                "this token's role is {}: {} {} needs {} or more",
+                role.as_str(),
+                req.method(),
+                req.uri().path(),
+                wanted.as_str()
+            )));
+        }
+        Need::At(_) => {}
+    }
+    let other = |ns: &str| forbidden(format!("this token is for namespace {namespace}, not {ns}"));
+    match query.get("namespace") {
+        Some(ns) if ns != namespace => return Err(other(ns)),
+        _ => query.set("namespace", namespace),
+    }
+    if names_function(op)
+        && let Some((_, ns)) = segment.split_once('.')
+        && ns != namespace
+    {
+        return Err(other(ns));
+    }
+    req.extensions_mut().insert(Scope(namespace.clone()));
+    Ok(())
+}
+
+/// Answers a request to `/system/*` of `caller` (authenticated).
+pub async fn handle(
+    gw: &Gateway,
+    mut req: Request<Incoming>,
+    caller: Caller,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let (op, segment) = find(req.method(), &path)?;
-    let query = Query::parse(req.uri().query())?;
+    let mut query = Query::parse(req.uri().query())?;
+    authorize(&caller, op, segment, &mut query, &mut req)?;
     match op {
         Op::Info => Ok(system::info(gw)),
-        Op::Namespaces => system::namespaces(gw).await,
+        Op::Namespaces => match &caller {
+            Caller::Token { namespace, .. } => Ok(super::json(http::StatusCode::OK, &[namespace])),
+            Caller::Admin => system::namespaces(gw).await,
+        },
         Op::ListFunctions => functions::list(gw, &query).await,
         Op::Deploy => functions::deploy(gw, req, true).await,
         Op::Update => functions::deploy(gw, req, false).await,
         Op::Remove => functions::delete(gw, req).await,
         Op::GetFunction => functions::get(gw, segment, &query).await,
         Op::FunctionHistory => functions::history(gw, segment, &query),
-        Op::Scale => functions::scale(gw, segment, req).await,
+        Op::Scale => functions::scale(gw, segment, &query, req).await,
         Op::ListSecrets => secrets::list(gw, &query).await,
         Op::CreateSecret => secrets::create(gw, req).await,
         Op::UpdateSecret => secrets::update(gw, req).await,
@@ -148,6 +250,12 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Op::Plans => usage::plans(gw).await,
         Op::SetPlan => usage::set_plan(gw, segment, req).await,
         Op::RemovePlan => usage::remove_plan(gw, segment).await,
+        Op::Quotas => usage::quotas(gw, &query),
+        Op::SetQuota => usage::set_quota(gw, segment, req).await,
+        Op::RemoveQuota => usage::remove_quota(gw, segment).await,
+        Op::ListTokens => tokens::list(gw, &query),
+        Op::CreateToken => tokens::create(gw, req, &caller).await,
+        Op::RevokeToken => tokens::revoke(gw, segment, &caller),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ferrofaas_usage::report::{self, GroupBy};
-use ferrofaas_usage::{Filter, Meter, Plan, UsageError};
+use ferrofaas_usage::{Filter, Meter, Plan, Quota, UsageError};
 use http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -223,6 +223,81 @@ pub async fn remove_plan(gw: &Gateway, segment: &str) -> Result<Response<Body>, 
     }
     meter.set_plan(namespace, None).await.map_err(usage_error)?;
     Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// `GET /system/quotas[?namespace=]`: each quota and what its period has
+/// used (a token sees its namespace's).
+pub fn quotas(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
+    meter(gw)?;
+    let only = query.get("namespace");
+    let states: std::collections::BTreeMap<String, crate::quota::QuotaState> =
+        gw.quotas().states().into_iter().filter(|(ns, _)| only.is_none_or(|o| o == ns)).collect();
+    Ok(json(StatusCode::OK, &states))
+}
+
+/// What `namespace` has used in its quota's current period: invocations
+/// and MiB-µs, from the store.
+async fn used(meter: &Arc<dyn Meter>, namespace: &str, quota: &Quota) -> Result<(u64, u64), ApiError> {
+    let now = ferrofaas_usage::now_us();
+    let (start, _) = quota.period.window(now);
+    let filter = Filter { namespace: Some(namespace.to_owned()), function: None };
+    let usage = meter.usage(start, now + 1, &filter).await.map_err(usage_error)?;
+    let mut sums = ferrofaas_usage::Sums::default();
+    for b in usage.buckets.iter().filter(|b| b.start_us >= start) {
+        sums.merge(&b.sums);
+    }
+    Ok((sums.invocations, sums.mib_us))
+}
+
+/// `PUT /system/quotas/<namespace>`: sets its quota, enforced at once.
+pub async fn set_quota(
+    gw: &Gateway,
+    namespace: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let meter = meter(gw)?;
+    ferrofaas_types::names::validate_namespace(namespace)
+        .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+    let quota: Quota = read_json(req, gw.config.max_api_body).await?;
+    quota.validate().map_err(|e| {
+        let (field, why) = e.split_once(": ").unwrap_or(("quota", &e));
+        ApiError::invalid(field, why)
+    })?;
+    meter.set_quota(namespace, Some(quota.clone())).await.map_err(usage_error)?;
+    let used = used(meter, namespace, &quota).await?;
+    gw.quotas().set(namespace, Some(quota), used);
+    let state = gw.quotas().states().into_iter().find(|(ns, _)| ns == namespace).map(|(_, s)| s);
+    Ok(json(StatusCode::OK, &state))
+}
+
+/// `DELETE /system/quotas/<namespace>`.
+pub async fn remove_quota(gw: &Gateway, namespace: &str) -> Result<Response<Body>, ApiError> {
+    let meter = meter(gw)?;
+    if !meter.quotas().await.map_err(usage_error)?.contains_key(namespace) {
+        return Err(ApiError::not_found(format!("namespace {namespace:?} has no quota")));
+    }
+    meter.set_quota(namespace, None).await.map_err(usage_error)?;
+    gw.quotas().set(namespace, None, (0, 0));
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// At start: the stored quotas, with what their periods have used so far.
+pub async fn restore_quotas(gw: &Gateway) {
+    let Some(meter) = &gw.meter else { return };
+    let quotas = match meter.quotas().await {
+        Ok(quotas) => quotas,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the quotas: none is enforced");
+            return;
+        }
+    };
+    for (namespace, quota) in quotas {
+        let used = used(meter, &namespace, &quota).await.unwrap_or_else(|e| {
+            tracing::warn!(%namespace, error = %e.message, "could not read the quota's use so far");
+            (0, 0)
+        });
+        gw.quotas().set(&namespace, Some(quota), used);
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::{Bucket, Entry, Filter, Meter, MeterStats, Plan, Record, Resolution, Sums, Usage, UsageError};
+use crate::{
+    Bucket, Entry, Filter, Meter, MeterStats, Plan, Quota, Record, Resolution, Sums, Usage, UsageError,
+};
 use log::{Log, Position};
 
 /// (start µs, entry id) -> the record (JSON).
@@ -34,7 +36,8 @@ const RAW: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raw");
 /// (period start µs, namespace, function) -> [`Sums`] (JSON).
 const MINUTES: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("minutes");
 const HOURS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("hours");
-/// `position` -> how far the log has been folded in; `plan:<ns>` -> a plan.
+/// `position` -> how far the log has been folded in; `plan:<ns>` -> a
+/// plan; `quota:<ns>` -> a quota.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// How long each kind of figure is kept.
@@ -262,26 +265,36 @@ impl Embedded {
         Ok(out)
     }
 
-    fn read_plans(&self) -> Result<BTreeMap<String, Plan>, UsageError> {
+    /// The settings kept under `kind:` (plans, quotas), by namespace.
+    fn read_settings<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<BTreeMap<String, T>, UsageError> {
         let tx = self.db.begin_read().map_err(store_error)?;
         let meta = tx.open_table(META).map_err(store_error)?;
-        let mut plans = BTreeMap::new();
-        for item in meta.range("plan:".."plan;").map_err(store_error)? {
+        let (from, to) = (format!("{kind}:"), format!("{kind};"));
+        let mut out = BTreeMap::new();
+        for item in meta.range(from.as_str()..to.as_str()).map_err(store_error)? {
             let (k, v) = item.map_err(store_error)?;
-            let ns = k.value().trim_start_matches("plan:").to_owned();
-            plans.insert(ns, serde_json::from_slice(v.value()).map_err(store_error)?);
+            let ns = k.value()[from.len()..].to_owned();
+            out.insert(ns, serde_json::from_slice(v.value()).map_err(store_error)?);
         }
-        Ok(plans)
+        Ok(out)
     }
 
-    fn write_plan(&self, namespace: &str, plan: Option<&Plan>) -> Result<(), UsageError> {
+    fn write_setting<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        namespace: &str,
+        value: Option<&T>,
+    ) -> Result<(), UsageError> {
         let tx = self.db.begin_write().map_err(store_error)?;
         {
             let mut meta = tx.open_table(META).map_err(store_error)?;
-            let key = format!("plan:{namespace}");
-            match plan {
-                Some(plan) => {
-                    let json = serde_json::to_vec(plan).map_err(store_error)?;
+            let key = format!("{kind}:{namespace}");
+            match value {
+                Some(value) => {
+                    let json = serde_json::to_vec(value).map_err(store_error)?;
                     meta.insert(key.as_str(), json.as_slice()).map_err(store_error)?;
                 }
                 None => {
@@ -336,12 +349,21 @@ impl Meter for Store {
     }
 
     async fn plans(&self) -> Result<BTreeMap<String, Plan>, UsageError> {
-        blocking(&self.0, Embedded::read_plans).await
+        blocking(&self.0, |s| s.read_settings("plan")).await
     }
 
     async fn set_plan(&self, namespace: &str, plan: Option<Plan>) -> Result<(), UsageError> {
         let namespace = namespace.to_owned();
-        blocking(&self.0, move |s| s.write_plan(&namespace, plan.as_ref())).await
+        blocking(&self.0, move |s| s.write_setting("plan", &namespace, plan.as_ref())).await
+    }
+
+    async fn quotas(&self) -> Result<BTreeMap<String, Quota>, UsageError> {
+        blocking(&self.0, |s| s.read_settings("quota")).await
+    }
+
+    async fn set_quota(&self, namespace: &str, quota: Option<Quota>) -> Result<(), UsageError> {
+        let namespace = namespace.to_owned();
+        blocking(&self.0, move |s| s.write_setting("quota", &namespace, quota.as_ref())).await
     }
 
     fn stats(&self) -> MeterStats {

@@ -121,12 +121,17 @@ async fn plans_are_kept() {
         s.set_plan("*", Some(Plan::default())).await.unwrap();
         s.set_plan("gone", Some(plan)).await.unwrap();
         s.set_plan("gone", None).await.unwrap();
+        let quota = Quota { invocations: Some(5), ..serde_json::from_str(r#"{"concurrent": 2}"#).unwrap() };
+        s.set_quota("team", Some(quota)).await.unwrap();
     }
     std::thread::sleep(FOLD_INTERVAL * 2);
     let s = store(dir.path());
     let plans = s.plans().await.unwrap();
     assert_eq!(plans.keys().collect::<Vec<_>>(), ["*", "team"]);
     assert_eq!(plans["team"].per_gb_second, 0.5);
+    let quotas = s.quotas().await.unwrap();
+    assert_eq!(quotas.keys().collect::<Vec<_>>(), ["team"], "plans and quotas apart");
+    assert_eq!((quotas["team"].invocations, quotas["team"].concurrent), (Some(5), Some(2)));
 }
 
 fn log_path(dir: &Path, segment: u64) -> PathBuf {

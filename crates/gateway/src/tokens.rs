@@ -1,0 +1,260 @@
+//! API tokens scoped to one namespace and a role, beside the admin's basic
+//! auth: `Authorization: Bearer fft_<id>_<secret>`, as faas-cli's `--token`
+//! sends it.
+//!
+//! A token is shown once, when it is made. The gateway keeps its id, name,
+//! namespace, role and the SHA-256 of the whole token (the secret is 256
+//! random bits from the operating system: a slow hash would add nothing),
+//! in `tokens.json` (mode 0600) in the state folder. A request's token is
+//! found by its id and its digest compared in constant time; a revoked
+//! token is gone from the table at once.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do, each role all that the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read the namespace's functions, secrets' names, logs and usage.
+    Read,
+    /// And call its private functions.
+    Invoke,
+    /// And deploy, update, scale and remove its functions and secrets.
+    Deploy,
+    /// And make and revoke its tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Invoke => "invoke",
+            Role::Deploy => "deploy",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A token as kept (no secret) and listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    info: TokenInfo,
+    /// SHA-256 of the whole token, hex.
+    sha256: String,
+}
+
+/// Who a request to `/system/*` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin's basic auth (or a gateway without auth): everything.
+    Admin,
+    /// A token: its namespace, at its role.
+    Token { id: String, namespace: String, role: Role },
+}
+
+impl Caller {
+    /// May this caller act at `role` in `namespace`?
+    pub fn may(&self, role: Role, namespace: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Token { namespace: ns, role: r, .. } => *r >= role && ns == namespace,
+        }
+    }
+}
+
+const PREFIX: &str = "fft_";
+
+/// The tokens of a gateway.
+pub struct Tokens {
+    path: Option<PathBuf>,
+    table: ArcSwap<HashMap<String, Arc<Stored>>>,
+    write: Mutex<()>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random(n: usize) -> io::Result<Vec<u8>> {
+    let mut raw = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw)
+}
+
+impl Tokens {
+    /// No tokens, kept nowhere (tests).
+    pub fn in_memory() -> Tokens {
+        Tokens { path: None, table: ArcSwap::default(), write: Mutex::new(()) }
+    }
+
+    /// The tokens kept at `path` (none if it does not exist yet).
+    pub fn open(path: PathBuf) -> io::Result<Tokens> {
+        let stored: Vec<Stored> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let table = stored.into_iter().map(|s| (s.info.id.clone(), Arc::new(s))).collect();
+        Ok(Tokens { path: Some(path), table: ArcSwap::from_pointee(table), write: Mutex::new(()) })
+    }
+
+    fn save(&self, table: &HashMap<String, Arc<Stored>>) -> io::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let mut all: Vec<&Stored> = table.values().map(|s| &**s).collect();
+        all.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        let json = serde_json::to_vec_pretty(&all).map_err(io::Error::other)?;
+        ferrofaas_provider::fsutil::write_atomic(path, &json, 0o600)
+    }
+
+    /// The caller a `Bearer` header names, if it is a token of this
+    /// gateway's.
+    pub fn verify(&self, header: &HeaderValue) -> Option<Caller> {
+        let value = header.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        let id = token.strip_prefix(PREFIX)?.split('_').next()?;
+        let table = self.table.load();
+        let stored = table.get(id)?;
+        let want = unhex(&stored.sha256)?;
+        constant_time_eq(&digest(token), &want).then(|| Caller::Token {
+            id: stored.info.id.clone(),
+            namespace: stored.info.namespace.clone(),
+            role: stored.info.role,
+        })
+    }
+
+    /// Makes a token; the returned string is the only time its secret is
+    /// seen.
+    pub fn create(&self, name: &str, namespace: &str, role: Role) -> io::Result<(TokenInfo, String)> {
+        let id = hex(&random(6)?);
+        let secret = ferrofaas_types::base64::encode(&random(32)?).replace(['+', '/'], "x").replace('=', "");
+        let token = format!("{PREFIX}{id}_{secret}");
+        let info = TokenInfo {
+            id: id.clone(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            role,
+            created_at: ferrofaas_types::time::format(std::time::SystemTime::now(), false),
+        };
+        let stored = Stored { info: info.clone(), sha256: hex(&digest(&token)) };
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table: HashMap<String, Arc<Stored>> = (**self.table.load()).clone();
+        table.insert(id, Arc::new(stored));
+        self.save(&table)?;
+        self.table.store(Arc::new(table));
+        Ok((info, token))
+    }
+
+    /// The tokens of `namespace` (all, with `None`), oldest first.
+    pub fn list(&self, namespace: Option<&str>) -> Vec<TokenInfo> {
+        let mut out: Vec<TokenInfo> = self
+            .table
+            .load()
+            .values()
+            .filter(|s| namespace.is_none_or(|ns| s.info.namespace == ns))
+            .map(|s| s.info.clone())
+            .collect();
+        out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        out
+    }
+
+    /// The token `id`, if there is one.
+    pub fn get(&self, id: &str) -> Option<TokenInfo> {
+        self.table.load().get(id).map(|s| s.info.clone())
+    }
+
+    /// Revokes `id`: refused from the next request on. `false` if unknown.
+    pub fn revoke(&self, id: &str) -> io::Result<bool> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table: HashMap<String, Arc<Stored>> = (**self.table.load()).clone();
+        if table.remove(id).is_none() {
+            return Ok(false);
+        }
+        self.save(&table)?;
+        self.table.store(Arc::new(table));
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(t: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
+    }
+
+    #[test]
+    fn tokens_verify_revoke_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let tokens = Tokens::open(path.clone()).unwrap();
+        let (info, token) = tokens.create("ci", "team-a", Role::Deploy).unwrap();
+        assert!(token.starts_with("fft_") && token.len() > 50, "{token}");
+        let caller = tokens.verify(&bearer(&token)).unwrap();
+        assert_eq!(
+            caller,
+            Caller::Token { id: info.id.clone(), namespace: "team-a".into(), role: Role::Deploy }
+        );
+        assert!(caller.may(Role::Read, "team-a") && caller.may(Role::Deploy, "team-a"));
+        assert!(!caller.may(Role::Admin, "team-a") && !caller.may(Role::Read, "team-b"));
+        // The secret is not kept; a token one character off is refused.
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(!kept.contains(token.rsplit('_').next().unwrap()), "{kept}");
+        let mut wrong = token.clone();
+        wrong.pop();
+        wrong.push('A');
+        assert!(tokens.verify(&bearer(&wrong)).is_none());
+        assert!(tokens.verify(&bearer(&format!("fft_{}_x", info.id))).is_none());
+        assert!(tokens.verify(&HeaderValue::from_static("Basic YWRtaW46eA==")).is_none());
+        // Read back by a restarted gateway; revoked at once.
+        let again = Tokens::open(path.clone()).unwrap();
+        assert!(again.verify(&bearer(&token)).is_some());
+        assert!(again.revoke(&info.id).unwrap());
+        assert!(again.verify(&bearer(&token)).is_none());
+        assert!(!again.revoke(&info.id).unwrap());
+        assert!(Tokens::open(path).unwrap().list(None).is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("tokens.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
