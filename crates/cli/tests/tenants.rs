@@ -1,0 +1,298 @@
+//! Namespaces as tenants: quotas stop a namespace at its limit on the
+//! synchronous, asynchronous and triggered paths (429 and `Retry-After`),
+//! across a restart; API tokens are scoped to one namespace and a role (a
+//! read token cannot deploy, a token of A sees nothing of B, a revoked token
+//! is refused at once); private functions need an invoke token and never
+//! see it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::json;
+
+fn echo(name: &str, namespace: &str) -> serde_json::Value {
+    json!({"service": name, "namespace": namespace, "image": format!("{}/wc", examples().display()), "envProcess": "cat"})
+}
+
+async fn deploy_in(p: &Platform, spec: serde_json::Value) {
+    let name = spec["service"].as_str().unwrap().to_owned();
+    let ns = spec["namespace"].as_str().unwrap().to_owned();
+    let r = p.api(Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let ready = eventually(Duration::from_secs(30), async || {
+        let r = p.api(Method::GET, &format!("/system/function/{name}?namespace={ns}"), "").await;
+        r.json()["availableReplicas"].as_u64() == Some(1)
+    })
+    .await;
+    assert!(ready, "{name}.{ns} never became ready:\n{}", p.logs());
+}
+
+async fn invocations(p: &Platform, query: &str) -> u64 {
+    let r = p.api(Method::GET, &format!("/system/usage?from=1h&{query}"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.json()["total"]["invocations"].as_u64().unwrap()
+}
+
+fn assert_over_quota(r: &Reply, what: &str) {
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{what}: {}", r.body);
+    assert!(r.message().contains("quota"), "{what}: {}", r.body);
+    let after: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(after >= 1, "{what}: Retry-After {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_stop_a_namespace_on_every_path() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(&programs(), state.path(), &[]);
+    deploy_in(&p, echo("echo", "team-q")).await;
+    deploy_in(&p, echo("echo", "openfaas-fn")).await;
+
+    // Wrong quotas: 400 naming the field.
+    for (body, field) in [
+        (r#"{}"#, "quota"),
+        (r#"{"period":"week","invocations":1}"#, ""),
+        (r#"{"concurrent":0}"#, "concurrent"),
+        (r#"{"gbSeconds":-2}"#, "gbSeconds"),
+    ] {
+        let r = p.api(Method::PUT, "/system/quotas/team-q", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        if !field.is_empty() {
+            assert_eq!(r.json()["field"], field, "{body}: {}", r.body);
+        }
+    }
+
+    let r = p.api(Method::PUT, "/system/quotas/team-q", r#"{"period":"hour","invocations":5}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for i in 0..5 {
+        let r = p.invoke("/function/echo.team-q", &i.to_string()).await;
+        assert_eq!(r.status, StatusCode::OK, "call {i}: {}", r.body);
+    }
+    // Synchronous: refused, not run.
+    assert_over_quota(&p.invoke("/function/echo.team-q", "6").await, "sync");
+    // Asynchronous: refused at the door.
+    assert_over_quota(&p.invoke("/async-function/echo.team-q", "7").await, "async");
+    // Other namespaces go on.
+    assert_eq!(p.invoke("/function/echo", "x").await.status, StatusCode::OK);
+    assert_eq!(invocations(&p, "namespace=team-q").await, 5);
+    let q = p.api(Method::GET, "/system/quotas", "").await.json();
+    assert_eq!(q["team-q"]["invocations"], 5, "{q}");
+
+    // A restart keeps the period's count (read back from the usage store).
+    p.stop();
+    let p = Platform::start(&programs(), state.path(), &[]);
+    p.wait_ready("echo", 1).await;
+    assert_over_quota(&p.invoke("/function/echo.team-q", "8").await, "sync, after a restart");
+
+    // Raised to 8: three more. An asynchronous call is stored and run; then
+    // a schedule's calls run until the quota is reached, and wait after.
+    let r = p.api(Method::PUT, "/system/quotas/team-q", r#"{"period":"hour","invocations":8}"#).await;
+    assert_eq!(r.json()["invocations"], 5, "counted from the store: {}", r.body);
+    assert_eq!(p.invoke("/async-function/echo.team-q", "a").await.status, StatusCode::ACCEPTED);
+    let ran =
+        eventually(Duration::from_secs(20), async || invocations(&p, "namespace=team-q").await == 6).await;
+    assert!(ran, "the asynchronous call did not run");
+    let tick = json!({
+        "service": "tick", "namespace": "team-q", "image": format!("{}/wc", examples().display()),
+        "envProcess": "cat", "annotations": {"topic": "cron-function", "schedule": "@every 1s"},
+    });
+    deploy_in(&p, tick).await;
+    let reached =
+        eventually(Duration::from_secs(20), async || invocations(&p, "namespace=team-q").await == 8).await;
+    assert!(reached, "the schedule's calls did not run up to the quota");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(invocations(&p, "namespace=team-q").await, 8, "triggered calls past the quota ran");
+    assert_eq!(invocations(&p, "namespace=team-q&function=tick").await, 2);
+    assert_over_quota(&p.invoke("/function/echo.team-q", "9").await, "sync, at 8");
+
+    // Concurrent calls: one at a time in team-c.
+    let sleeper = json!({
+        "service": "sleeper", "namespace": "team-c", "image": format!("{}/wc", examples().display()),
+        "envProcess": "sh -c 'sleep 1; cat'",
+    });
+    deploy_in(&p, sleeper).await;
+    let r = p.api(Method::PUT, "/system/quotas/team-c", r#"{"concurrent":1}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let addr = p.addr;
+    let first =
+        tokio::spawn(async move { call(addr, Method::POST, "/function/sleeper.team-c", &[], "1").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = p.invoke("/function/sleeper.team-c", "2").await;
+    assert_over_quota(&second, "concurrent");
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(p.invoke("/function/sleeper.team-c", "3").await.status, StatusCode::OK, "one at a time again");
+
+    // Removed: no limit.
+    assert_eq!(p.api(Method::DELETE, "/system/quotas/team-q", "").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(p.invoke("/function/echo.team-q", "10").await.status, StatusCode::OK);
+    assert_eq!(p.api(Method::DELETE, "/system/quotas/team-q", "").await.status, StatusCode::NOT_FOUND);
+    p.stop();
+}
+
+async fn token(p: &Platform, name: &str, namespace: &str, role: &str) -> (String, String) {
+    let body = json!({"name": name, "namespace": namespace, "role": role}).to_string();
+    let r = p.api(Method::POST, "/system/tokens", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let v = r.json();
+    (v["id"].as_str().unwrap().to_owned(), format!("Bearer {}", v["token"].as_str().unwrap()))
+}
+
+async fn as_token(p: &Platform, auth: &str, method: Method, path: &str, body: &str) -> Reply {
+    let mut headers = vec![("authorization", auth)];
+    if !body.is_empty() {
+        headers.push(("content-type", "application/json"));
+    }
+    call(p.addr, method, path, &headers, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scope_a_namespace_and_a_role() {
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(&programs(), state.path(), &[]);
+    deploy_in(&p, echo("b-only", "team-b")).await;
+    let (_, read) = token(&p, "viewer", "team-a", "read").await;
+    let (_, deploy) = token(&p, "ci", "team-a", "deploy").await;
+    let (invoke_id, invoke) = token(&p, "caller", "team-a", "invoke").await;
+    let (_, admin_b) = token(&p, "b-admin", "team-b", "admin").await;
+
+    // A deploy token deploys into its namespace (named or not).
+    let mut spec = echo("hidden", "team-a");
+    spec["annotations"] = json!({"com.ferrofaas.private": "true"});
+    spec["envProcess"] = json!("env");
+    spec.as_object_mut().unwrap().remove("namespace");
+    let r = as_token(&p, &deploy, Method::POST, "/system/functions", &spec.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    p.wait_ready("hidden.team-a", 1).await;
+    // ... and nowhere else.
+    let r = as_token(&p, &deploy, Method::POST, "/system/functions", &echo("x", "team-b").to_string()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.message().contains("team-a"), "{}", r.body);
+    let r = as_token(&p, &deploy, Method::GET, "/system/functions?namespace=team-b", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(&p, &deploy, Method::GET, "/system/function/b-only.team-b", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(
+        &p,
+        &deploy,
+        Method::DELETE,
+        "/system/functions",
+        r#"{"functionName":"b-only","namespace":"team-b"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(&p, &deploy, Method::POST, "/system/scale-function/b-only.team-b", r#"{"replicas":0}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = p.api(Method::GET, "/system/function/b-only?namespace=team-b", "").await;
+    assert_eq!(r.json()["replicas"], 1, "team-b untouched: {}", r.body);
+
+    // A read token reads its namespace, and only reads.
+    let r = as_token(&p, &read, Method::GET, "/system/functions", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let listed = r.json();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hidden"], "only team-a's functions");
+    let r = as_token(&p, &read, Method::GET, "/system/namespaces", "").await;
+    assert_eq!(r.json(), json!(["team-a"]));
+    let r = as_token(&p, &read, Method::POST, "/system/functions", &echo("y", "team-a").to_string()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.message().contains("deploy"), "{}", r.body);
+    let r = as_token(&p, &read, Method::POST, "/system/secrets", r#"{"name":"s","value":"v"}"#).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(&p, &read, Method::POST, "/system/tokens", r#"{"name":"more","role":"admin"}"#).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // What is the admin's alone.
+    for (method, path) in [
+        (Method::GET, "/system/plans"),
+        (Method::GET, "/system/bundles"),
+        (Method::GET, "/system/async/dead-letters"),
+    ] {
+        let r = as_token(&p, &deploy, method.clone(), path, "").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}: {}", r.body);
+    }
+
+    // A private function: no token 401, another role or namespace 403,
+    // an invoke token 200; the function never sees the token.
+    let r = p.invoke("/function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = as_token(&p, &read, Method::POST, "/function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(&p, &admin_b, Method::POST, "/function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = as_token(&p, &invoke, Method::POST, "/function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Http_Method=POST"), "{}", r.body);
+    assert!(!r.body.to_lowercase().contains("authorization"), "the token reached the function: {}", r.body);
+    assert!(!r.body.contains(invoke.trim_start_matches("Bearer ")), "{}", r.body);
+    let r = p.invoke("/async-function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "async too: {}", r.body);
+    let r = as_token(&p, &invoke, Method::POST, "/async-function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    // The admin's credentials call it too.
+    let auth = p.auth.clone().unwrap();
+    assert_eq!(as_token(&p, &auth, Method::POST, "/function/hidden.team-a", "").await.status, StatusCode::OK);
+
+    // Usage through a token: its namespace's.
+    let r = as_token(&p, &read, Method::GET, "/system/usage?from=1h&group_by=namespace", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let rows = r.json()["rows"].clone();
+    assert!(rows.as_array().unwrap().iter().all(|row| row["namespace"] == "team-a"), "{rows}");
+
+    // Team B's admin makes tokens for team B only, sees only its own, and
+    // cannot revoke team A's.
+    let r = as_token(&p, &admin_b, Method::POST, "/system/tokens", r#"{"name":"b2","role":"read"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["namespace"], "team-b");
+    let r = as_token(
+        &p,
+        &admin_b,
+        Method::POST,
+        "/system/tokens",
+        r#"{"name":"a2","namespace":"team-a","role":"admin"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let listed = as_token(&p, &admin_b, Method::GET, "/system/tokens", "").await.json();
+    assert!(listed.as_array().unwrap().iter().all(|t| t["namespace"] == "team-b"), "{listed}");
+    assert!(!listed.to_string().contains("sha256") && !listed.to_string().contains("fft_"), "{listed}");
+    let r = as_token(&p, &admin_b, Method::DELETE, &format!("/system/tokens/{invoke_id}"), "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Revoked: refused from the next request on.
+    let r = p.api(Method::DELETE, &format!("/system/tokens/{invoke_id}"), "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = as_token(&p, &invoke, Method::POST, "/function/hidden.team-a", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let r = as_token(&p, &invoke, Method::GET, "/system/functions", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+
+    // Tokens outlive a restart, hashed in the state folder.
+    p.stop();
+    let kept = std::fs::read_to_string(state.path().join("tokens.json")).unwrap();
+    assert!(!kept.contains(deploy.trim_start_matches("Bearer ")), "a token's secret is kept: {kept}");
+    let p = Platform::start(&programs(), state.path(), &[]);
+    assert_eq!(as_token(&p, &read, Method::GET, "/system/functions", "").await.status, StatusCode::OK);
+
+    // The CLI, with --token (as faas-cli's), and faas token.
+    let dir = tempfile::tempdir().unwrap();
+    let token_arg = deploy.trim_start_matches("Bearer ");
+    let gw = format!("http://{}", p.addr);
+    let out = faas_ok(dir.path(), Some(&p), &["list", "-g", &gw, "--token", token_arg], None);
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("hidden")), "{out}");
+    let err = faas_err(dir.path(), Some(&p), &["list", "-g", &gw, "--token", "fft_0_nope"], None);
+    assert!(err.contains("token"), "{err}");
+    let made =
+        faas_ok(dir.path(), Some(&p), &["token", "create", "cli", "--role", "read", "-n", "team-a"], None);
+    let cli_token = made.trim();
+    assert!(cli_token.starts_with("fft_"), "{made}");
+    let out = faas_ok(dir.path(), Some(&p), &["list", "-g", &gw, "--token", cli_token], None);
+    assert!(out.contains("hidden"), "{out}");
+    let listed = faas_ok(dir.path(), Some(&p), &["token", "list", "-n", "team-a"], None);
+    assert!(listed.starts_with("ID") && listed.contains("viewer") && listed.contains("cli"), "{listed}");
+    p.stop();
+}
