@@ -78,6 +78,7 @@ async fn the_ui_in_a_real_browser() {
         why_it_cannot_start,
         triggers,
         dead_letters,
+        usage,
         secret_deleted,
         sign_out,
     );
@@ -548,6 +549,52 @@ async fn dead_letters(ui: &Ui) {
     b.wait_text("#failed-status", "confirms", |t| t == format!("Deleted {}.", ids[1])).await;
     b.find("#no-failed").await;
     assert_eq!(p.api(Method::GET, "/system/async/dead-letters", "").await.body, "[]");
+}
+
+/// The Usage page: what each function used and cost at a plan, charts per
+/// hour, a namespace's quota and what its period used, a CSV download.
+async fn usage(ui: &Ui) {
+    let Ui { p, b, .. } = ui;
+    let plan = r#"{"perMillionInvocations": 1000000, "currency": "EUR"}"#;
+    assert_eq!(p.api(Method::PUT, "/system/plans/*", plan).await.status, StatusCode::OK);
+    let quota = r#"{"period": "day", "invocations": 100000}"#;
+    assert_eq!(p.api(Method::PUT, "/system/quotas/openfaas-fn", quota).await.status, StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(p.invoke("/function/flaky", "").await.status, StatusCode::OK);
+    }
+    let used = p.api(Method::GET, "/system/usage?from=1h&function=flaky", "").await.json()["total"].clone();
+    let n = used["invocations"].as_u64().unwrap();
+    b.click("#nav a[data-view=usage]").await;
+    b.find("#usage-view h2").await;
+    b.click("#usage-all").await;
+    let count = n.to_string();
+    b.wait_text("tr[data-row=flaky] td:nth-child(2)", "counts flaky's calls", |t| t == count).await;
+    // One per call at a unit a call: its cost is its count.
+    let cost = b.text("tr[data-row=flaky] td:nth-child(6)").await;
+    assert_eq!(cost, format!("{n} EUR"));
+    b.find("#usage-charts figure[data-chart='Invocations per hour']").await;
+    let total = b.text("#usage-total").await;
+    assert!(total.starts_with("Total") && total.contains("EUR"), "{total}");
+    let q = b.wait_text("tr[data-quota=openfaas-fn]", "shows the quota", |t| t.contains("of 100,000")).await;
+    assert!(q.contains("day"), "{q}");
+    b.choose("#usage-group", "hour").await;
+    b.wait_text("#usage-key", "groups by hour", |t| t == "Hour").await;
+    b.click("#usage-csv").await;
+    b.find("#usage-csv-link").await;
+    let csv = b
+        .js(
+            "const link = document.getElementById('usage-csv-link');
+             return link.href.startsWith('blob:') && link.download === 'usage.csv' ? link.blob.text() : null;",
+            json!([]),
+        )
+        .await;
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("period,invocations,errors,"), "{csv}");
+    assert!(csv.contains(",EUR\r\n"), "{csv}");
+    fits(b, "usage").await;
+    labelled(b, "usage").await;
+    b.screenshot(&screenshots().join("usage.png")).await;
+    assert_eq!(p.api(Method::DELETE, "/system/quotas/openfaas-fn", "").await.status, StatusCode::NO_CONTENT);
 }
 
 /// And the secret, once no function uses it.

@@ -1,13 +1,14 @@
-// The ferrofaas UI, part 1 of 3 (with functions.js and forms.js, loaded
-// in that order): one page, views chosen by the URL's hash
-// (#/functions, #/function/NAME, #/deploy[/NAME], #/secrets, #/failed). It calls the
+// The ferrofaas UI, part 1 of 4 (with functions.js, usage.js and forms.js,
+// loaded in that order): one page, views chosen by the URL's hash
+// (#/functions, #/function/NAME, #/deploy[/NAME], #/secrets, #/failed,
+// #/usage). It calls the
 // gateway's own API (/system/* with the admin credentials, /function/*
 // without them) and nothing else. This part: the plumbing and the views.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-const VIEWS = ["signin", "functions", "function", "deploy", "secrets", "failed"];
+const VIEWS = ["signin", "functions", "function", "deploy", "secrets", "failed", "usage"];
 const REFRESH_MS = 2000;
 const MAX_LOG_LINES = 2000;
 const DEFAULT_NAMESPACE = "openfaas-fn";
@@ -150,6 +151,7 @@ function route() {
   if (view === "deploy") return openDeploy(arg);
   if (view === "secrets") return openSecrets();
   if (view === "failed") return openFailed();
+  if (view === "usage") return openUsage();
   return openFunctions();
 }
 

@@ -1,4 +1,4 @@
-// The ferrofaas UI, part 3 of 3: the deploy form, secrets and failed
+// The ferrofaas UI, part 4 of 4: the deploy form, secrets and failed
 // asynchronous calls; then the first view is shown. Loaded last.
 "use strict";
 

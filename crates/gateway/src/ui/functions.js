@@ -1,4 +1,4 @@
-// The ferrofaas UI, part 2 of 3: signing in, the functions list and one
+// The ferrofaas UI, part 2 of 4: signing in, the functions list and one
 // function's page (invoking it, its logs, its charts). Loaded after
 // app.js, whose helpers it uses.
 "use strict";
@@ -96,6 +96,7 @@ $("namespace").addEventListener("change", () => {
   const view = location.hash.replace(/^#\/?/, "").split("/")[0];
   if (view === "secrets") refreshSecrets();
   else if (view === "functions" || view === "") refreshFunctions();
+  else if (view === "usage") refreshUsage();
   else if (view !== "failed") location.hash = "#/functions";
 });
 

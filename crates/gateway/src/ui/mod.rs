@@ -1,5 +1,5 @@
 //! The web UI at `/ui/`, built into the gateway binary: plain HTML, CSS
-//! and JavaScript (three scripts, loaded in order) that call the gateway's own API (no other requests, no
+//! and JavaScript (four scripts, loaded in order) that call the gateway's own API (no other requests, no
 //! build step). `/` redirects here.
 
 use http::header::{
@@ -14,6 +14,7 @@ const INDEX: &str = include_str!("index.html");
 const APP: &str = include_str!("app.js");
 const FUNCTIONS: &str = include_str!("functions.js");
 const FORMS: &str = include_str!("forms.js");
+const USAGE: &str = include_str!("usage.js");
 const STYLE: &str = include_str!("style.css");
 
 /// `GET` of a path under `/ui/`, or of `/` and `/ui` (redirects).
@@ -29,6 +30,7 @@ pub fn serve(path: &str) -> Response<Body> {
         "/ui/app.js" => (APP, "text/javascript; charset=utf-8"),
         "/ui/functions.js" => (FUNCTIONS, "text/javascript; charset=utf-8"),
         "/ui/forms.js" => (FORMS, "text/javascript; charset=utf-8"),
+        "/ui/usage.js" => (USAGE, "text/javascript; charset=utf-8"),
         "/ui/style.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return json_error(StatusCode::NOT_FOUND, &format!("no page {path}")),
     };
@@ -54,7 +56,7 @@ mod tests {
         assert_eq!(serve("/").status(), StatusCode::FOUND);
         assert_eq!(serve("/").headers()[LOCATION], "/ui/");
         assert_eq!(serve("/ui/").headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-        for script in ["/ui/app.js", "/ui/functions.js", "/ui/forms.js"] {
+        for script in ["/ui/app.js", "/ui/functions.js", "/ui/usage.js", "/ui/forms.js"] {
             assert_eq!(serve(script).status(), StatusCode::OK, "{script}");
             assert!(INDEX.contains(&format!("<script src=\"{script}\">")), "index.html loads {script}");
         }
