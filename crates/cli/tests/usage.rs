@@ -130,6 +130,28 @@ async fn every_invocation_is_metered_once_and_exactly() {
         lines[1..].iter().map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap()).sum();
     assert_eq!(invocations, (N + 3) as u64, "{}", csv.body);
 
+    // CPU time, read from the replicas' cgroups: a function that spins.
+    let spin = json!({
+        "service": "spin",
+        "image": format!("{}/wc", examples().display()),
+        "envProcess": "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; cat'",
+    });
+    p.deploy(spin, 1).await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(p.invoke("/function/spin", "x").await.status, StatusCode::OK);
+    }
+    let busy = started.elapsed().as_secs_f64();
+    let counted = eventually(Duration::from_secs(20), async || {
+        total(&p, "function=spin").await["cpuSeconds"].as_f64().unwrap() >= busy * 0.5
+    })
+    .await;
+    let cpu = total(&p, "function=spin").await["cpuSeconds"].as_f64().unwrap();
+    assert!(counted, "{cpu} CPU-seconds for {busy} s of spinning");
+    assert!(cpu <= busy * 1.5 + 0.5, "{cpu} CPU-seconds for {busy} s of spinning");
+    let idle = total(&p, "function=sleeper").await["cpuSeconds"].as_f64().unwrap();
+    assert!(idle < cpu, "sleeping used {idle} CPU-seconds, spinning {cpu}");
+
     // /metrics counts GB-seconds per function.
     let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;
     let line = metrics

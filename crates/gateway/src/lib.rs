@@ -17,6 +17,7 @@ pub mod autoscale;
 pub mod body;
 pub mod callback;
 pub mod config;
+pub mod cpu;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;

@@ -197,6 +197,9 @@ pub async fn run(
     );
     tokio::spawn(Arc::clone(&gateway.history).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()));
     crate::api::usage::restore_quotas(&gateway).await;
+    if let Some(meter) = &gateway.meter {
+        tokio::spawn(crate::cpu::run(Arc::clone(&gateway), Arc::clone(meter), gateway.shutdown.clone()));
+    }
     if let Some(queue) = &gateway.queue {
         let dispatcher = crate::dispatch::Dispatcher::new(Arc::clone(&gateway), Arc::clone(queue));
         tokio::spawn(dispatcher.run(gateway.shutdown.clone()));
