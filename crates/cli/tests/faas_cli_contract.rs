@@ -39,6 +39,23 @@ async fn the_faas_cli_workflow() {
             .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
+    // --token T: the same requests with a Bearer token (one of the
+    // gateway's, for a namespace): here, list.
+    let r = call(
+        p.addr,
+        Method::POST,
+        "/system/tokens",
+        &[("authorization", auth.as_str()), ("content-type", "application/json")],
+        r#"{"name":"faas-cli","role":"read"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    let r =
+        call(p.addr, Method::GET, "/system/functions", &[("authorization", &bearer), ("user-agent", UA)], "")
+            .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "[]"));
+
     // deploy --image IMG --name echo: PUT first (404 when new), then POST.
     let image = format!("{}/wc", examples().display());
     let body = serde_json::json!({

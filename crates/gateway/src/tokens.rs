@@ -84,6 +84,9 @@ impl Caller {
 
 const PREFIX: &str = "fft_";
 
+/// Most tokens one namespace may have: each one made rewrites the file.
+pub const MAX_PER_NAMESPACE: usize = 1000;
+
 /// The tokens of a gateway.
 pub struct Tokens {
     path: Option<PathBuf>,
@@ -164,7 +167,8 @@ impl Tokens {
 
     /// Makes a token; the returned string is the only time its secret is
     /// seen.
-    pub fn create(&self, name: &str, namespace: &str, role: Role) -> io::Result<(TokenInfo, String)> {
+    /// `None` if the namespace has [`MAX_PER_NAMESPACE`] tokens already.
+    pub fn create(&self, name: &str, namespace: &str, role: Role) -> io::Result<Option<(TokenInfo, String)>> {
         let id = hex(&random(6)?);
         let secret = ferrofaas_types::base64::encode(&random(32)?).replace(['+', '/'], "x").replace('=', "");
         let token = format!("{PREFIX}{id}_{secret}");
@@ -178,10 +182,13 @@ impl Tokens {
         let stored = Stored { info: info.clone(), sha256: hex(&digest(&token)) };
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut table: HashMap<String, Arc<Stored>> = (**self.table.load()).clone();
+        if table.values().filter(|s| s.info.namespace == namespace).count() >= MAX_PER_NAMESPACE {
+            return Ok(None);
+        }
         table.insert(id, Arc::new(stored));
         self.save(&table)?;
         self.table.store(Arc::new(table));
-        Ok((info, token))
+        Ok(Some((info, token)))
     }
 
     /// The tokens of `namespace` (all, with `None`), oldest first.
@@ -224,11 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_has_at_most_so_many_tokens() {
+        let tokens = Tokens::in_memory();
+        for _ in 0..MAX_PER_NAMESPACE {
+            assert!(tokens.create("t", "a", Role::Read).unwrap().is_some());
+        }
+        assert!(tokens.create("t", "a", Role::Read).unwrap().is_none());
+        assert!(tokens.create("t", "b", Role::Read).unwrap().is_some(), "other namespaces go on");
+    }
+
+    #[test]
     fn tokens_verify_revoke_and_persist() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
         let tokens = Tokens::open(path.clone()).unwrap();
-        let (info, token) = tokens.create("ci", "team-a", Role::Deploy).unwrap();
+        let (info, token) = tokens.create("ci", "team-a", Role::Deploy).unwrap().unwrap();
         assert!(token.starts_with("fft_") && token.len() > 50, "{token}");
         let caller = tokens.verify(&bearer(&token)).unwrap();
         assert_eq!(

@@ -57,10 +57,19 @@ pub async fn create(
             format!("a token of role {} cannot make one of role {}", role.as_str(), new.role.as_str()),
         ));
     }
-    let (info, token) = gw.access.tokens.create(&new.name, namespace, new.role).map_err(|e| {
+    let made = gw.access.tokens.create(&new.name, namespace, new.role).map_err(|e| {
         tracing::error!(error = %e, "could not store a token");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the token could not be stored")
     })?;
+    let Some((info, token)) = made else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "namespace {namespace} has {} tokens, the most it may have: revoke some first",
+                crate::tokens::MAX_PER_NAMESPACE
+            ),
+        ));
+    };
     tracing::info!(id = %info.id, namespace = %info.namespace, role = info.role.as_str(), "token made");
     Ok(json(StatusCode::CREATED, &Made { info, token }))
 }
