@@ -294,5 +294,29 @@ async fn tokens_scope_a_namespace_and_a_role() {
     assert!(out.contains("hidden"), "{out}");
     let listed = faas_ok(dir.path(), Some(&p), &["token", "list", "-n", "team-a"], None);
     assert!(listed.starts_with("ID") && listed.contains("viewer") && listed.contains("cli"), "{listed}");
+
+    // A public function never sees the platform's credentials either (the
+    // admin's, a token), nor does `faas invoke` send the saved ones; an
+    // Authorization of the function's own is its own.
+    let mut env = echo("env", "openfaas-fn");
+    env["envProcess"] = json!("env");
+    p.deploy(env, 1).await;
+    let admin = p.auth.clone().unwrap();
+    for auth in [admin.as_str(), read.as_str()] {
+        let r = as_token(&p, auth, Method::POST, "/function/env", "").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(!r.body.contains("Http_Authorization"), "the function saw {auth}: {}", r.body);
+    }
+    let r = as_token(&p, "Bearer its-own", Method::POST, "/function/env", "").await;
+    assert!(r.body.contains("Http_Authorization=Bearer its-own"), "{}", r.body);
+    let out = faas_ok(dir.path(), Some(&p), &["invoke", "env", "-g", &gw], Some(""));
+    assert!(out.contains("Http_Method=POST") && !out.contains("Http_Authorization"), "{out}");
+    let out = faas_ok(
+        dir.path(),
+        Some(&p),
+        &["invoke", "hidden", "-n", "team-a", "-g", &gw, "--token", token_arg],
+        Some(""),
+    );
+    assert!(out.contains("Http_Method=POST") && !out.contains("Http_Authorization"), "{out}");
     p.stop();
 }

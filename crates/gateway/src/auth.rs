@@ -83,6 +83,17 @@ impl Access {
         }
         self.tokens.verify(header)
     }
+
+    /// Is this `Authorization` the platform's own: the admin's credentials
+    /// or one of its tokens? Such a header is never passed on to a
+    /// function.
+    pub fn is_platform_credential(&self, header: &HeaderValue) -> bool {
+        let bytes = header.as_bytes();
+        let bearer = bytes.len() > 11
+            && bytes[..7].eq_ignore_ascii_case(b"bearer ")
+            && bytes[7..].starts_with(b"fft_");
+        bearer || self.credentials.as_ref().is_some_and(|c| c.check(Some(header)))
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -196,9 +196,12 @@ impl Invoker {
         parts.version = Version::HTTP_11;
         let headers = &mut parts.headers;
         ferrofaas_types::hop::strip(headers);
-        // The caller's credentials for a private function are the
-        // platform's, not the function's to see (or use).
-        if guard.route.policies().private {
+        // The platform's credentials (the admin's, a token: a private
+        // function's callers send them) are not the function's to see, or
+        // use. Other Authorization headers are the function's own.
+        if let Some(v) = headers.get(http::header::AUTHORIZATION)
+            && self.access.is_platform_credential(v)
+        {
             headers.remove(http::header::AUTHORIZATION);
         }
         if let Some(protocol) = &upgrade {

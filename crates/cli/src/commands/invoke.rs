@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = args.target.client()?;
+    let client = args.target.caller()?;
     let method = Method::from_bytes(args.method.to_uppercase().as_bytes())
         .map_err(|_| anyhow::anyhow!("{:?} is not an HTTP method", args.method))?;
     // As faas-cli: always NAME.NAMESPACE, openfaas-fn unless told otherwise.

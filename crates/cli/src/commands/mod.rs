@@ -69,6 +69,15 @@ impl Target {
     pub fn client(&self) -> anyhow::Result<crate::client::Client> {
         crate::client::Client::for_args(&self.gateway, None)
     }
+
+    /// A client for calling the function: no saved credentials (as
+    /// faas-cli, a call carries none), only a `--token` if one is given (a
+    /// private function wants it).
+    pub fn caller(&self) -> anyhow::Result<crate::client::Client> {
+        let url = crate::client::resolve_url(self.gateway.gateway.as_deref(), None);
+        let auth = self.gateway.token.as_ref().map(|t| format!("Bearer {}", t.trim()));
+        crate::client::Client::with_auth(&url, auth)
+    }
 }
 
 /// `NAME` or `NAME.NAMESPACE` with `-n`, as a path segment: `name.namespace`
