@@ -50,7 +50,7 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
     let Some(route) = gw.provider.routes().get(name, namespace) else {
         return crate::proxy::no_such_function(name, namespace);
     };
-    if route.policies().private
+    if route.is_private()
         && let Err(resp) = gw.invoker.check_private(&route, req.headers())
     {
         return resp;

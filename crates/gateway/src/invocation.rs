@@ -69,7 +69,7 @@ impl InvocationGuard {
         route.stats.started();
         let usage = metering.map(|m| {
             let memory_mib =
-                route.policies().memory_limit.map_or(m.default_memory_mib, |bytes| bytes.div_ceil(1 << 20));
+                route.memory_limit().map_or(m.default_memory_mib, |bytes| bytes.div_ceil(1 << 20));
             Metered {
                 meter: Arc::clone(&m.meter),
                 memory_mib,

@@ -128,8 +128,9 @@ impl Invoker {
             Cow::Borrowed(path) => PathAndQuery::try_from(path),
             Cow::Owned(path) => PathAndQuery::try_from(path),
         };
-        let private = route.policies().private;
-        if private && let Err(resp) = self.check_private(&route, req.headers()) {
+        if route.is_private()
+            && let Err(resp) = self.check_private(&route, req.headers())
+        {
             return resp;
         }
         let admission = match self.quotas.admit(namespace) {
@@ -228,11 +229,18 @@ impl Invoker {
         if let Some(host) = headers.get(HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        let count = guard.usage.as_mut().map(|m| {
+        // A body of known length is its length; only one that is streamed
+        // without one is counted as it goes.
+        let known = http_body::Body::size_hint(&body).exact();
+        let count = guard.usage.as_mut().and_then(|m| {
             m.call_id = Some(call_id.clone());
+            if let Some(n) = known {
+                m.bytes_in = BytesIn::Known(n);
+                return None;
+            }
             let count = Arc::new(AtomicU64::new(0));
             m.bytes_in = BytesIn::Counted(Arc::clone(&count));
-            count
+            Some(count)
         });
         let lease = guard.lease.insert(lease);
 

@@ -184,6 +184,10 @@ pub struct FunctionRoute {
     desired: AtomicU64,
     /// Its deployment's policies, set by the provider whenever it loads one.
     policies: ArcSwap<Policies>,
+    /// Of them, what every invocation reads: whether it is private, and its
+    /// memory limit in bytes (0: none).
+    private: AtomicBool,
+    memory_limit: AtomicU64,
     pub stats: InvocationStats,
 }
 
@@ -197,6 +201,8 @@ impl FunctionRoute {
             changed: Notify::new(),
             removed: AtomicBool::new(false),
             policies: ArcSwap::default(),
+            private: AtomicBool::new(false),
+            memory_limit: AtomicU64::new(0),
             stats: InvocationStats::default(),
         }
     }
@@ -209,9 +215,22 @@ impl FunctionRoute {
 
     /// Called by the provider with each deployment it loads.
     pub fn set_policies(&self, policies: Policies) {
+        self.private.store(policies.private, Ordering::Relaxed);
+        self.memory_limit.store(policies.memory_limit.unwrap_or(0), Ordering::Relaxed);
         if **self.policies.load() != policies {
             self.policies.store(Arc::new(policies));
         }
+    }
+
+    /// Whether `/function/` needs a token (its policies' `private`, read
+    /// without touching the shared policies).
+    pub fn is_private(&self) -> bool {
+        self.private.load(Ordering::Relaxed)
+    }
+
+    /// Its memory limit in bytes, if it has one.
+    pub fn memory_limit(&self) -> Option<u64> {
+        Some(self.memory_limit.load(Ordering::Relaxed)).filter(|b| *b > 0)
     }
 
     /// The ready replica with the fewest invocations in flight (ties go

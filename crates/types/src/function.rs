@@ -389,6 +389,15 @@ mod tests {
         let mut d = FunctionDeployment { service: "ok".into(), image: "x".into(), ..Default::default() };
         d.limits = Some(FunctionResources { memory: "lots".into(), ..Default::default() });
         assert_eq!(d.validate().unwrap_err().field, "limits.memory");
+        let mut private: FunctionDeployment = serde_json::from_str(
+            r#"{"service":"a","image":"x","annotations":{"com.ferrofaas.private":"true"},"limits":{"memory":"256Mi"}}"#,
+        )
+        .unwrap();
+        let policies = private.validate().unwrap();
+        assert!(policies.private);
+        assert_eq!(policies.memory_limit, Some(256 << 20));
+        private.annotations.insert(PRIVATE_ANNOTATION.into(), "yes".into());
+        assert_eq!(private.validate().unwrap_err().field, "annotations.com.ferrofaas.private");
         let mut d = FunctionDeployment { service: "ok".into(), image: "x".into(), ..Default::default() };
         d.env_vars.insert("A=B".into(), "x".into());
         assert_eq!(d.validate().unwrap_err().field, "envVars");

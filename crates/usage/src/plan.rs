@@ -85,31 +85,36 @@ impl Plan {
         let billable_invocations = sums.invocations.saturating_sub(self.free_invocations);
         let billable_mib_us = sums.mib_us.saturating_sub(free_mib_us);
         let billable_cpu_us = sums.cpu_us.saturating_sub(free_cpu_us);
+        let line = |item, used, free, billable: f64, unit_price: f64| BillLine {
+            item,
+            used,
+            free,
+            billable,
+            unit_price,
+            amount: round(billable * unit_price),
+        };
         let lines = vec![
-            BillLine {
-                item: "invocations",
-                used: sums.invocations as f64,
-                free: self.free_invocations as f64,
-                billable: billable_invocations as f64,
-                unit_price: self.per_million_invocations / 1e6,
-                amount: round(billable_invocations as f64 / 1e6 * self.per_million_invocations),
-            },
-            BillLine {
-                item: "gb-seconds",
-                used: sums.gb_seconds(),
-                free: self.free_gb_seconds,
-                billable: billable_mib_us as f64 / MIB_US_PER_GB_S,
-                unit_price: self.per_gb_second,
-                amount: round(billable_mib_us as f64 / MIB_US_PER_GB_S * self.per_gb_second),
-            },
-            BillLine {
-                item: "cpu-seconds",
-                used: sums.cpu_seconds(),
-                free: self.free_cpu_seconds,
-                billable: billable_cpu_us as f64 / US,
-                unit_price: self.per_cpu_second,
-                amount: round(billable_cpu_us as f64 / US * self.per_cpu_second),
-            },
+            line(
+                "invocations",
+                sums.invocations as f64,
+                self.free_invocations as f64,
+                billable_invocations as f64,
+                self.per_million_invocations / 1e6,
+            ),
+            line(
+                "gb-seconds",
+                sums.gb_seconds(),
+                self.free_gb_seconds,
+                billable_mib_us as f64 / MIB_US_PER_GB_S,
+                self.per_gb_second,
+            ),
+            line(
+                "cpu-seconds",
+                sums.cpu_seconds(),
+                self.free_cpu_seconds,
+                billable_cpu_us as f64 / US,
+                self.per_cpu_second,
+            ),
         ];
         let total = round(lines.iter().map(|l| l.amount).sum());
         Bill { currency: self.currency.clone(), lines, total }
