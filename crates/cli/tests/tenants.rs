@@ -152,7 +152,11 @@ async fn as_token(p: &Platform, auth: &str, method: Method, path: &str, body: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_scope_a_namespace_and_a_role() {
     let state = tempfile::tempdir().unwrap();
-    let p = Platform::start(&programs(), state.path(), &[]);
+    // A NATS connector (its server need not be there): broker topics can
+    // be named.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let connector = format!("nats=nats://127.0.0.1:{nowhere}");
+    let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
     deploy_in(&p, echo("b-only", "team-b")).await;
     let (_, read) = token(&p, "viewer", "team-a", "read").await;
     let (_, deploy) = token(&p, "ci", "team-a", "deploy").await;
@@ -236,6 +240,30 @@ async fn tokens_scope_a_namespace_and_a_role() {
     // The admin's credentials call it too.
     let auth = p.auth.clone().unwrap();
     assert_eq!(as_token(&p, &auth, Method::POST, "/function/hidden.team-a", "").await.status, StatusCode::OK);
+
+    // A broker's topics are every namespace's: a token cannot subscribe a
+    // function to one (it would get team-b's messages), nor publish
+    // replies; a schedule is its own.
+    for annotations in [
+        json!({"topic": "orders"}),
+        json!({"topic": "cron-function", "schedule": "@hourly", "com.ferrofaas.reply-topic": "replies"}),
+    ] {
+        let mut spec = echo("listener", "team-a");
+        spec["annotations"] = annotations.clone();
+        let r = as_token(&p, &deploy, Method::POST, "/system/functions", &spec.to_string()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{annotations}: {}", r.body);
+        assert!(r.message().contains("admin"), "{}", r.body);
+    }
+    let r = p.api(Method::GET, "/system/function/listener?namespace=team-a", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing deployed: {}", r.body);
+    let mut ticking = echo("ticking", "team-a");
+    ticking["annotations"] = json!({"topic": "cron-function", "schedule": "@hourly"});
+    let r = as_token(&p, &deploy, Method::POST, "/system/functions", &ticking.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut listener = echo("listener", "team-a");
+    listener["annotations"] = json!({"topic": "orders"});
+    let r = p.api(Method::POST, "/system/functions", &listener.to_string()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "the admin may: {}", r.body);
 
     // Usage through a token: its namespace's.
     let r = as_token(&p, &read, Method::GET, "/system/usage?from=1h&group_by=namespace", "").await;

@@ -66,48 +66,25 @@ impl Credentials {
     }
 }
 
-/// Who may use the gateway: the admin (basic auth) and the tokens.
-pub struct Access {
-    /// `None`: no auth, every caller is the admin.
-    pub credentials: Option<Credentials>,
-    pub tokens: std::sync::Arc<crate::tokens::Tokens>,
-}
-
-impl Access {
-    /// The caller an `Authorization` header makes, if any.
-    pub fn caller(&self, header: Option<&HeaderValue>) -> Option<crate::tokens::Caller> {
-        let Some(creds) = &self.credentials else { return Some(crate::tokens::Caller::Admin) };
-        let header = header?;
-        if creds.check(Some(header)) {
-            return Some(crate::tokens::Caller::Admin);
-        }
-        self.tokens.verify(header)
-    }
-
-    /// Is this `Authorization` the platform's own: the admin's credentials
-    /// or one of its tokens? Such a header is never passed on to a
-    /// function.
-    pub fn is_platform_credential(&self, header: &HeaderValue) -> bool {
-        let bytes = header.as_bytes();
-        let bearer = bytes.len() > 11
-            && bytes[..7].eq_ignore_ascii_case(b"bearer ")
-            && bytes[7..].starts_with(b"fft_");
-        bearer || self.credentials.as_ref().is_some_and(|c| c.check(Some(header)))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equal, in a time that depends on the lengths alone.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut raw = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw)
+}
+
 /// 32 characters from the operating system's random source.
 fn random_password() -> io::Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut raw = [0u8; 64];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    let raw: [u8; 64] = random_bytes()?;
     // 256 is not a multiple of the alphabet: drop bytes past the last full
     // cycle, so that every character is equally likely.
     let limit = 256 - 256 % ALPHABET.len();

@@ -71,7 +71,11 @@ pub async fn accept(gw: &Gateway, queue: &Arc<dyn Queue>, req: Request<Incoming>
                  are those of triggered calls",
             );
         }
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= crate::invocation::MAX_CALL_ID
+                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             id.to_owned()
         }
         Some(_) => {

@@ -33,21 +33,16 @@ pub struct Gateway {
     /// Schedules (with a queue): what they did, and how to make the
     /// connector read the functions again.
     pub schedules: Option<crate::triggers::Schedules>,
-    /// Where usage records go; `None`: usage is not metered.
-    pub meter: Option<Arc<dyn ferrofaas_usage::Meter>>,
-    /// Who may use the API and private functions: the admin, the tokens.
-    pub access: Arc<crate::auth::Access>,
 }
 
 impl Gateway {
     pub fn new(provider: Arc<dyn Provider>, config: GatewayConfig) -> Gateway {
-        let access = Arc::new(crate::auth::Access {
+        let access = Arc::new(crate::tokens::Access {
             credentials: config.auth.clone(),
             tokens: Arc::new(crate::tokens::Tokens::in_memory()),
         });
         Gateway {
-            invoker: Invoker::new(config.upstream_timeout, config.replica_wait, Arc::clone(&access)),
-            access,
+            invoker: Invoker::new(config.upstream_timeout, config.replica_wait, access),
             autoscaler: Arc::new(Autoscaler::new(config.autoscale, config.autoscale_interval)),
             history: Arc::new(History::new(HISTORY_INTERVAL, HISTORY_POINTS)),
             queue: None,
@@ -56,17 +51,26 @@ impl Gateway {
             config,
             shutdown: CancellationToken::new(),
             schedules: None,
-            meter: None,
         }
     }
 
     /// With the API tokens of `tokens` (kept in the state folder).
     pub fn with_tokens(mut self, tokens: crate::tokens::Tokens) -> Gateway {
-        let access =
-            Arc::new(crate::auth::Access { credentials: self.config.auth.clone(), tokens: Arc::new(tokens) });
-        self.invoker.access = Arc::clone(&access);
-        self.access = access;
+        self.invoker.access = Arc::new(crate::tokens::Access {
+            credentials: self.config.auth.clone(),
+            tokens: Arc::new(tokens),
+        });
         self
+    }
+
+    /// Who may use the API and private functions: the admin, the tokens.
+    pub fn access(&self) -> &crate::tokens::Access {
+        &self.invoker.access
+    }
+
+    /// Where usage records go; `None`: usage is not metered.
+    pub fn meter(&self) -> Option<&Arc<dyn ferrofaas_usage::Meter>> {
+        self.invoker.metering.as_ref().map(|m| &m.meter)
     }
 
     /// The quotas being enforced.
@@ -77,7 +81,6 @@ impl Gateway {
     /// With every invocation metered (a record to `metering.meter`), and
     /// `/system/usage` and the price plans answered from it.
     pub fn with_metering(mut self, metering: crate::invocation::Metering) -> Gateway {
-        self.meter = Some(Arc::clone(&metering.meter));
         self.invoker.metering = Some(metering);
         self
     }

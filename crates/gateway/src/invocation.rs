@@ -18,6 +18,11 @@ pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
 pub const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 
+/// The longest call id the gateway keeps (an asynchronous call's, a usage
+/// record's): a client's own may be longer on `/function/`, where it is
+/// passed on as it is.
+pub const MAX_CALL_ID: usize = 128;
+
 /// Counts an invocation in its function's statistics from the moment it is
 /// routed until its response body is done (or dropped), and holds the
 /// replica's lease as long. With usage metered, it hands the invocation's
@@ -86,6 +91,7 @@ impl InvocationGuard {
 
     /// The invocation waited `wait` for a replica.
     pub(crate) fn waited(&mut self, wait: Duration) {
+        self.route.stats.waited(wait);
         if let Some(m) = &mut self.usage {
             m.wait = wait;
         }
@@ -108,7 +114,14 @@ impl Drop for InvocationGuard {
         let record = Record {
             function: function.name.clone(),
             namespace: function.namespace.clone(),
-            call_id: m.call_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+            // A header value's text is visible ASCII: any cut is a char
+            // boundary.
+            call_id: m
+                .call_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map_or("", |id| &id[..id.len().min(MAX_CALL_ID)])
+                .to_owned(),
             trigger: m.trigger,
             start_us: m.start_us,
             duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

@@ -141,9 +141,12 @@ impl prom::Page for Figures {
                 "gateway_function_gb_seconds",
                 Kind::Counter,
                 "Memory times duration of each function's invocations (GB-seconds, as usage is billed).",
-                self.functions
-                    .iter()
-                    .map(|f| ([("function_name", f.name.as_str())], f.route.stats.gb_seconds())),
+                self.functions.iter().map(|f| {
+                    (
+                        [("function_name", f.name.as_str())],
+                        ferrofaas_usage::gb_seconds(f.route.stats.mib_us()),
+                    )
+                }),
             )?;
             f.values(
                 "gateway_usage_records",

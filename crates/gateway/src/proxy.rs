@@ -83,11 +83,11 @@ pub struct Invoker {
     /// Quotas, admitted before a call is sent (empty: every call).
     pub(crate) quotas: Arc<crate::quota::Quotas>,
     /// Who may call private functions.
-    pub(crate) access: Arc<crate::auth::Access>,
+    pub(crate) access: Arc<crate::tokens::Access>,
 }
 
 impl Invoker {
-    pub fn new(timeout: Duration, replica_wait: Duration, access: Arc<crate::auth::Access>) -> Invoker {
+    pub fn new(timeout: Duration, replica_wait: Duration, access: Arc<crate::tokens::Access>) -> Invoker {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -172,15 +172,10 @@ impl Invoker {
             // Replicas are on their way (just deployed, restarting, scaling
             // up), or the function is at zero and this request starts it:
             // hold the request rather than fail it.
-            None => {
-                let waiting = Instant::now();
-                let lease = self.wait_for_replica(provider, autoscaler, &guard.route).await;
-                guard.waited(waiting.elapsed());
-                match lease {
-                    Ok(lease) => lease,
-                    Err(resp) => return (resp, None),
-                }
-            }
+            None => match self.wait_for_replica(provider, autoscaler, guard).await {
+                Ok(lease) => lease,
+                Err(resp) => return (resp, None),
+            },
         };
         let (mut parts, body) = req.into_parts();
         let upgrade = ferrofaas_types::hop::upgrade_requested(&parts.headers);
@@ -397,21 +392,16 @@ impl Invoker {
         }
         let lease = match route.pick() {
             Some(lease) => lease,
-            None => {
-                let waiting = Instant::now();
-                let lease = self.wait_for_replica(provider, autoscaler, &route).await;
-                guard.waited(waiting.elapsed());
-                match lease {
-                    Ok(lease) => lease,
-                    Err(resp) => {
-                        guard.code = resp.status().as_u16();
-                        return outcome(
-                            resp.status(),
-                            format!("function {} has no ready replica", call.function),
-                        );
-                    }
+            None => match self.wait_for_replica(provider, autoscaler, &mut guard).await {
+                Ok(lease) => lease,
+                Err(resp) => {
+                    guard.code = resp.status().as_u16();
+                    return outcome(
+                        resp.status(),
+                        format!("function {} has no ready replica", call.function),
+                    );
                 }
-            }
+            },
         };
         let mut req = Request::builder().method(call.method.as_str()).uri(format!(
             "http://{}{}",
@@ -483,16 +473,18 @@ impl Invoker {
         }
     }
 
-    /// Waits for a ready replica of `route`'s function, starting it if it
-    /// is at zero; a clear error if none comes (504 if the wait ran out,
-    /// 503 if the function could not be started or went away).
+    /// Waits for a ready replica of the invocation's function, starting it
+    /// if it is at zero; a clear error if none comes (504 if the wait ran
+    /// out, 503 if the function could not be started or went away). The
+    /// wait is counted in the invocation (its statistics, its usage).
     async fn wait_for_replica(
         &self,
         provider: &Arc<dyn Provider>,
         autoscaler: &Arc<Autoscaler>,
-        route: &Arc<FunctionRoute>,
+        guard: &mut InvocationGuard,
     ) -> Result<Lease, Response<Body>> {
         let started = Instant::now();
+        let route = &Arc::clone(&guard.route);
         let name = &route.function.name;
         let mut wake = (route.desired() == 0).then(|| autoscaler.wake(provider, route));
         let failed = async {
@@ -512,7 +504,7 @@ impl Invoker {
             lease = route.wait_pick(self.replica_wait) => lease.ok_or(None),
             e = failed => Err(Some(e)),
         };
-        route.stats.waited(started.elapsed());
+        guard.waited(started.elapsed());
         match result {
             Ok(lease) => Ok(lease),
             Err(Some(e)) => Err(json_error(

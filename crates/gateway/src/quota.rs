@@ -25,7 +25,9 @@ pub struct Quotas {
 pub struct Tenant {
     pub quota: Quota,
     window: Mutex<Window>,
-    in_flight: AtomicU64,
+    /// Shared with the quota it replaced: calls admitted under that one
+    /// end under this one.
+    in_flight: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -99,7 +101,7 @@ impl Tenant {
             return Err(Refusal {
                 message: format!(
                     "namespace {namespace} has used its quota of {limit} invocations per {}",
-                    period_name(self.quota.period)
+                    self.quota.period.as_str()
                 ),
                 retry_after: period(),
             });
@@ -110,7 +112,7 @@ impl Tenant {
             return Err(Refusal {
                 message: format!(
                     "namespace {namespace} has used its quota of {gb} GB-seconds per {}",
-                    period_name(self.quota.period)
+                    self.quota.period.as_str()
                 ),
                 retry_after: period(),
             });
@@ -124,16 +126,6 @@ impl Tenant {
             });
         }
         Ok(())
-    }
-}
-
-fn period_name(p: ferrofaas_usage::quota::Period) -> &'static str {
-    use ferrofaas_usage::quota::Period;
-    match p {
-        Period::Minute => "minute",
-        Period::Hour => "hour",
-        Period::Day => "day",
-        Period::Month => "month",
     }
 }
 
@@ -176,10 +168,9 @@ impl Quotas {
             }
             Some(quota) => {
                 let (start_us, end_us) = quota.period.window(ferrofaas_usage::now_us());
-                let in_flight = table.get(namespace).map_or(0, |t| t.in_flight.load(Ordering::Relaxed));
+                let in_flight = table.get(namespace).map_or_else(Arc::default, |t| Arc::clone(&t.in_flight));
                 let window = Window { start_us, end_us, invocations: used.0, mib_us: used.1 };
-                let tenant =
-                    Tenant { quota, window: Mutex::new(window), in_flight: AtomicU64::new(in_flight) };
+                let tenant = Tenant { quota, window: Mutex::new(window), in_flight };
                 table.insert(namespace.to_owned(), Arc::new(tenant));
             }
         }
@@ -200,7 +191,7 @@ impl Quotas {
                     period_start: ferrofaas_usage::report::rfc3339(w.start_us),
                     period_end: ferrofaas_usage::report::rfc3339(w.end_us),
                     invocations: w.invocations,
-                    gb_seconds: w.mib_us as f64 / (1024.0 * 1e6),
+                    gb_seconds: ferrofaas_usage::gb_seconds(w.mib_us),
                     in_flight: t.in_flight.load(Ordering::Relaxed),
                 };
                 (ns.clone(), state)
@@ -246,6 +237,13 @@ mod tests {
         assert!(q.admit("c").err().unwrap().message.contains("in flight"));
         drop(held);
         assert!(q.admit("c").unwrap().is_some());
+        // A call admitted under a quota that is then replaced ends under
+        // the new one.
+        let held = q.admit("c").unwrap();
+        q.set("c", Some(quota(None, None, Some(1))), (0, 0));
+        assert!(q.admit("c").is_err(), "still one in flight");
+        drop(held);
+        assert!(q.admit("c").unwrap().is_some(), "and none once it ended");
         q.set("c", None, (0, 0));
         let states = q.states();
         assert_eq!(states.iter().map(|(ns, _)| ns.as_str()).collect::<Vec<_>>(), ["a", "g"]);

@@ -40,7 +40,7 @@ impl Gateway {
             };
         }
         if path == "/system" || path.starts_with("/system/") {
-            let Some(caller) = self.access.caller(req.headers().get(AUTHORIZATION)) else {
+            let Some(caller) = self.access().caller(req.headers().get(AUTHORIZATION)) else {
                 let mut resp = json_error(
                     StatusCode::UNAUTHORIZED,
                     "authentication required: use the gateway's admin credentials (basic auth) or an API token \
@@ -84,7 +84,7 @@ impl Gateway {
                 };
                 let triggers = self.schedules.as_ref().map(|s| s.all_stats()).unwrap_or_default();
                 let topics = self.schedules.as_ref().map(|s| s.topic_stats()).unwrap_or_default();
-                let meter = self.meter.as_ref().map(|m| m.stats());
+                let meter = self.meter().map(|m| m.stats());
                 let text = crate::metrics::render(&*self.provider, queue, triggers, topics, meter);
                 let mut resp = Response::new(Body::full(text));
                 resp.headers_mut()
@@ -197,7 +197,7 @@ pub async fn run(
     );
     tokio::spawn(Arc::clone(&gateway.history).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()));
     crate::api::usage::restore_quotas(&gateway).await;
-    if let Some(meter) = &gateway.meter {
+    if let Some(meter) = gateway.meter() {
         tokio::spawn(crate::cpu::run(Arc::clone(&gateway), Arc::clone(meter), gateway.shutdown.clone()));
     }
     if let Some(queue) = &gateway.queue {

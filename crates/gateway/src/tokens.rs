@@ -2,7 +2,8 @@
 //! auth: `Authorization: Bearer fft_<id>_<secret>`, as faas-cli's `--token`
 //! sends it.
 //!
-//! A token is shown once, when it is made. The gateway keeps its id, name,
+//! A token is shown once, when it is made (its secret: 32 random bytes in
+//! hex). The gateway keeps its id, name,
 //! namespace, role and the SHA-256 of the whole token (the secret is 256
 //! random bits from the operating system: a slow hash would add nothing),
 //! in `tokens.json` (mode 0600) in the state folder. A request's token is
@@ -10,11 +11,12 @@
 //! token is gone from the table at once.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use ferrofaas_types::hex;
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -82,6 +84,36 @@ impl Caller {
     }
 }
 
+/// Who may use the gateway: the admin (basic auth) and the tokens.
+pub struct Access {
+    /// `None`: no auth, every caller is the admin.
+    pub credentials: Option<crate::auth::Credentials>,
+    pub tokens: Arc<Tokens>,
+}
+
+impl Access {
+    /// The caller an `Authorization` header makes, if any.
+    pub fn caller(&self, header: Option<&HeaderValue>) -> Option<Caller> {
+        let Some(creds) = &self.credentials else { return Some(Caller::Admin) };
+        let header = header?;
+        if creds.check(Some(header)) {
+            return Some(Caller::Admin);
+        }
+        self.tokens.verify(header)
+    }
+
+    /// Is this `Authorization` the platform's own: the admin's credentials
+    /// or one of its tokens? Such a header is never passed on to a
+    /// function.
+    pub fn is_platform_credential(&self, header: &HeaderValue) -> bool {
+        let bytes = header.as_bytes();
+        let bearer = bytes.len() > 11
+            && bytes[..7].eq_ignore_ascii_case(b"bearer ")
+            && bytes[7..].starts_with(b"fft_");
+        bearer || self.credentials.as_ref().is_some_and(|c| c.check(Some(header)))
+    }
+}
+
 const PREFIX: &str = "fft_";
 
 /// Most tokens one namespace may have: each one made rewrites the file.
@@ -96,31 +128,6 @@ pub struct Tokens {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn random(n: usize) -> io::Result<Vec<u8>> {
-    let mut raw = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
-    Ok(raw)
 }
 
 impl Tokens {
@@ -157,8 +164,8 @@ impl Tokens {
         let id = token.strip_prefix(PREFIX)?.split('_').next()?;
         let table = self.table.load();
         let stored = table.get(id)?;
-        let want = unhex(&stored.sha256)?;
-        constant_time_eq(&digest(token), &want).then(|| Caller::Token {
+        let want = ferrofaas_types::hex::decode::<32>(&stored.sha256)?;
+        crate::auth::constant_time_eq(&digest(token), &want).then(|| Caller::Token {
             id: stored.info.id.clone(),
             namespace: stored.info.namespace.clone(),
             role: stored.info.role,
@@ -169,8 +176,8 @@ impl Tokens {
     /// seen.
     /// `None` if the namespace has [`MAX_PER_NAMESPACE`] tokens already.
     pub fn create(&self, name: &str, namespace: &str, role: Role) -> io::Result<Option<(TokenInfo, String)>> {
-        let id = hex(&random(6)?);
-        let secret = ferrofaas_types::base64::encode(&random(32)?).replace(['+', '/'], "x").replace('=', "");
+        let id = hex::encode(&crate::auth::random_bytes::<6>()?);
+        let secret = hex::encode(&crate::auth::random_bytes::<32>()?);
         let token = format!("{PREFIX}{id}_{secret}");
         let info = TokenInfo {
             id: id.clone(),
@@ -179,7 +186,7 @@ impl Tokens {
             role,
             created_at: ferrofaas_types::time::format(std::time::SystemTime::now(), false),
         };
-        let stored = Stored { info: info.clone(), sha256: hex(&digest(&token)) };
+        let stored = Stored { info: info.clone(), sha256: hex::encode(&digest(&token)) };
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut table: HashMap<String, Arc<Stored>> = (**self.table.load()).clone();
         if table.values().filter(|s| s.info.namespace == namespace).count() >= MAX_PER_NAMESPACE {

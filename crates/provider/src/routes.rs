@@ -351,9 +351,10 @@ impl InvocationStats {
         self.mib_us.fetch_add(mib_us, Ordering::Relaxed);
     }
 
-    /// GB-seconds of the metered invocations so far.
-    pub fn gb_seconds(&self) -> f64 {
-        self.mib_us.load(Ordering::Relaxed) as f64 / (1024.0 * 1e6)
+    /// Memory times duration of the metered invocations so far
+    /// (MiB-microseconds).
+    pub fn mib_us(&self) -> u64 {
+        self.mib_us.load(Ordering::Relaxed)
     }
 
     /// The function was started from zero replicas.

@@ -39,6 +39,15 @@ pub fn parse(input: &str) -> Option<Duration> {
     Some(Duration::from_nanos(total.round() as u64))
 }
 
+/// A span of days (`7d`) or a duration as [`parse`] reads it (`48h`): how
+/// retentions and time ranges are written.
+pub fn parse_days(input: &str) -> Option<Duration> {
+    match input.trim().strip_suffix('d') {
+        Some(days) => Some(Duration::from_secs(days.parse::<u64>().ok()?.checked_mul(86_400)?)),
+        None => parse(input),
+    }
+}
+
 /// A plain non-negative decimal number: digits with at most one dot.
 fn parse_decimal(s: &str) -> Option<f64> {
     let valid = !s.is_empty()
@@ -64,6 +73,14 @@ pub fn format(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_or_durations() {
+        assert_eq!(parse_days("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_days("48h"), Some(Duration::from_secs(48 * 3600)));
+        assert_eq!(parse_days("1.5d"), None);
+        assert_eq!(parse_days("d"), None);
+    }
 
     #[test]
     fn bare_numbers_are_seconds() {

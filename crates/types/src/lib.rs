@@ -9,6 +9,7 @@
 pub mod base64;
 pub mod duration;
 pub mod function;
+pub mod hex;
 pub mod hop;
 pub mod info;
 mod invalid;

@@ -148,6 +148,12 @@ pub struct Sums {
 const US: f64 = 1e6;
 const MIB_US_PER_GB_S: f64 = 1024.0 * 1e6;
 
+/// MiB-microseconds (memory times duration, as records keep it) in
+/// GB-seconds.
+pub fn gb_seconds(mib_us: u64) -> f64 {
+    mib_us as f64 / MIB_US_PER_GB_S
+}
+
 impl Sums {
     pub fn add(&mut self, entry: &Entry) {
         match entry {
@@ -178,7 +184,7 @@ impl Sums {
     }
 
     pub fn gb_seconds(&self) -> f64 {
-        self.mib_us as f64 / MIB_US_PER_GB_S
+        gb_seconds(self.mib_us)
     }
 
     pub fn cpu_seconds(&self) -> f64 {

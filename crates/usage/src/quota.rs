@@ -22,15 +22,32 @@ impl Period {
             Period::Minute => fixed(60_000_000),
             Period::Hour => fixed(3_600_000_000),
             Period::Day => fixed(86_400_000_000),
-            Period::Month => month(us).unwrap_or_else(|| fixed(30 * 86_400_000_000)),
+            Period::Month => month_of(us).unwrap_or_else(|| fixed(30 * 86_400_000_000)),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+            Period::Month => "month",
         }
     }
 }
 
-fn month(us: u64) -> Option<(u64, u64)> {
+/// The month (UTC) that holds `us`: its first microsecond and the next
+/// month's.
+fn month_of(us: u64) -> Option<(u64, u64)> {
     let t = jiff::Timestamp::from_microsecond(i64::try_from(us).ok()?).ok()?;
     let date = t.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let start = jiff::civil::date(date.year(), date.month(), 1).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    month_window(date.year(), date.month())
+}
+
+/// Month `month` (1-12) of `year`, UTC: its first microsecond and the next
+/// month's (a bill's range).
+pub fn month_window(year: i16, month: i8) -> Option<(u64, u64)> {
+    let start = jiff::civil::Date::new(year, month, 1).ok()?.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
     let end = start.checked_add(jiff::Span::new().months(1)).ok()?;
     let micros = |z: &jiff::Zoned| u64::try_from(z.timestamp().as_microsecond()).ok();
     Some((micros(&start)?, micros(&end)?))
@@ -89,6 +106,8 @@ mod tests {
         assert_eq!(Period::Day.window(day + 5), (day, 2 * day));
         // 1970-02-10 is in February: 31 days in, 28 long.
         assert_eq!(Period::Month.window(40 * day), (31 * day, 59 * day));
+        assert_eq!(month_window(1970, 2), Some((31 * day, 59 * day)));
+        assert_eq!(month_window(1970, 13), None);
     }
 
     #[test]

@@ -30,64 +30,70 @@ impl GroupBy {
     }
 }
 
-/// One row: what it groups, what was used, and its price.
+/// One row: what it groups, what was used (its sums), and its price.
+/// Written with the sums in the API's units (seconds, GB-seconds).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(into = "RowOut")]
 pub struct Row {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
     /// The start of the hour or day (RFC 3339, UTC).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub period: Option<String>,
-    pub invocations: u64,
-    pub errors: u64,
-    pub duration_seconds: f64,
-    pub gb_seconds: f64,
-    pub cpu_seconds: f64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub cold_starts: u64,
-    pub cold_start_seconds: f64,
+    pub sums: Sums,
     /// At the namespaces' plans, before their free tiers.
     pub cost: f64,
-    #[serde(skip)]
-    pub sums: Sums,
+}
+
+/// A row as the API writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RowOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<String>,
+    invocations: u64,
+    errors: u64,
+    duration_seconds: f64,
+    gb_seconds: f64,
+    cpu_seconds: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    cold_starts: u64,
+    cold_start_seconds: f64,
+    cost: f64,
+}
+
+impl From<Row> for RowOut {
+    fn from(r: Row) -> RowOut {
+        let s = &r.sums;
+        RowOut {
+            invocations: s.invocations,
+            errors: s.errors,
+            duration_seconds: s.duration_seconds(),
+            gb_seconds: s.gb_seconds(),
+            cpu_seconds: s.cpu_seconds(),
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            cold_starts: s.cold_starts,
+            cold_start_seconds: s.wait_seconds(),
+            cost: r.cost,
+            namespace: r.namespace,
+            function: r.function,
+            period: r.period,
+        }
+    }
 }
 
 impl Row {
     fn new(namespace: Option<String>, function: Option<String>, period: Option<String>) -> Row {
-        Row {
-            namespace,
-            function,
-            period,
-            invocations: 0,
-            errors: 0,
-            duration_seconds: 0.0,
-            gb_seconds: 0.0,
-            cpu_seconds: 0.0,
-            bytes_in: 0,
-            bytes_out: 0,
-            cold_starts: 0,
-            cold_start_seconds: 0.0,
-            cost: 0.0,
-            sums: Sums::default(),
-        }
+        Row { namespace, function, period, sums: Sums::default(), cost: 0.0 }
     }
 
     fn add(&mut self, sums: &Sums, cost: f64) {
         self.sums.merge(sums);
-        let s = &self.sums;
-        self.invocations = s.invocations;
-        self.errors = s.errors;
-        self.duration_seconds = s.duration_seconds();
-        self.gb_seconds = s.gb_seconds();
-        self.cpu_seconds = s.cpu_seconds();
-        self.bytes_in = s.bytes_in;
-        self.bytes_out = s.bytes_out;
-        self.cold_starts = s.cold_starts;
-        self.cold_start_seconds = s.wait_seconds();
         self.cost = ((self.cost + cost) * 1e6).round() / 1e6;
     }
 }
@@ -111,9 +117,9 @@ pub fn plan_of<'p>(plans: &'p BTreeMap<String, Plan>, namespace: &str) -> Option
     plans.get(namespace).or_else(|| plans.get("*"))
 }
 
+/// `us` (µs since the epoch) as the API writes times.
 pub fn rfc3339(us: u64) -> String {
-    jiff::Timestamp::from_microsecond(i64::try_from(us).unwrap_or(i64::MAX))
-        .map_or_else(|_| us.to_string(), |t| t.to_string())
+    ferrofaas_types::time::format(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us), false)
 }
 
 const DAY_US: u64 = 86_400_000_000;
@@ -175,18 +181,19 @@ pub fn csv(report: &Report) -> String {
             out.push_str(&csv_field(field));
             out.push(',');
         }
+        let t = &r.sums;
         let _ = write!(
             out,
             "{},{},{:.6},{:.6},{:.6},{},{},{},{:.6},{:.6},{}\r\n",
-            r.invocations,
-            r.errors,
-            r.duration_seconds,
-            r.gb_seconds,
-            r.cpu_seconds,
-            r.bytes_in,
-            r.bytes_out,
-            r.cold_starts,
-            r.cold_start_seconds,
+            t.invocations,
+            t.errors,
+            t.duration_seconds(),
+            t.gb_seconds(),
+            t.cpu_seconds(),
+            t.bytes_in,
+            t.bytes_out,
+            t.cold_starts,
+            t.wait_seconds(),
             r.cost,
             csv_field(&report.currency)
         );
@@ -229,17 +236,20 @@ mod tests {
         let r = report(&usage, GroupBy::Function, &plans);
         assert_eq!(r.rows.len(), 3);
         assert_eq!(
-            (r.rows[0].function.as_deref(), r.rows[0].invocations, r.rows[0].cost),
+            (r.rows[0].function.as_deref(), r.rows[0].sums.invocations, r.rows[0].cost),
             (Some("f"), 2, 2.0)
         );
         assert_eq!(r.rows[2].cost, 0.0, "namespace b has no plan: free");
-        assert_eq!((r.total.invocations, r.total.cost), (7, 3.0));
-        assert_eq!(r.total.gb_seconds, 7.0 * 0.125);
+        assert_eq!((r.total.sums.invocations, r.total.cost), (7, 3.0));
+        assert_eq!(r.total.sums.gb_seconds(), 7.0 * 0.125);
+        let json = serde_json::to_value(&r.total).unwrap();
+        assert_eq!((json["invocations"].as_u64(), json["gbSeconds"].as_f64()), (Some(7), Some(0.875)));
+        assert!(json.get("function").is_none() && json.get("sums").is_none(), "{json}");
         let by_ns = report(&usage, GroupBy::Namespace, &plans);
-        assert_eq!(by_ns.rows.iter().map(|r| r.invocations).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(by_ns.rows.iter().map(|r| r.sums.invocations).collect::<Vec<_>>(), [3, 4]);
         let by_hour = report(&usage, GroupBy::Hour, &plans);
         assert_eq!(by_hour.rows[1].period.as_deref(), Some("1970-01-01T01:00:00Z"));
-        assert_eq!(by_hour.rows.iter().map(|r| r.invocations).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(by_hour.rows.iter().map(|r| r.sums.invocations).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(report(&usage, GroupBy::Day, &plans).rows.len(), 1);
         let text = csv(&by_ns);
         let lines: Vec<&str> = text.split("\r\n").collect();

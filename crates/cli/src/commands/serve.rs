@@ -210,10 +210,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A retention: days (`7d`) or a duration (`48h`), an hour at least.
 fn parse_days(s: &str) -> Result<Duration, String> {
-    let d = match s.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
-        Some(days) => Duration::from_secs(days.saturating_mul(86_400)),
-        None => ferrofaas_types::duration::parse(s).unwrap_or_default(),
-    };
+    let d = ferrofaas_types::duration::parse_days(s).unwrap_or_default();
     (d >= Duration::from_secs(3600))
         .then_some(d)
         .ok_or_else(|| format!("{s:?} is not a time of at least an hour, such as 7d or 48h"))

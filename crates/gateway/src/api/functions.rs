@@ -72,11 +72,25 @@ pub async fn get(gw: &Gateway, name: &str, query: &Query) -> Result<Response<Bod
 /// POST creates, PUT updates (404 if missing, as faas-cli expects before it
 /// falls back to POST). Both answer 202: replicas start in the background.
 pub async fn deploy(gw: &Gateway, req: Request<Incoming>, create: bool) -> Result<Response<Body>, ApiError> {
+    let by_token = req.extensions().get::<super::Scope>().is_some();
     let mut spec: FunctionDeployment = read_json(req, gw.config.max_api_body).await?;
     // The provider sets the policies validation reads on the function's route.
     spec.validate().map_err(|e| ApiError::invalid(&e.field, &e.message))?;
-    crate::triggers::check(&spec.annotations, gw.schedules.as_ref())
+    let triggers = crate::triggers::check(&spec.annotations, gw.schedules.as_ref())
         .map_err(|e| ApiError::invalid(&e.field, &e.message))?;
+    // A broker's topics are not any one namespace's: a tenant's function
+    // subscribed to one would get every namespace's messages on it, and
+    // one with a reply topic would publish where others listen.
+    if by_token && (!triggers.topics.is_empty() || triggers.reply.is_some()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "annotations.{}: a token's deployment may not subscribe to a broker's topics or publish replies \
+                 (the topics are every namespace's): the gateway's admin deploys those",
+                ferrofaas_triggers::TOPIC
+            ),
+        ));
+    }
     if create {
         gw.provider.deploy(spec).await?;
     } else {

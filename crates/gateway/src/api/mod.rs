@@ -42,6 +42,12 @@ impl From<request_body::ReadError> for ApiError {
     }
 }
 
+/// A namespace a request names: a 400 naming the `namespace` field if it
+/// is not a valid one.
+pub fn valid_namespace(ns: &str) -> Result<(), ApiError> {
+    ferrofaas_types::names::validate_namespace(ns).map_err(|e| ApiError::invalid("namespace", &e.to_string()))
+}
+
 /// The namespace a token's request is confined to (a request extension).
 #[derive(Clone, Debug)]
 pub struct Scope(pub String);

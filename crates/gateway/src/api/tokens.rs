@@ -15,7 +15,7 @@ use crate::tokens::{Caller, Role, TokenInfo};
 /// `GET /system/tokens[?namespace=]`.
 pub fn list(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
     // A token's query is scoped to its namespace already.
-    Ok(json(StatusCode::OK, &gw.access.tokens.list(query.get("namespace"))))
+    Ok(json(StatusCode::OK, &gw.access().tokens.list(query.get("namespace"))))
 }
 
 #[derive(Deserialize)]
@@ -47,8 +47,7 @@ pub async fn create(
     }
     let namespace =
         if new.namespace.is_empty() { ferrofaas_types::names::DEFAULT_NAMESPACE } else { &new.namespace };
-    ferrofaas_types::names::validate_namespace(namespace)
-        .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+    super::valid_namespace(namespace)?;
     if let Caller::Token { role, .. } = caller
         && new.role > *role
     {
@@ -57,7 +56,7 @@ pub async fn create(
             format!("a token of role {} cannot make one of role {}", role.as_str(), new.role.as_str()),
         ));
     }
-    let made = gw.access.tokens.create(&new.name, namespace, new.role).map_err(|e| {
+    let made = gw.access().tokens.create(&new.name, namespace, new.role).map_err(|e| {
         tracing::error!(error = %e, "could not store a token");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the token could not be stored")
     })?;
@@ -76,7 +75,7 @@ pub async fn create(
 
 /// `DELETE /system/tokens/<id>`: 204; refused from the next request on.
 pub fn revoke(gw: &Gateway, id: &str, caller: &Caller) -> Result<Response<Body>, ApiError> {
-    let tokens = &gw.access.tokens;
+    let tokens = &gw.access().tokens;
     // Another namespace's token is as unknown as no token.
     let known = tokens.get(id).filter(|t| caller.may(Role::Admin, &t.namespace));
     if known.is_none() {

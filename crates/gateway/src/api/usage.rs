@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::gateway::Gateway;
 
 fn meter(gw: &Gateway) -> Result<&Arc<dyn Meter>, ApiError> {
-    gw.meter.as_ref().ok_or_else(|| ApiError::not_found("usage metering is not enabled on this gateway"))
+    gw.meter().ok_or_else(|| ApiError::not_found("usage metering is not enabled on this gateway"))
 }
 
 fn usage_error(e: UsageError) -> ApiError {
@@ -50,12 +50,8 @@ fn time_of(field: &str, value: &str, now_us: u64) -> Result<u64, ApiError> {
         let us = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| bad())?.as_micros();
         return u64::try_from(us).map_err(|_| bad());
     }
-    let ago = match value.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
-        Some(days) => days.checked_mul(24 * HOUR_US).ok_or_else(bad)?,
-        None => u64::try_from(ferrofaas_types::duration::parse(value).ok_or_else(bad)?.as_micros())
-            .map_err(|_| bad())?,
-    };
-    Ok(now_us.saturating_sub(ago))
+    let ago = ferrofaas_types::duration::parse_days(value).ok_or_else(bad)?;
+    Ok(now_us.saturating_sub(u64::try_from(ago.as_micros()).map_err(|_| bad())?))
 }
 
 /// The range and the functions a query names (`from` defaults to a day
@@ -69,8 +65,7 @@ fn range_and_filter(query: &Query) -> Result<(u64, u64, Filter), ApiError> {
     }
     let namespace = query.get("namespace").map(str::to_owned);
     if let Some(ns) = &namespace {
-        ferrofaas_types::names::validate_namespace(ns)
-            .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+        super::valid_namespace(ns)?;
     }
     let function = query.get("function").map(str::to_owned);
     if let Some(f) = &function {
@@ -142,13 +137,10 @@ struct MonthBill {
 fn month_range(month: &str) -> Option<(u64, u64)> {
     let (y, m) = month.split_once('-')?;
     let (y, m): (i16, i8) = (y.parse().ok()?, m.parse().ok()?);
-    if month.len() != 7 || !(1..=12).contains(&m) {
+    if month.len() != 7 {
         return None;
     }
-    let start = jiff::civil::date(y, m, 1).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
-    let end = start.checked_add(jiff::Span::new().months(1)).ok()?;
-    let us = |z: &jiff::Zoned| u64::try_from(z.timestamp().as_microsecond()).ok();
-    Some((us(&start)?, us(&end)?))
+    ferrofaas_usage::quota::month_window(y, m)
 }
 
 /// `GET /system/usage/bill?namespace=&month=YYYY-MM`: a namespace's month
@@ -156,8 +148,7 @@ fn month_range(month: &str) -> Option<(u64, u64)> {
 pub async fn bill(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiError> {
     let meter = meter(gw)?;
     let namespace = query.get("namespace").unwrap_or(ferrofaas_types::names::DEFAULT_NAMESPACE).to_owned();
-    ferrofaas_types::names::validate_namespace(&namespace)
-        .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+    super::valid_namespace(&namespace)?;
     let month = match query.get("month") {
         Some(m) => m.to_owned(),
         None => jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y-%m").to_string(),
@@ -191,8 +182,7 @@ pub async fn plans(gw: &Gateway) -> Result<Response<Body>, ApiError> {
 
 fn plan_namespace(segment: &str) -> Result<&str, ApiError> {
     if segment != "*" {
-        ferrofaas_types::names::validate_namespace(segment)
-            .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+        super::valid_namespace(segment)?;
     }
     Ok(segment)
 }
@@ -256,8 +246,7 @@ pub async fn set_quota(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let meter = meter(gw)?;
-    ferrofaas_types::names::validate_namespace(namespace)
-        .map_err(|e| ApiError::invalid("namespace", &e.to_string()))?;
+    super::valid_namespace(namespace)?;
     let quota: Quota = read_json(req, gw.config.max_api_body).await?;
     quota.validate().map_err(|e| {
         let (field, why) = e.split_once(": ").unwrap_or(("quota", &e));
@@ -283,7 +272,7 @@ pub async fn remove_quota(gw: &Gateway, namespace: &str) -> Result<Response<Body
 
 /// At start: the stored quotas, with what their periods have used so far.
 pub async fn restore_quotas(gw: &Gateway) {
-    let Some(meter) = &gw.meter else { return };
+    let Some(meter) = gw.meter() else { return };
     let quotas = match meter.quotas().await {
         Ok(quotas) => quotas,
         Err(e) => {

@@ -81,8 +81,10 @@ impl Sandbox {
     /// Finds out whether sandboxes can be made here, by making one.
     pub(super) async fn start(options: SandboxOptions, watchdog: PathBuf, state_dir: &Path) -> Sandbox {
         let root = nix::unistd::geteuid().is_root();
-        let scope =
-            format!("ferrofaas-{}", &hex(&Sha256::digest(state_dir.as_os_str().as_encoded_bytes()))[..16]);
+        let scope = format!(
+            "ferrofaas-{}",
+            &ferrofaas_types::hex::encode(&Sha256::digest(state_dir.as_os_str().as_encoded_bytes()))[..16]
+        );
         // Start-up only: a few small files, read and written in place.
         let cgroups = Cgroups::detect(&scope);
         let mut sandbox = Sandbox {
@@ -344,8 +346,4 @@ impl Sandbox {
     pub(super) fn program(&self) -> &Path {
         &self.options.program
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -110,7 +110,7 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Embedded>, UsageErro
     // from, gone.
     let (entries, replayed_to) = replayed;
     let n = entries.len();
-    store.commit(entries, replayed_to)?;
+    store.commit(&entries, replayed_to)?;
     lock(&store.log).delete_before(replayed_to.segment);
     if n > 0 {
         tracing::info!(entries = n, "usage: folded in what the log held");
@@ -143,7 +143,7 @@ impl Embedded {
         let mut folding = lock(&self.folding);
         let (entries, position, rotated) = lock(&self.log).take();
         if !entries.is_empty() || rotated {
-            if let Err(e) = self.commit(entries.clone(), position) {
+            if let Err(e) = self.commit(&entries, position) {
                 // Kept for the next fold, in order.
                 lock(&self.log).put_back(entries);
                 return Err(e);
@@ -162,13 +162,14 @@ impl Embedded {
 
     /// One transaction: the raw records, the sums they add to, and how far
     /// the log has been read.
-    fn commit(&self, entries: Vec<(u64, Entry)>, position: Position) -> Result<(), UsageError> {
+    fn commit(&self, entries: &[(u64, Entry)], position: Position) -> Result<(), UsageError> {
         let tx = self.db.begin_write().map_err(store_error)?;
         {
             let mut raw = tx.open_table(RAW).map_err(store_error)?;
-            let mut minutes: BTreeMap<(u64, String, String), Sums> = BTreeMap::new();
-            let mut hours: BTreeMap<(u64, String, String), Sums> = BTreeMap::new();
-            for (id, entry) in &entries {
+            // Keyed by the entries' own names: nothing copied per entry.
+            let mut minutes: BTreeMap<(u64, &str, &str), Sums> = BTreeMap::new();
+            let mut hours: BTreeMap<(u64, &str, &str), Sums> = BTreeMap::new();
+            for (id, entry) in entries {
                 if let Entry::Call(r) = entry {
                     let json = serde_json::to_vec(r).map_err(store_error)?;
                     // Already there: folded in before (never counted twice).
@@ -179,15 +180,16 @@ impl Embedded {
                 let (ns, f, at) = entry.key();
                 for (table, period) in [(&mut minutes, Resolution::Minute), (&mut hours, Resolution::Hour)] {
                     let start = at - at % period.micros();
-                    table.entry((start, ns.to_owned(), f.to_owned())).or_default().add(entry);
+                    table.entry((start, ns, f)).or_default().add(entry);
                 }
             }
             for (definition, sums) in [(MINUTES, minutes), (HOURS, hours)] {
                 let mut table = tx.open_table(definition).map_err(store_error)?;
-                for ((start, ns, f), add) in sums {
-                    let key = (start, ns.as_str(), f.as_str());
+                for (key, add) in sums {
+                    // A row that does not read back stops the fold (it is
+                    // retried) rather than being replaced by a new count.
                     let mut total = match table.get(key).map_err(store_error)? {
-                        Some(v) => serde_json::from_slice::<Sums>(v.value()).unwrap_or_default(),
+                        Some(v) => serde_json::from_slice::<Sums>(v.value()).map_err(store_error)?,
                         None => Sums::default(),
                     };
                     total.merge(&add);
