@@ -121,6 +121,10 @@ pub struct Args {
     /// hour): 7d, 48h
     #[arg(long, default_value = "7d", value_parser = parse_days)]
     usage_retention: Duration,
+    /// The most disk the raw usage records may take (the oldest go first;
+    /// the per-minute and per-hour sums keep counting them)
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    usage_raw_max: u64,
     /// Longest a request waits for a replica to start (from zero, or while
     /// replicas start); then 504
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -406,6 +410,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let dir = ferrofaas_usage::embedded::dir_in(&state);
             let retention = ferrofaas_usage::embedded::Retention {
                 raw: args.usage_retention,
+                raw_bytes: args.usage_raw_max,
                 ..ferrofaas_usage::embedded::Retention::default()
             };
             let store = ferrofaas_usage::embedded::open(&dir, retention)

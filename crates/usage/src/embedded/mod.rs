@@ -1,21 +1,31 @@
 //! The embedded usage store, in a folder of the state folder.
 //!
 //! - **The log** (`log-<n>.jsonl`): [`Meter::record`] appends each entry as
-//!   one line with one `write(2)`, under a lock, and returns. The line is
-//!   then the kernel's: it survives the gateway being killed (not the
-//!   machine losing power: the log is not fsync'd per record, which would
-//!   cost the request path a disk flush).
+//!   one line, a copy into a mapped window of the file ([`mapped`]), under
+//!   a lock, and returns. The line is then the kernel's: it survives the
+//!   gateway being killed (not the machine losing power: the log is not
+//!   fsync'd per record, which would cost the request path a disk flush).
 //! - **The tables** (`usage.redb`): a thread folds what the log gained into
-//!   raw records and per-minute and per-hour sums every quarter second, in
-//!   one transaction that also stores how far into the log it has read.
-//!   At start, the log is read from there on: every entry is folded in
-//!   exactly once, however the process ended. A log that was folded in
-//!   whole is deleted.
-//! - **Retention**: raw records and minute sums are deleted past their
-//!   windows; hour sums are kept longest, so a month's bill can still be
-//!   made from them.
+//!   per-minute and per-hour sums every quarter second, in one transaction
+//!   that also stores how far into the log it has read and what time span
+//!   each log file covers. At start, the log is read from there on: every
+//!   entry is folded in exactly once, however the process ended.
+//! - **Memory is bounded**: entries wait for the fold in memory, up to
+//!   [`log::PENDING_MAX`]. Past it (folds have been failing: a full disk),
+//!   they are dropped from memory and the folds read them back from the
+//!   log, a bounded batch at a time, until they have caught up.
+//! - **Raw records** stay where they were written, in the log files (a
+//!   record is written once, and a fold adds a few rows, however many
+//!   records it takes in). A query for them reads the files whose span
+//!   meets its range.
+//! - **Retention**: a log file is deleted once all it holds is past the
+//!   raw window, or when the files together are past their size bound
+//!   (oldest first, never one not yet folded in); minute sums are deleted
+//!   past theirs; hour sums are kept longest, so a month's bill can still
+//!   be made from them.
 
 mod log;
+mod mapped;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,10 +39,13 @@ use redb::{Database, ReadableTable, TableDefinition};
 use crate::{
     Bucket, Entry, Filter, Meter, MeterStats, Plan, Quota, Record, Resolution, Sums, Usage, UsageError,
 };
-use log::{Log, Position};
+use log::{Log, Position, Span, Take};
 
-/// (start µs, entry id) -> the record (JSON).
+/// (start µs, entry id) -> the record (JSON): where stores made before
+/// raw records stayed in the log kept them. Read and swept, never written.
 const RAW: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raw");
+/// Log file number -> its [`Span`] (earliest µs, latest µs, bytes).
+const SEGMENTS: TableDefinition<u64, (u64, u64, u64)> = TableDefinition::new("segments");
 /// (period start µs, namespace, function) -> [`Sums`] (JSON).
 const MINUTES: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("minutes");
 const HOURS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("hours");
@@ -44,6 +57,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
     pub raw: Duration,
+    /// The most the log files (the raw records) may take on disk.
+    pub raw_bytes: u64,
     pub minutes: Duration,
     pub hours: Duration,
 }
@@ -53,6 +68,7 @@ impl Default for Retention {
         const DAY: u64 = 86_400;
         Retention {
             raw: Duration::from_secs(7 * DAY),
+            raw_bytes: 1 << 30,
             minutes: Duration::from_secs(14 * DAY),
             hours: Duration::from_secs(400 * DAY),
         }
@@ -66,6 +82,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Embedded {
     db: Database,
+    dir: PathBuf,
     log: Mutex<Log>,
     /// Held while folding: one fold at a time.
     folding: Mutex<Folding>,
@@ -88,30 +105,30 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Embedded>, UsageErro
     std::fs::create_dir_all(dir).map_err(|e| store_error(format!("{}: {e}", dir.display())))?;
     let db = Database::create(dir.join("usage.redb")).map_err(store_error)?;
     let tx = db.begin_write().map_err(store_error)?;
-    let position = {
+    let (position, known) = {
         tx.open_table(RAW).map_err(store_error)?;
         tx.open_table(MINUTES).map_err(store_error)?;
         tx.open_table(HOURS).map_err(store_error)?;
         let meta = tx.open_table(META).map_err(store_error)?;
         let position = meta.get("position").map_err(store_error)?;
-        position.and_then(|v| serde_json::from_slice::<Position>(v.value()).ok()).unwrap_or_default()
+        let position =
+            position.and_then(|v| serde_json::from_slice::<Position>(v.value()).ok()).unwrap_or_default();
+        (position, read_spans(&tx.open_table(SEGMENTS).map_err(store_error)?)?)
     };
     tx.commit().map_err(store_error)?;
-    let (log, replayed) = Log::open(dir, position).map_err(store_error)?;
+    let (log, replayed) = Log::open(dir, position, &known).map_err(store_error)?;
     let store = Arc::new(Embedded {
         db,
+        dir: dir.to_owned(),
         log: Mutex::new(log),
         folding: Mutex::new(Folding { last_sweep_us: 0 }),
         retention,
         records: AtomicU64::new(0),
         unlogged: AtomicU64::new(0),
     });
-    // What the last run logged but did not fold in, then the logs it came
-    // from, gone.
-    let (entries, replayed_to) = replayed;
-    let n = entries.len();
-    store.commit(&entries, replayed_to)?;
-    lock(&store.log).delete_before(replayed_to.segment);
+    // What the last run logged but did not fold in.
+    let n = replayed.entries.len();
+    store.commit(&replayed.entries, replayed.position, &replayed.spans)?;
     if n > 0 {
         tracing::info!(entries = n, "usage: folded in what the log held");
     }
@@ -141,17 +158,25 @@ impl Embedded {
     /// Folds what was logged since the last fold into the tables.
     fn fold(&self) -> Result<(), UsageError> {
         let mut folding = lock(&self.folding);
-        let (entries, position, rotated) = lock(&self.log).take();
-        if !entries.is_empty() || rotated {
-            if let Err(e) = self.commit(&entries, position) {
-                // Kept for the next fold, in order.
-                lock(&self.log).put_back(entries);
-                return Err(e);
-            }
-            if rotated {
-                lock(&self.log).delete_before(position.segment);
-            }
+        let (entries, position, spans) = match lock(&self.log).take() {
+            Take::Entries { entries, position, spans } => (entries, position, spans),
+            // Read back from the log, outside its lock, a bounded batch.
+            Take::Behind { from, to, max, spans } => match log::read_between(&self.dir, from, to, max) {
+                Ok((entries, position)) => (entries, position, spans),
+                Err(e) => {
+                    lock(&self.log).put_back(Vec::new(), spans);
+                    return Err(store_error(e));
+                }
+            },
+        };
+        if (!entries.is_empty() || spans.len() > 1)
+            && let Err(e) = self.commit(&entries, position, &spans)
+        {
+            // Kept for the next fold, in order.
+            lock(&self.log).put_back(entries, spans);
+            return Err(e);
         }
+        lock(&self.log).folded(position);
         let now = crate::now_us();
         if now.saturating_sub(folding.last_sweep_us) >= SWEEP_INTERVAL.as_micros() as u64 {
             folding.last_sweep_us = now;
@@ -160,23 +185,21 @@ impl Embedded {
         Ok(())
     }
 
-    /// One transaction: the raw records, the sums they add to, and how far
-    /// the log has been read.
-    fn commit(&self, entries: &[(u64, Entry)], position: Position) -> Result<(), UsageError> {
+    /// One transaction: the sums the entries add to, how far the log has
+    /// been read, and the spans of the files they are in. Nothing is
+    /// written per entry.
+    fn commit(
+        &self,
+        entries: &[(u64, Entry)],
+        position: Position,
+        spans: &[(u64, Span)],
+    ) -> Result<(), UsageError> {
         let tx = self.db.begin_write().map_err(store_error)?;
         {
-            let mut raw = tx.open_table(RAW).map_err(store_error)?;
             // Keyed by the entries' own names: nothing copied per entry.
             let mut minutes: BTreeMap<(u64, &str, &str), Sums> = BTreeMap::new();
             let mut hours: BTreeMap<(u64, &str, &str), Sums> = BTreeMap::new();
-            for (id, entry) in entries {
-                if let Entry::Call(r) = entry {
-                    let json = serde_json::to_vec(r).map_err(store_error)?;
-                    // Already there: folded in before (never counted twice).
-                    if raw.insert((r.start_us, *id), json.as_slice()).map_err(store_error)?.is_some() {
-                        continue;
-                    }
-                }
+            for (_, entry) in entries {
                 let (ns, f, at) = entry.key();
                 for (table, period) in [(&mut minutes, Resolution::Minute), (&mut hours, Resolution::Hour)] {
                     let start = at - at % period.micros();
@@ -197,6 +220,10 @@ impl Embedded {
                     table.insert(key, json.as_slice()).map_err(store_error)?;
                 }
             }
+            let mut segments = tx.open_table(SEGMENTS).map_err(store_error)?;
+            for (segment, span) in spans.iter().filter(|(_, s)| s.bytes > 0) {
+                segments.insert(*segment, span.as_row()).map_err(store_error)?;
+            }
             let mut meta = tx.open_table(META).map_err(store_error)?;
             let json = serde_json::to_vec(&position).map_err(store_error)?;
             meta.insert("position", json.as_slice()).map_err(store_error)?;
@@ -208,7 +235,26 @@ impl Embedded {
     fn sweep(&self, now_us: u64) -> Result<(), UsageError> {
         let before = |keep: Duration| now_us.saturating_sub(keep.as_micros() as u64);
         let tx = self.db.begin_write().map_err(store_error)?;
+        let mut gone = Vec::new();
         {
+            let meta = tx.open_table(META).map_err(store_error)?;
+            let folded_to = match meta.get("position").map_err(store_error)? {
+                Some(v) => serde_json::from_slice::<Position>(v.value()).map_err(store_error)?.segment,
+                None => 0,
+            };
+            let mut segments = tx.open_table(SEGMENTS).map_err(store_error)?;
+            let spans = read_spans(&segments)?;
+            let mut total: u64 = spans.values().map(|s| s.bytes).sum();
+            let cutoff = before(self.retention.raw);
+            // Oldest first; the file being appended to (and any not yet
+            // folded in) is kept whatever its age or size.
+            for (&segment, span) in spans.range(..folded_to) {
+                if span.max_us < cutoff || total > self.retention.raw_bytes {
+                    segments.remove(segment).map_err(store_error)?;
+                    total -= span.bytes;
+                    gone.push(segment);
+                }
+            }
             let mut raw = tx.open_table(RAW).map_err(store_error)?;
             raw.retain_in((0, 0)..(before(self.retention.raw), 0), |_, _| false).map_err(store_error)?;
             for (definition, keep) in [(MINUTES, self.retention.minutes), (HOURS, self.retention.hours)] {
@@ -216,7 +262,15 @@ impl Embedded {
                 table.retain_in((0, "", "")..(before(keep), "", ""), |_, _| false).map_err(store_error)?;
             }
         }
-        tx.commit().map_err(store_error)
+        tx.commit().map_err(store_error)?;
+        // Once no longer listed: a file that could not be deleted is found
+        // and listed again at the next start, and deleted then.
+        for segment in gone {
+            if let Err(e) = std::fs::remove_file(log::path_of(&self.dir, segment)) {
+                tracing::warn!(segment, error = %e, "usage: could not delete an old log file");
+            }
+        }
+        Ok(())
     }
 
     fn read_usage(&self, from_us: u64, to_us: u64, filter: &Filter) -> Result<Usage, UsageError> {
@@ -250,21 +304,52 @@ impl Embedded {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<Record>, UsageError> {
+        // Folding stores the span of the file being appended to.
         self.fold()?;
         let tx = self.db.begin_read().map_err(store_error)?;
+        // The `limit` earliest by (start, id): an id is a place in the log,
+        // so a record is here once however it was found.
+        let mut out: BTreeMap<(u64, u64), Record> = BTreeMap::new();
+        let keep = |key: (u64, u64), r: Record, out: &mut BTreeMap<(u64, u64), Record>| {
+            if (from_us..to_us).contains(&r.start_us) && filter.admits(&r.namespace, &r.function) {
+                out.insert(key, r);
+                if out.len() > limit {
+                    out.pop_last();
+                }
+            }
+        };
         let table = tx.open_table(RAW).map_err(store_error)?;
-        let mut out = Vec::new();
         for item in table.range((from_us, 0)..(to_us, 0)).map_err(store_error)? {
-            if out.len() >= limit {
+            let (k, v) = item.map_err(store_error)?;
+            let r: Record = serde_json::from_slice(v.value()).map_err(store_error)?;
+            keep(k.value(), r, &mut out);
+        }
+        let mut spans: Vec<(u64, Span)> = read_spans(&tx.open_table(SEGMENTS).map_err(store_error)?)?
+            .into_iter()
+            .filter(|(_, s)| s.meets(from_us, to_us))
+            .collect();
+        spans.sort_by_key(|(_, s)| s.min_us);
+        for (segment, span) in spans {
+            // Files are read earliest first: once `limit` are found, a file
+            // that starts after the last of them has none to add.
+            if out.len() >= limit && out.last_key_value().is_some_and(|((start, _), _)| span.min_us > *start)
+            {
                 break;
             }
-            let (_, v) = item.map_err(store_error)?;
-            let r: Record = serde_json::from_slice(v.value()).map_err(store_error)?;
-            if filter.admits(&r.namespace, &r.function) {
-                out.push(r);
+            let read = log::read_segment(&self.dir, segment, 0, Some(span.bytes), |id, entry| {
+                if let Entry::Call(r) = entry {
+                    keep((r.start_us, id), r, &mut out);
+                }
+                true
+            });
+            match read {
+                Ok(_) => {}
+                // Deleted by retention since the spans were read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(store_error(format!("log file {segment}: {e}"))),
             }
         }
-        Ok(out)
+        Ok(out.into_values().collect())
     }
 
     /// The settings kept under `kind:` (plans, quotas), by namespace.
@@ -306,6 +391,15 @@ impl Embedded {
         }
         tx.commit().map_err(store_error)
     }
+}
+
+fn read_spans(table: &impl ReadableTable<u64, (u64, u64, u64)>) -> Result<BTreeMap<u64, Span>, UsageError> {
+    let mut out = BTreeMap::new();
+    for item in table.iter().map_err(store_error)? {
+        let (k, v) = item.map_err(store_error)?;
+        out.insert(k.value(), Span::from_row(v.value()));
+    }
+    Ok(out)
 }
 
 /// Runs `f` on the store off the async threads (redb reads and writes

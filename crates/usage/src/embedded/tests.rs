@@ -55,10 +55,20 @@ async fn every_record_is_folded_in_once_across_restarts() {
     std::thread::sleep(FOLD_INTERVAL * 2);
     let s = store(dir.path());
     assert_eq!(total(&s, &Filter::default()).await.invocations, 150, "opened again: nothing twice");
-    assert_eq!(segments(dir.path()).unwrap().len(), 1, "folded logs are deleted");
+    // Raw records stay in the log files, each once, the earliest first.
     let raw = s.records(t0, t0 + 2 * MIN, &only_b, 10).await.unwrap();
     assert_eq!(raw.len(), 10);
     assert!(raw.iter().all(|r| r.function == "b"));
+    let starts: Vec<u64> = raw.iter().map(|r| r.start_us).collect();
+    assert_eq!(starts, (0..10).map(|i| t0 + MIN + i).collect::<Vec<_>>());
+    let all = s.records(0, u64::MAX / 2, &Filter::default(), 1000).await.unwrap();
+    assert_eq!(all.len(), 150);
+    // A range inside one file's span.
+    let some = s.records(t0 + 20, t0 + 30, &Filter::default(), 1000).await.unwrap();
+    assert_eq!(
+        some.iter().map(|r| r.start_us).collect::<Vec<_>>(),
+        (20..30).map(|i| t0 + i).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -76,12 +86,21 @@ async fn sums_per_minute_and_hour() {
         namespace: "openfaas-fn".into(),
         at_us: t0 + 1,
         cpu_us: 700,
+        memory_bytes: 5 << 20,
+    }));
+    s.record(Entry::Cpu(crate::CpuSample {
+        function: "a".into(),
+        namespace: "openfaas-fn".into(),
+        at_us: t0 + 2,
+        cpu_us: 300,
+        memory_bytes: 3 << 20,
     }));
     let usage = s.usage(t0, t0 + 3 * MIN, &Filter::default()).await.unwrap();
     assert_eq!(usage.resolution, Resolution::Minute);
     let per_minute: Vec<u64> = usage.buckets.iter().map(|b| b.sums.invocations).collect();
     assert_eq!(per_minute, [1, 2, 3]);
-    assert_eq!(usage.buckets[0].sums.cpu_us, 700);
+    assert_eq!(usage.buckets[0].sums.cpu_us, 1000);
+    assert_eq!(usage.buckets[0].sums.peak_memory_bytes, 5 << 20, "the peak is the most, not a sum");
     // A range that starts before the minutes kept reads hours.
     let old = s.usage(1, u64::MAX / 2, &Filter::default()).await.unwrap();
     assert_eq!(old.resolution, Resolution::Hour);
@@ -98,17 +117,82 @@ async fn retention_deletes_old_figures() {
         raw: Duration::from_secs(3600),
         minutes: Duration::from_secs(7200),
         hours: Duration::from_secs(86_400 * 400),
+        raw_bytes: 1 << 30,
     };
-    let s = Store(open(dir.path(), retention).unwrap());
     let now = crate::now_us();
     let old = now - 3 * 3_600_000_000;
-    s.record(Entry::Call(record("a", old, 1)));
+    {
+        // Each start appends to a file of its own.
+        let s = Store(open(dir.path(), retention).unwrap());
+        s.record(Entry::Call(record("a", old, 1)));
+        s.record(Entry::Call(record("a", old + 1, 1)));
+    }
+    let files = segments(dir.path()).unwrap();
+    assert_eq!(files.len(), 1);
+    let s = Store(open(dir.path(), retention).unwrap());
     s.record(Entry::Call(record("a", now, 1)));
+    // The first fold sweeps too.
     s.0.fold().unwrap();
-    s.0.sweep(now).unwrap();
-    assert_eq!(s.records(0, u64::MAX / 2, &Filter::default(), 10).await.unwrap().len(), 1);
+    let kept = s.records(0, u64::MAX / 2, &Filter::default(), 10).await.unwrap();
+    assert_eq!(kept.iter().map(|r| r.start_us).collect::<Vec<_>>(), [now]);
+    let left = segments(dir.path()).unwrap();
+    assert!(left.len() == 1 && left[0] > files[0], "the old file is deleted: {left:?}");
     let hours = s.usage(0, u64::MAX / 2, &Filter::default()).await.unwrap();
-    assert_eq!(hours.buckets.iter().map(|b| b.sums.invocations).sum::<u64>(), 2, "hours are kept");
+    assert_eq!(hours.buckets.iter().map(|b| b.sums.invocations).sum::<u64>(), 3, "hours are kept");
+}
+
+#[tokio::test]
+async fn raw_records_are_bounded_in_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention { raw_bytes: 3000, ..Retention::default() };
+    let t0 = recent(5);
+    // Five files of 10 records (about 250 bytes each).
+    for run in 0..5 {
+        let s = Store(open(dir.path(), retention).unwrap());
+        for i in 0..10 {
+            s.record(Entry::Call(record("a", t0 + run * 100 + i, 1)));
+        }
+        s.0.fold().unwrap();
+    }
+    let s = Store(open(dir.path(), retention).unwrap());
+    s.record(Entry::Call(record("a", t0 + 1000, 1)));
+    s.0.fold().unwrap();
+    s.0.sweep(crate::now_us()).unwrap();
+    let kept = s.records(0, u64::MAX / 2, &Filter::default(), 1000).await.unwrap();
+    // The file being written is allocated ahead: the others count.
+    let files = segments(dir.path()).unwrap();
+    let bytes: u64 = files[..files.len() - 1]
+        .iter()
+        .map(|n| std::fs::metadata(log_path(dir.path(), *n)).unwrap().len())
+        .sum::<u64>()
+        + s.0.log.lock().unwrap().offset();
+    assert!(bytes <= 3000 + 300, "{bytes} bytes of log kept");
+    // The newest are kept, the oldest went whole files at a time.
+    assert_eq!(kept.last().unwrap().start_us, t0 + 1000);
+    assert!(kept.len() < 51 && kept.len() % 10 == 1, "{} kept", kept.len());
+    assert_eq!(kept[0].start_us % 100, 0, "a file is deleted whole");
+    assert_eq!(total(&s, &Filter::default()).await.invocations, 51, "the sums keep everything");
+}
+
+#[tokio::test]
+async fn a_file_no_table_lists_is_read_at_start() {
+    // A file the tables do not list (a store written before files kept
+    // raw records, a deletion that failed) is listed again when opened.
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = recent(3);
+    {
+        let s = store(dir.path());
+        for i in 0..5 {
+            s.record(Entry::Call(record("a", t0 + i, 1)));
+        }
+        s.0.fold().unwrap();
+        let tx = s.0.db.begin_write().unwrap();
+        tx.open_table(SEGMENTS).unwrap().retain(|_, _| false).unwrap();
+        tx.commit().unwrap();
+    }
+    let s = store(dir.path());
+    assert_eq!(s.records(0, u64::MAX / 2, &Filter::default(), 100).await.unwrap().len(), 5);
+    assert_eq!(total(&s, &Filter::default()).await.invocations, 5, "read for its span, not counted again");
 }
 
 #[tokio::test]
@@ -132,6 +216,108 @@ async fn plans_are_kept() {
     let quotas = s.quotas().await.unwrap();
     assert_eq!(quotas.keys().collect::<Vec<_>>(), ["team"], "plans and quotas apart");
     assert_eq!((quotas["team"].invocations, quotas["team"].concurrent), (Some(5), Some(2)));
+}
+
+#[tokio::test]
+async fn folds_that_fall_behind_read_the_log_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = recent(4);
+    let all = || Filter::default();
+    {
+        let s = store(dir.path());
+        // Held back by the fold's lock: more than memory may keep.
+        let folding = lock(&s.0.folding);
+        lock(&s.0.log).pending_max = 10;
+        lock(&s.0.log).catch_up_max = 0;
+        for i in 0..95 {
+            s.record(Entry::Call(record("a", t0 + i, 1_000)));
+        }
+        assert_eq!(s.stats().pending, 10, "at least that many");
+        drop(folding);
+        // Read back 10 at a time, then in memory again.
+        let mut folds = 0;
+        while lock(&s.0.log).pending() > 0 && folds < 100 {
+            s.0.fold().unwrap();
+            folds += 1;
+        }
+        assert!(folds < 100);
+        assert_eq!(total(&s, &all()).await.invocations, 95);
+        for i in 0..5 {
+            s.record(Entry::Call(record("a", t0 + 100 + i, 1_000)));
+        }
+        assert_eq!(s.stats().pending, 5, "in memory again");
+        assert_eq!(total(&s, &all()).await.invocations, 100);
+        // Behind again, then the process ends.
+        let folding = lock(&s.0.folding);
+        for i in 0..30 {
+            s.record(Entry::Call(record("a", t0 + 200 + i, 1_000)));
+        }
+        drop(folding);
+        s.0.fold().unwrap();
+    }
+    std::thread::sleep(FOLD_INTERVAL * 2);
+    let s = store(dir.path());
+    let sums = total(&s, &all()).await;
+    assert_eq!(sums.invocations, 130, "each once");
+    assert_eq!(sums.mib_us, 130 * 128 * 1_000);
+    assert_eq!(s.records(0, u64::MAX / 2, &all(), 1000).await.unwrap().len(), 130);
+}
+
+#[test]
+fn the_log_is_read_back_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), Position::default(), &BTreeMap::new()).unwrap();
+    let start = match log.take() {
+        Take::Entries { position, .. } => position,
+        Take::Behind { .. } => unreachable!(),
+    };
+    for i in 0..25 {
+        log.append(Entry::Call(record("a", i, 1))).unwrap();
+    }
+    let end = match log.take() {
+        Take::Entries { entries, position, .. } => {
+            assert_eq!(entries.len(), 25);
+            position
+        }
+        Take::Behind { .. } => unreachable!(),
+    };
+    let mut at = start;
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let (batch, next) = log::read_between(dir.path(), at, end, 10).unwrap();
+        assert!(batch.len() <= 10);
+        starts.extend(batch.iter().map(|(_, e)| e.key().2));
+        at = next;
+    }
+    assert_eq!(at, end);
+    assert_eq!(starts, (0..25).collect::<Vec<_>>(), "each once, in order");
+    assert!(log::read_between(dir.path(), at, end, 10).unwrap().0.is_empty());
+}
+
+#[test]
+fn a_killed_writer_leaves_zeros_that_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), Position::default(), &BTreeMap::new()).unwrap();
+    assert!(log.is_mapped(), "this file system allocates files");
+    // More than one mapped window's worth (4 MiB).
+    for i in 0..30_000 {
+        log.append(Entry::Call(record("a", i, 1))).unwrap();
+    }
+    let written = log.offset();
+    assert!(written > 4 << 20, "{written}");
+    let file = log_path(dir.path(), segments(dir.path()).unwrap()[0]);
+    // Killed: nothing cuts the file.
+    std::mem::forget(log);
+    assert!(std::fs::metadata(&file).unwrap().len() > 64 << 20, "allocated ahead");
+    let (log, replayed) = Log::open(dir.path(), Position::default(), &BTreeMap::new()).unwrap();
+    assert_eq!(replayed.entries.len(), 30_000);
+    assert!(replayed.entries.iter().enumerate().all(|(i, (_, e))| e.key().2 == i as u64), "each, in order");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), written, "cut to what it holds");
+    assert_eq!(replayed.spans[0].1.bytes, written);
+    drop(log);
+    // A clean end cuts the file it wrote.
+    let last = log_path(dir.path(), *segments(dir.path()).unwrap().last().unwrap());
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), 0);
 }
 
 fn log_path(dir: &Path, segment: u64) -> PathBuf {
