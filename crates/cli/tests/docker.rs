@@ -138,6 +138,22 @@ def handle(event, context):
     faas_ok(dir, Some(&p), &["scale", "probe", "--replicas", "2"], None);
     p.wait_ready("probe", 2).await;
 
+    // Usage: the engine's stats give the containers' CPU time and memory
+    // (a Python replica holds some MiB, under its 96 MiB limit).
+    let used = async || {
+        let body = p.api(Method::GET, "/system/usage?from=1h&function=probe", "").await.body;
+        let total = serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"].clone();
+        (total["cpuSeconds"].as_f64().unwrap(), total["peakMemoryMib"].as_f64().unwrap())
+    };
+    let read = eventually(Duration::from_secs(30), async || {
+        let (cpu, mib) = used().await;
+        cpu > 0.0 && mib > 1.0
+    })
+    .await;
+    let (cpu, mib) = used().await;
+    assert!(read, "CPU {cpu} s, peak {mib} MiB");
+    assert!(mib < 96.0, "peak {mib} MiB over the limit");
+
     // Logs come from the containers.
     let logs = p.api(Method::GET, "/system/logs?name=probe&tail=-1", "").await;
     assert!(logs.body.contains("function is ready"), "{}", logs.body);

@@ -570,8 +570,11 @@ async fn usage(ui: &Ui) {
     let count = n.to_string();
     b.wait_text("tr[data-row=flaky] td:nth-child(2)", "counts flaky's calls", |t| t == count).await;
     // One per call at a unit a call: its cost is its count.
-    let cost = b.text("tr[data-row=flaky] td:nth-child(6)").await;
+    let cost = b.text("tr[data-row=flaky] td:nth-child(7)").await;
     assert_eq!(cost, format!("{n} EUR"));
+    // The column before it is the peak memory, a number of MiB.
+    let peak = b.text("tr[data-row=flaky] td:nth-child(6)").await;
+    assert!(peak.parse::<f64>().is_ok(), "peak memory: {peak:?}");
     b.find("#usage-charts figure[data-chart='Invocations per hour']").await;
     let total = b.text("#usage-total").await;
     assert!(total.starts_with("Total") && total.contains("EUR"), "{total}");

@@ -162,8 +162,32 @@ async fn every_invocation_is_metered_once_and_exactly() {
     let cpu = total(&p, "function=spin").await["cpuSeconds"].as_f64().unwrap();
     assert!(counted, "{cpu} CPU-seconds for {busy} s of spinning");
     assert!(cpu <= busy * 1.5 + 0.5, "{cpu} CPU-seconds for {busy} s of spinning");
+    // Each record has its share of its minute's CPU time.
+    let shares: Vec<u64> = records(&p, "spin").await.iter().map(|r| r["cpuUs"].as_u64().unwrap()).collect();
+    let shared = shares.iter().sum::<u64>() as f64 / 1e6;
+    assert!(shared > 0.0 && shared <= cpu + 1e-6, "records' shares {shares:?} of {cpu} CPU-seconds");
     let idle = total(&p, "function=sleeper").await["cpuSeconds"].as_f64().unwrap();
     assert!(idle < cpu, "sleeping used {idle} CPU-seconds, spinning {cpu}");
+
+    // Peak memory, read from the replicas' cgroups: a function that takes
+    // 80 MiB for each call (and gives it back as it ends), beside the
+    // sleeper, which takes next to none.
+    let hog = json!({
+        "service": "hog",
+        "image": format!("{}/wc", examples().display()),
+        "envProcess": r#"python3 -c 'import sys; b = b"x" * (80 << 20); sys.stdout.write(sys.stdin.read())'"#,
+        "limits": {"memory": "256Mi"},
+    });
+    p.deploy(hog, 1).await;
+    for _ in 0..2 {
+        assert_eq!(p.invoke("/function/hog", "x").await.status, StatusCode::OK);
+    }
+    let peak = async |f: &str| total(&p, &format!("function={f}")).await["peakMemoryMib"].as_f64().unwrap();
+    let seen = eventually(Duration::from_secs(20), async || peak("hog").await >= 80.0).await;
+    assert!(seen, "hog's peak: {} MiB", peak("hog").await);
+    assert!(peak("hog").await < 256.0, "{} MiB", peak("hog").await);
+    let sleeper_peak = peak("sleeper").await;
+    assert!(sleeper_peak > 0.0 && sleeper_peak < 40.0, "the sleeper's peak: {sleeper_peak} MiB");
 
     // /metrics counts GB-seconds per function.
     let metrics = call(p.addr, Method::GET, "/metrics", &[], "").await.body;

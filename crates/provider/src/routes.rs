@@ -73,10 +73,30 @@ impl Routes {
     }
 }
 
-/// Reads the CPU time a replica has used (for the `cpu` scaling type).
-pub trait CpuMeter: Send + Sync {
+type Reading<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
+
+/// Reads what a replica has used: its CPU time (for the `cpu` scaling type
+/// and for usage) and its memory (for usage).
+pub trait ReplicaMeter: Send + Sync {
     /// Seconds of CPU used since the replica started, if it can be read.
-    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>>;
+    fn cpu_seconds(&self) -> Reading<'_, f64>;
+
+    /// Its CPU time and the most memory it used since the last `read`
+    /// (where the provider can tell only what it uses now: that). One
+    /// reader calls this (the usage sampler): a read starts the next
+    /// interval's peak.
+    fn read(&self) -> Reading<'_, ReplicaReading> {
+        Box::pin(async move {
+            Some(ReplicaReading { cpu_seconds: self.cpu_seconds().await?, memory_bytes: None })
+        })
+    }
+}
+
+/// What [`ReplicaMeter::read`] gives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicaReading {
+    pub cpu_seconds: f64,
+    pub memory_bytes: Option<u64>,
 }
 
 /// One replica that accepts invocations.
@@ -88,7 +108,7 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
     /// Its CPU use, where the provider can read it.
-    pub meter: Option<Arc<dyn CpuMeter>>,
+    pub meter: Option<Arc<dyn ReplicaMeter>>,
     /// Set when the provider has seen the replica exit: requests in flight
     /// to it end at once (a dead container's address may never answer).
     gone: AtomicBool,
@@ -136,7 +156,7 @@ impl Endpoint {
         notified.await;
     }
 
-    pub fn with_meter(mut self, meter: Option<Arc<dyn CpuMeter>>) -> Endpoint {
+    pub fn with_meter(mut self, meter: Option<Arc<dyn ReplicaMeter>>) -> Endpoint {
         self.meter = meter;
         self
     }

@@ -276,6 +276,43 @@ impl Cgroup {
         Some(usec / 1e6)
     }
 
+    /// The most memory everything here used since the last call with the
+    /// same `peak` (at the first, since the cgroup was made), then starts
+    /// the next interval. On cgroup v2 a descriptor of `memory.peak` kept
+    /// in `peak` is reset (Linux 6.12 and later; on older kernels, what it
+    /// uses now); on v1, `memory.max_usage_in_bytes` is.
+    pub fn memory_peak(&self, peak: &mut Option<fs::File>) -> Option<u64> {
+        use std::io::{Read, Seek, Write};
+        match self.dir("memory")? {
+            (Version::V1, dir) => {
+                let bytes = read(dir, "memory.max_usage_in_bytes")?.trim().parse().ok()?;
+                let _ = write(dir, "memory.max_usage_in_bytes", "0");
+                Some(bytes)
+            }
+            (Version::V2, dir) => {
+                if peak.is_none() {
+                    *peak = fs::OpenOptions::new().read(true).write(true).open(dir.join("memory.peak")).ok();
+                }
+                if let Some(file) = peak.as_mut() {
+                    let mut text = String::new();
+                    let bytes = file
+                        .rewind()
+                        .and_then(|()| file.read_to_string(&mut text))
+                        .ok()
+                        .and_then(|_| text.trim().parse().ok());
+                    if let Some(bytes) = bytes
+                        && file.write_all(b"reset\n").is_ok()
+                    {
+                        return Some(bytes);
+                    }
+                    // Not resettable here: what it uses now, from now on.
+                    *peak = None;
+                }
+                read(dir, "memory.current")?.trim().parse().ok()
+            }
+        }
+    }
+
     /// How many times the kernel killed a process here for going over the
     /// memory limit.
     pub fn oom_kills(&self) -> Option<u64> {
@@ -543,7 +580,36 @@ mod tests {
         }
         assert_eq!(cg.pids(), vec![child.id() as i32]);
         assert!(cg.cpu_seconds().is_some());
+        // A process that takes 40 MiB, gives it back, and says so: its
+        // peak is read once, then the next interval's is much lower.
+        let marker = std::env::temp_dir().join(format!("ferrofaas-peak-{}", std::process::id()));
+        let script = format!(
+            "import time\nb = b'x' * (40 << 20)\ndel b\nopen({:?}, 'w').close()\ntime.sleep(30)\n",
+            marker.display().to_string()
+        );
+        let mut hog = std::process::Command::new("sh")
+            .args(["-c", "read go; exec python3 -c \"$0\"", &script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        for dir in cg.dirs() {
+            fs::write(dir.path.join("cgroup.procs"), hog.id().to_string()).unwrap();
+        }
+        let mut peak = None;
+        let before = cg.memory_peak(&mut peak).unwrap();
+        std::io::Write::write_all(hog.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let waited = std::time::Instant::now();
+        while !marker.exists() {
+            assert!(waited.elapsed() < Duration::from_secs(20), "python3 did not run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let high = cg.memory_peak(&mut peak).unwrap();
+        let after = cg.memory_peak(&mut peak).unwrap();
+        assert!(high >= before + (40 << 20), "peak {high} after {before}");
+        assert!(after + (30 << 20) < high, "the interval after the peak: {after}, the peak {high}");
+        let _ = fs::remove_file(&marker);
         cg.kill_and_remove();
+        let _ = hog.wait();
         let status = child.wait().unwrap();
         assert!(!status.success());
         assert!(cg.dirs().iter().all(|d| !d.path.exists()));

@@ -28,6 +28,23 @@ pub fn tree_cpu_seconds(pid: u32, with_reaped: bool) -> Option<f64> {
     Some(seconds)
 }
 
+/// Resident memory of process `pid` and its live descendants, in bytes.
+/// `None` if there is no such process.
+pub fn tree_rss_bytes(pid: u32) -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    // statm: size resident shared ... (in pages).
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let mut bytes = statm.split(' ').nth(1)?.parse::<u64>().ok()? * page;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            bytes += tree_rss_bytes(child).unwrap_or(0);
+        }
+    }
+    Some(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -46,6 +63,10 @@ mod tests {
         assert!(child_cpu > 0.0, "the busy loop used CPU");
         assert!(own >= child_cpu, "a parent counts its live children");
         assert!(tree_cpu_seconds(u32::MAX, true).is_none());
+        let (own, child_rss) =
+            (tree_rss_bytes(std::process::id()).unwrap(), tree_rss_bytes(child.id()).unwrap());
+        assert!(child_rss > 0 && own > child_rss, "{own} {child_rss}");
+        assert!(tree_rss_bytes(u32::MAX).is_none());
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -7,10 +7,10 @@
 //! gateway's `/system/usage` answers with ([`report`]).
 //!
 //! The store is a backend ([`embedded`]: an append-only log, so a record is
-//! in the kernel's hands before the response is finished, folded into redb
-//! tables of raw records and per-minute and per-hour sums). Amounts are
-//! integers (microseconds, MiB-microseconds), so that a bill computed twice
-//! from the same records is the same to the last digit.
+//! in the kernel's hands before the response is finished, which keeps the
+//! raw records and is folded into redb tables of per-minute and per-hour
+//! sums). Amounts are integers (microseconds, MiB-microseconds), so that a
+//! bill computed twice from the same records is the same to the last digit.
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
@@ -97,8 +97,9 @@ impl Record {
     }
 }
 
-/// CPU time a function's replicas used over an interval, measured by the
-/// provider (cgroups, the engine's stats) and apportioned to the function.
+/// CPU time a function's replicas used over an interval, and the most
+/// memory one of them held, measured by the provider (cgroups, the
+/// engine's stats, the watchdog) and counted to the function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuSample {
@@ -107,6 +108,14 @@ pub struct CpuSample {
     /// The end of the interval, microseconds since the Unix epoch.
     pub at_us: u64,
     pub cpu_us: u64,
+    /// The most memory one replica held over the interval (its cgroup's
+    /// peak; where only the memory in use can be read, that), in bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a store keeps, in the order it was handed over.
@@ -141,6 +150,10 @@ pub struct Sums {
     /// Invocations that waited for a replica.
     pub cold_starts: u64,
     pub wait_us: u64,
+    /// The most memory one replica of the function held (a maximum, not a
+    /// sum), in bytes.
+    #[serde(default)]
+    pub peak_memory_bytes: u64,
 }
 
 /// Microseconds in a second; MiB-microseconds in a GB-second (GiB, as the
@@ -167,7 +180,10 @@ impl Sums {
                 self.cold_starts += u64::from(r.wait_us > 0);
                 self.wait_us = self.wait_us.saturating_add(r.wait_us);
             }
-            Entry::Cpu(s) => self.cpu_us = self.cpu_us.saturating_add(s.cpu_us),
+            Entry::Cpu(s) => {
+                self.cpu_us = self.cpu_us.saturating_add(s.cpu_us);
+                self.peak_memory_bytes = self.peak_memory_bytes.max(s.memory_bytes);
+            }
         }
     }
 
@@ -181,6 +197,7 @@ impl Sums {
         self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
         self.cold_starts += o.cold_starts;
         self.wait_us = self.wait_us.saturating_add(o.wait_us);
+        self.peak_memory_bytes = self.peak_memory_bytes.max(o.peak_memory_bytes);
     }
 
     pub fn gb_seconds(&self) -> f64 {

@@ -7,7 +7,52 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{Plan, Sums, Usage};
+use crate::{Plan, Record, Sums, Usage};
+
+/// A raw record with its share of what its function's replicas used in
+/// its period (a minute, or an hour for older records): the period's CPU
+/// time in proportion to the record's duration among the period's
+/// invocations, and the period's peak memory. CPU is sampled every few
+/// seconds per function, so a record's share is an estimate; the period's
+/// shares add up to its CPU time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Apportioned {
+    #[serde(flatten)]
+    pub record: Record,
+    pub cpu_us: u64,
+    pub peak_memory_bytes: u64,
+}
+
+/// `records` with their shares of the sums in `usage`.
+pub fn apportion(records: Vec<Record>, usage: &Usage) -> Vec<Apportioned> {
+    let step = usage.resolution.micros();
+    let sums: BTreeMap<(&str, &str, u64), &Sums> = usage
+        .buckets
+        .iter()
+        .map(|b| ((b.namespace.as_str(), b.function.as_str(), b.start_us), &b.sums))
+        .collect();
+    records
+        .into_iter()
+        .map(|record| {
+            let key = (
+                record.namespace.as_str(),
+                record.function.as_str(),
+                record.start_us - record.start_us % step,
+            );
+            let (cpu_us, peak_memory_bytes) = match sums.get(&key) {
+                Some(s) if s.duration_us > 0 => {
+                    let share =
+                        u128::from(s.cpu_us) * u128::from(record.duration_us) / u128::from(s.duration_us);
+                    (u64::try_from(share).unwrap_or(u64::MAX), s.peak_memory_bytes)
+                }
+                Some(s) => (0, s.peak_memory_bytes),
+                None => (0, 0),
+            };
+            Apportioned { record, cpu_us, peak_memory_bytes }
+        })
+        .collect()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,11 +104,17 @@ struct RowOut {
     duration_seconds: f64,
     gb_seconds: f64,
     cpu_seconds: f64,
+    /// The most memory one replica held, in MiB.
+    peak_memory_mib: f64,
     bytes_in: u64,
     bytes_out: u64,
     cold_starts: u64,
     cold_start_seconds: f64,
     cost: f64,
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / (1u64 << 20) as f64 * 100.0).round() / 100.0
 }
 
 impl From<Row> for RowOut {
@@ -75,6 +126,7 @@ impl From<Row> for RowOut {
             duration_seconds: s.duration_seconds(),
             gb_seconds: s.gb_seconds(),
             cpu_seconds: s.cpu_seconds(),
+            peak_memory_mib: mib(s.peak_memory_bytes),
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
             cold_starts: s.cold_starts,
@@ -173,8 +225,8 @@ pub fn csv(report: &Report) -> String {
         GroupBy::Hour | GroupBy::Day => "period",
     };
     let mut out = format!(
-        "{key},invocations,errors,duration_seconds,gb_seconds,cpu_seconds,bytes_in,bytes_out,cold_starts,\
-         cold_start_seconds,cost,currency\r\n"
+        "{key},invocations,errors,duration_seconds,gb_seconds,cpu_seconds,peak_memory_mib,bytes_in,\
+         bytes_out,cold_starts,cold_start_seconds,cost,currency\r\n"
     );
     for r in &report.rows {
         for field in [&r.namespace, &r.function, &r.period].into_iter().flatten() {
@@ -184,12 +236,13 @@ pub fn csv(report: &Report) -> String {
         let t = &r.sums;
         let _ = write!(
             out,
-            "{},{},{:.6},{:.6},{:.6},{},{},{},{:.6},{:.6},{}\r\n",
+            "{},{},{:.6},{:.6},{:.6},{:.2},{},{},{},{:.6},{:.6},{}\r\n",
             t.invocations,
             t.errors,
             t.duration_seconds(),
             t.gb_seconds(),
             t.cpu_seconds(),
+            mib(t.peak_memory_bytes),
             t.bytes_in,
             t.bytes_out,
             t.cold_starts,
@@ -212,6 +265,35 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_is_shared_by_duration() {
+        let a = crate::record("f", 60_000_000, 1_000_000);
+        let b = crate::record("f", 60_000_001, 3_000_000);
+        let other = crate::record("g", 60_000_002, 1_000_000);
+        let mut sums = Sums::default();
+        sums.add(&crate::Entry::Call(a.clone()));
+        sums.add(&crate::Entry::Call(b.clone()));
+        sums.cpu_us = 800;
+        sums.peak_memory_bytes = 7 << 20;
+        let usage = Usage {
+            from_us: 0,
+            to_us: 120_000_000,
+            resolution: crate::Resolution::Minute,
+            buckets: vec![crate::Bucket {
+                namespace: "openfaas-fn".into(),
+                function: "f".into(),
+                start_us: 60_000_000,
+                sums,
+            }],
+        };
+        let out = apportion(vec![a.clone(), b.clone(), other], &usage);
+        assert_eq!(out.iter().map(|r| r.cpu_us).collect::<Vec<_>>(), [200, 600, 0]);
+        assert_eq!(out[1].peak_memory_bytes, 7 << 20);
+        assert_eq!(out[2].peak_memory_bytes, 0, "no sums of its own");
+        let json = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!((json["function"].as_str(), json["cpuUs"].as_u64()), (Some("f"), Some(200)));
+    }
     use crate::{Bucket, Entry, Resolution};
 
     fn bucket(ns: &str, f: &str, start_us: u64, n: u64) -> Bucket {

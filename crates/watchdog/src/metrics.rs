@@ -3,7 +3,8 @@
 //! and `http_requests_in_flight`; and `process_cpu_seconds_total`, the CPU
 //! time of the watchdog with the function's processes (those running and
 //! those it has reaped), which a gateway reads for `cpu` autoscaling where
-//! it cannot read the replica's container (a task on another Swarm node).
+//! it cannot read the replica's container (a task on another Swarm node);
+//! and `process_resident_memory_bytes` (theirs, live), for usage there.
 //!
 //! Recording is a short critical section on a small table (one row per method
 //! and status code seen), cheap next to the cost of any request.
@@ -69,7 +70,13 @@ impl Metrics {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner()).clone();
         series.sort_by_key(|&(method, code, _)| (method, code));
         let cpu_seconds = ferrofaas_types::procfs::tree_cpu_seconds(std::process::id(), true);
-        prom::render(Figures { in_flight: self.in_flight().max(0).unsigned_abs(), series, cpu_seconds })
+        let memory_bytes = ferrofaas_types::procfs::tree_rss_bytes(std::process::id());
+        prom::render(Figures {
+            in_flight: self.in_flight().max(0).unsigned_abs(),
+            series,
+            cpu_seconds,
+            memory_bytes,
+        })
     }
 }
 
@@ -78,6 +85,7 @@ struct Figures {
     in_flight: u64,
     series: Vec<(&'static str, u16, Histogram)>,
     cpu_seconds: Option<f64>,
+    memory_bytes: Option<u64>,
 }
 
 impl prom::Page for Figures {
@@ -106,6 +114,12 @@ impl prom::Page for Figures {
             Kind::Counter,
             "CPU time of the watchdog and the function's processes, in seconds.",
             self.cpu_seconds.map(|s| (prom::NO_LABELS, s)),
+        )?;
+        f.values(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory of the watchdog and the function's processes, in bytes.",
+            self.memory_bytes.map(|b| (prom::NO_LABELS, b)),
         )
     }
 }
@@ -134,6 +148,8 @@ mod tests {
         assert!(text.contains("http_requests_in_flight 0\n"), "{text}");
         let cpu = text.lines().find_map(|l| l.strip_prefix("process_cpu_seconds_total ")).expect(&text);
         assert!(cpu.parse::<f64>().unwrap() > 0.0, "{cpu}");
+        let rss = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).expect(&text);
+        assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{rss}");
         assert!(text.contains("http_requests_total{code=\"200\",method=\"post\"} 2\n"), "{text}");
         assert!(text.contains("http_requests_total{code=\"504\",method=\"other\"} 1\n"), "{text}");
         assert!(

@@ -87,11 +87,12 @@ fn render(report: &serde_json::Value) -> String {
     };
     let currency = report["currency"].as_str().unwrap_or("");
     let mut out = format!(
-        "{key:<40}\t{:>12}\t{:>8}\t{:>14}\t{:>12}\t{:>12}\n",
+        "{key:<40}\t{:>12}\t{:>8}\t{:>14}\t{:>12}\t{:>9}\t{:>12}\n",
         "Invocations",
         "Errors",
         "GB-seconds",
         "CPU-seconds",
+        "Peak MiB",
         format!("Cost ({currency})")
     );
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
@@ -103,11 +104,12 @@ fn render(report: &serde_json::Value) -> String {
             _ => "Total".to_owned(),
         };
         out.push_str(&format!(
-            "{name:<40}\t{:>12}\t{:>8}\t{:>14.6}\t{:>12.6}\t{:>12.6}\n",
+            "{name:<40}\t{:>12}\t{:>8}\t{:>14.6}\t{:>12.6}\t{:>9.1}\t{:>12.6}\n",
             r["invocations"].as_u64().unwrap_or(0),
             r["errors"].as_u64().unwrap_or(0),
             num(&r["gbSeconds"]),
             num(&r["cpuSeconds"]),
+            num(&r["peakMemoryMib"]),
             num(&r["cost"]),
         ));
     }

@@ -28,7 +28,8 @@ function usageCells(row, r, currency) {
   setText(cells[2], usageNumber(r.errors, 0));
   setText(cells[3], usageNumber(r.gbSeconds, 4));
   setText(cells[4], usageNumber(r.cpuSeconds, 4));
-  setText(cells[5], `${usageNumber(r.cost, 6)} ${currency}`);
+  setText(cells[5], usageNumber(r.peakMemoryMib, 1));
+  setText(cells[6], `${usageNumber(r.cost, 6)} ${currency}`);
 }
 
 function usageRowName(r) {
@@ -48,7 +49,7 @@ async function refreshUsage() {
   setText($("usage-key"), { function: "Function", namespace: "Namespace", hour: "Hour", day: "Day" }[group]);
   const cell = () => el("td");
   syncRows($("usage-rows"), data.rows, (r) => group + ":" + usageRowName(r),
-    (r) => el("tr", { "data-row": usageRowName(r) }, el("th", { scope: "row", text: usageRowName(r) }), cell(), cell(), cell(), cell(), cell()),
+    (r) => el("tr", { "data-row": usageRowName(r) }, el("th", { scope: "row", text: usageRowName(r) }), cell(), cell(), cell(), cell(), cell(), cell()),
     (row, r) => usageCells(row, r, data.currency));
   usageCells($("usage-total"), data.total, data.currency);
   $("no-usage").hidden = data.rows.length > 0;

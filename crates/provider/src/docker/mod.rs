@@ -387,7 +387,7 @@ impl Instance for Container {
         remove(&self.docker, &self.id).await;
     }
 
-    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+    fn meter(&self) -> Option<Arc<dyn crate::routes::ReplicaMeter>> {
         Some(Arc::new(ContainerMeter { docker: self.docker.clone(), id: self.id.clone() }))
     }
 }

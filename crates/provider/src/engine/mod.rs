@@ -103,17 +103,44 @@ pub struct ContainerMeter {
     pub id: String,
 }
 
-impl crate::routes::CpuMeter for ContainerMeter {
+impl ContainerMeter {
+    async fn sample(&self) -> Option<bollard::models::ContainerStatsResponse> {
+        let options =
+            bollard::query_parameters::StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let mut stats = self.docker.stats(&self.id, Some(options));
+        stats.next().await?.ok()
+    }
+}
+
+/// The memory a container holds, as `docker stats` shows it: its cgroup's
+/// use less the file cache it could drop (`inactive_file`, cgroup v2;
+/// `total_inactive_file`, v1).
+fn container_memory(memory: &bollard::models::ContainerMemoryStats) -> Option<u64> {
+    let used = memory.usage?;
+    let cache =
+        memory.stats.as_ref().and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")));
+    Some(used.saturating_sub(cache.copied().unwrap_or(0)))
+}
+
+impl crate::routes::ReplicaMeter for ContainerMeter {
     fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
         Box::pin(async move {
-            let options = bollard::query_parameters::StatsOptionsBuilder::default()
-                .stream(false)
-                .one_shot(true)
-                .build();
-            let mut stats = self.docker.stats(&self.id, Some(options));
-            let sample = stats.next().await?.ok()?;
-            let nanos = sample.cpu_stats?.cpu_usage?.total_usage?;
+            let nanos = self.sample().await?.cpu_stats?.cpu_usage?.total_usage?;
             Some(nanos as f64 / 1e9)
+        })
+    }
+
+    /// The engine tells what a container holds when asked, not its peak:
+    /// the memory read is that.
+    fn read(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::routes::ReplicaReading>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let sample = self.sample().await?;
+            let memory_bytes = sample.memory_stats.as_ref().and_then(container_memory);
+            let nanos = sample.cpu_stats?.cpu_usage?.total_usage?;
+            Some(crate::routes::ReplicaReading { cpu_seconds: nanos as f64 / 1e9, memory_bytes })
         })
     }
 }

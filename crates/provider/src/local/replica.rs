@@ -35,7 +35,7 @@ pub trait Instance: Send {
     /// Stops it at once.
     async fn kill(self: Box<Self>);
     /// Reads its CPU use, if the backend can.
-    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+    fn meter(&self) -> Option<Arc<dyn crate::routes::ReplicaMeter>> {
         None
     }
 }

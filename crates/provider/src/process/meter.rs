@@ -1,23 +1,34 @@
-//! CPU meters of process replicas, for `cpu` autoscaling: the replica's
-//! cgroup when it has one (everything it started, exactly), else its
-//! process tree in `/proc`.
+//! Meters of process replicas, for `cpu` autoscaling and usage: the
+//! replica's cgroup when it has one (everything it started, exactly, and
+//! its memory's peak), else its process tree in `/proc` (and the memory it
+//! holds when read).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ferrofaas_sandbox::cgroup::Cgroup;
 
-use crate::routes::CpuMeter;
+use crate::routes::{ReplicaMeter, ReplicaReading};
 
-type Reading<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + 'a>>;
+type Reading<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
 
 /// Everything in the replica's cgroup.
 pub(super) struct CgroupMeter {
     pub cgroup: Arc<Cgroup>,
+    /// The descriptor its memory peak is read and reset through.
+    pub peak: Mutex<Option<std::fs::File>>,
 }
 
-impl CpuMeter for CgroupMeter {
-    fn cpu_seconds(&self) -> Reading<'_> {
+impl ReplicaMeter for CgroupMeter {
+    fn cpu_seconds(&self) -> Reading<'_, f64> {
         Box::pin(async move { self.cgroup.cpu_seconds() })
+    }
+
+    fn read(&self) -> Reading<'_, ReplicaReading> {
+        Box::pin(async move {
+            let memory_bytes =
+                self.cgroup.memory_peak(&mut self.peak.lock().unwrap_or_else(|e| e.into_inner()));
+            Some(ReplicaReading { cpu_seconds: self.cgroup.cpu_seconds()?, memory_bytes })
+        })
     }
 }
 
@@ -28,8 +39,17 @@ pub(super) struct ProcMeter {
     pub pid: u32,
 }
 
-impl CpuMeter for ProcMeter {
-    fn cpu_seconds(&self) -> Reading<'_> {
+impl ReplicaMeter for ProcMeter {
+    fn cpu_seconds(&self) -> Reading<'_, f64> {
         Box::pin(async move { ferrofaas_types::procfs::tree_cpu_seconds(self.pid, true) })
+    }
+
+    fn read(&self) -> Reading<'_, ReplicaReading> {
+        Box::pin(async move {
+            Some(ReplicaReading {
+                cpu_seconds: ferrofaas_types::procfs::tree_cpu_seconds(self.pid, true)?,
+                memory_bytes: ferrofaas_types::procfs::tree_rss_bytes(self.pid),
+            })
+        })
     }
 }

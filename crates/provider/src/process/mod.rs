@@ -398,9 +398,9 @@ impl Instance for ProcessInstance {
         self.clean_up().await;
     }
 
-    fn meter(&self) -> Option<Arc<dyn crate::routes::CpuMeter>> {
+    fn meter(&self) -> Option<Arc<dyn crate::routes::ReplicaMeter>> {
         if let Some(cgroup) = self.cgroup.as_ref().filter(|c| c.cpu_seconds().is_some()) {
-            return Some(Arc::new(CgroupMeter { cgroup: Arc::clone(cgroup) }));
+            return Some(Arc::new(CgroupMeter { cgroup: Arc::clone(cgroup), peak: Default::default() }));
         }
         let pid = self.child.id()?;
         Some(Arc::new(ProcMeter { pid }))

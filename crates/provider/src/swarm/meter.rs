@@ -1,5 +1,6 @@
-//! The CPU time of replicas on other nodes (whose containers this engine
-//! cannot read), from their watchdog's `process_cpu_seconds_total`.
+//! The CPU time and memory of replicas on other nodes (whose containers
+//! this engine cannot read), from their watchdog's
+//! `process_cpu_seconds_total` and `process_resident_memory_bytes`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,11 +13,25 @@ pub(super) struct WatchdogMeter {
     pub addr: SocketAddr,
 }
 
-impl crate::routes::CpuMeter for WatchdogMeter {
+impl crate::routes::ReplicaMeter for WatchdogMeter {
     fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
         Box::pin(async move {
             let page = fetch(self.addr, "/_/metrics", Duration::from_millis(500)).await?;
             cpu_seconds_in(&page)
+        })
+    }
+
+    fn read(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::routes::ReplicaReading>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let page = fetch(self.addr, "/_/metrics", Duration::from_millis(500)).await?;
+            let memory_bytes = page
+                .lines()
+                .find_map(|l| l.strip_prefix("process_resident_memory_bytes ")?.trim().parse::<f64>().ok())
+                .map(|b| b as u64);
+            Some(crate::routes::ReplicaReading { cpu_seconds: cpu_seconds_in(&page)?, memory_bytes })
         })
     }
 }

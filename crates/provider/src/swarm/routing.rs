@@ -198,7 +198,8 @@ impl Router {
                     if !endpoints.iter().any(|e| e.addr == addr) {
                         // Its container's figure where it is on this node,
                         // else its watchdog's.
-                        let meter: Arc<dyn crate::routes::CpuMeter> = match tracked.containers.get(&addr) {
+                        let meter: Arc<dyn crate::routes::ReplicaMeter> = match tracked.containers.get(&addr)
+                        {
                             Some(id) => Arc::new(crate::engine::ContainerMeter {
                                 docker: self.docker.clone(),
                                 id: id.clone(),
