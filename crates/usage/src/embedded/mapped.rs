@@ -46,6 +46,9 @@ pub(super) struct Appender {
     offset: u64,
     /// The bytes allocated, if the file is written through mappings.
     capacity: Option<u64>,
+    /// Whether the file was allocated ahead (and is cut to its length when
+    /// closed), mapped or not.
+    allocated: bool,
     window: Option<Window>,
 }
 
@@ -63,7 +66,7 @@ impl Appender {
             let e = io::Error::last_os_error();
             tracing::debug!(error = %e, "usage: the log file cannot be allocated; writing it with pwrite");
         }
-        Appender { file, offset: 0, capacity: allocated.then_some(capacity), window: None }
+        Appender { file, offset: 0, capacity: allocated.then_some(capacity), allocated, window: None }
     }
 
     /// Whether the file is written through mappings (else `pwrite`).
@@ -129,7 +132,7 @@ impl Drop for Appender {
     /// Cuts the file to what it holds.
     fn drop(&mut self) {
         self.window = None;
-        if self.capacity.is_some()
+        if self.allocated
             && let Err(e) = self.file.set_len(self.offset)
         {
             tracing::warn!(error = %e, "usage: could not cut a log file to its length");
