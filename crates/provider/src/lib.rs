@@ -36,7 +36,7 @@ pub mod rules;
 #[cfg(feature = "swarm")]
 pub mod swarm;
 
-pub use routes::{Endpoint, FunctionRoute, Lease, ReplicaMeter, ReplicaReading, Routes};
+pub use routes::{Endpoint, FunctionRoute, Lease, Reading, ReplicaMeter, ReplicaReading, Routes};
 
 /// What a provider can fail with; the gateway turns each kind into a status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

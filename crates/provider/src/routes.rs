@@ -73,7 +73,8 @@ impl Routes {
     }
 }
 
-type Reading<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
+/// What a meter's reading is: a future of it, if it can be read.
+pub type Reading<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
 
 /// Reads what a replica has used: its CPU time (for the `cpu` scaling type
 /// and for usage) and its memory (for usage).

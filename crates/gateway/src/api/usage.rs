@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ferrofaas_usage::report::{self, GroupBy};
-use ferrofaas_usage::{Filter, Meter, Plan, Quota, Resolution, UsageError};
+use ferrofaas_usage::{Filter, Meter, Plan, Quota, UsageError};
 use http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -117,17 +117,11 @@ pub async fn records(gw: &Gateway, query: &Query) -> Result<Response<Body>, ApiE
         })?,
     };
     let records = meter.records(from, to, &filter, limit).await.map_err(usage_error)?;
-    // The sums of the periods the records are in, for their shares.
-    let span = records.first().zip(records.last()).map(|(a, b)| (a.start_us, b.start_us + 1));
-    let usage = match span {
-        Some((first, last)) => meter.usage(first, last, &filter).await.map_err(usage_error)?,
-        None => ferrofaas_usage::Usage {
-            from_us: from,
-            to_us: to,
-            resolution: Resolution::Minute,
-            buckets: vec![],
-        },
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok(json(StatusCode::OK, &records));
     };
+    // The sums of the periods the records are in, for their shares.
+    let usage = meter.usage(first.start_us, last.start_us + 1, &filter).await.map_err(usage_error)?;
     Ok(json(StatusCode::OK, &report::apportion(records, &usage)))
 }
 

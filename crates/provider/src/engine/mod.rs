@@ -123,19 +123,13 @@ fn container_memory(memory: &bollard::models::ContainerMemoryStats) -> Option<u6
 }
 
 impl crate::routes::ReplicaMeter for ContainerMeter {
-    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
-        Box::pin(async move {
-            let nanos = self.sample().await?.cpu_stats?.cpu_usage?.total_usage?;
-            Some(nanos as f64 / 1e9)
-        })
+    fn cpu_seconds(&self) -> crate::routes::Reading<'_, f64> {
+        Box::pin(async move { Some(self.read().await?.cpu_seconds) })
     }
 
     /// The engine tells what a container holds when asked, not its peak:
     /// the memory read is that.
-    fn read(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::routes::ReplicaReading>> + Send + '_>>
-    {
+    fn read(&self) -> crate::routes::Reading<'_, crate::routes::ReplicaReading> {
         Box::pin(async move {
             let sample = self.sample().await?;
             let memory_bytes = sample.memory_stats.as_ref().and_then(container_memory);

@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use ferrofaas_sandbox::cgroup::Cgroup;
 
-use crate::routes::{ReplicaMeter, ReplicaReading};
-
-type Reading<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send + 'a>>;
+use crate::routes::{Reading, ReplicaMeter, ReplicaReading};
 
 /// Everything in the replica's cgroup.
 pub(super) struct CgroupMeter {

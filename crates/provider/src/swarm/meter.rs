@@ -14,24 +14,18 @@ pub(super) struct WatchdogMeter {
 }
 
 impl crate::routes::ReplicaMeter for WatchdogMeter {
-    fn cpu_seconds(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<f64>> + Send + '_>> {
-        Box::pin(async move {
-            let page = fetch(self.addr, "/_/metrics", Duration::from_millis(500)).await?;
-            cpu_seconds_in(&page)
-        })
+    fn cpu_seconds(&self) -> crate::routes::Reading<'_, f64> {
+        Box::pin(async move { Some(self.read().await?.cpu_seconds) })
     }
 
-    fn read(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::routes::ReplicaReading>> + Send + '_>>
-    {
+    fn read(&self) -> crate::routes::Reading<'_, crate::routes::ReplicaReading> {
         Box::pin(async move {
             let page = fetch(self.addr, "/_/metrics", Duration::from_millis(500)).await?;
-            let memory_bytes = page
-                .lines()
-                .find_map(|l| l.strip_prefix("process_resident_memory_bytes ")?.trim().parse::<f64>().ok())
-                .map(|b| b as u64);
-            Some(crate::routes::ReplicaReading { cpu_seconds: cpu_seconds_in(&page)?, memory_bytes })
+            let memory_bytes = figure_in(&page, "process_resident_memory_bytes").map(|b| b as u64);
+            Some(crate::routes::ReplicaReading {
+                cpu_seconds: figure_in(&page, "process_cpu_seconds_total")?,
+                memory_bytes,
+            })
         })
     }
 }
@@ -53,8 +47,13 @@ async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String
     tokio::time::timeout(timeout, work).await.ok()?
 }
 
-fn cpu_seconds_in(page: &str) -> Option<f64> {
-    page.lines().find_map(|l| l.strip_prefix("process_cpu_seconds_total ")?.trim().parse().ok())
+/// The value of the unlabelled series `name` on a metrics page: a number
+/// of zero or more (what the replica's image says: never trusted to be
+/// anything else).
+fn figure_in(page: &str, name: &str) -> Option<f64> {
+    let value =
+        page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())?;
+    (value.is_finite() && value >= 0.0).then_some(value)
 }
 
 #[cfg(test)]
@@ -65,7 +64,14 @@ mod tests {
     fn reads_the_watchdogs_cpu_figure() {
         let page = "# HELP process_cpu_seconds CPU.\n# TYPE process_cpu_seconds counter\n\
                     process_cpu_seconds_total 12.5\nhttp_requests_in_flight 0\n";
-        assert_eq!(cpu_seconds_in(page), Some(12.5));
-        assert_eq!(cpu_seconds_in("http_requests_in_flight 0\n"), None);
+        assert_eq!(figure_in(page, "process_cpu_seconds_total"), Some(12.5));
+        assert_eq!(figure_in("http_requests_in_flight 0\n", "process_cpu_seconds_total"), None);
+        // A hostile image's figures are refused, not counted.
+        for bad in ["NaN", "inf", "-5", "1e400"] {
+            assert_eq!(
+                figure_in(&format!("process_resident_memory_bytes {bad}\n"), "process_resident_memory_bytes"),
+                None
+            );
+        }
     }
 }

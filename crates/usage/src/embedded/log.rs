@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _};
+use std::io::{self, BufRead, Read as _, Seek};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,7 +108,6 @@ pub(super) struct Log {
     dir: PathBuf,
     file: Appender,
     segment: u64,
-    offset: u64,
     /// What the file being appended to holds.
     span: Span,
     opened: Instant,
@@ -171,26 +170,34 @@ pub(super) fn read_segment(
     upto: Option<u64>,
     mut f: impl FnMut(u64, Entry) -> bool,
 ) -> io::Result<Read> {
-    let mut bytes = Vec::new();
-    File::open(path_of(dir, segment))?.take(upto.unwrap_or(u64::MAX)).read_to_end(&mut bytes)?;
-    if let Some(zero) = bytes.iter().position(|b| *b == 0) {
-        bytes.truncate(zero);
-    }
-    let mut at = (from as usize).min(bytes.len());
-    while let Some(len) = bytes[at..].iter().position(|b| *b == b'\n') {
-        let line = at;
-        at += len + 1;
-        match serde_json::from_slice::<Entry>(&bytes[line..at - 1]) {
+    // Line by line: a file is up to 72 MiB, a query reads many.
+    let mut file = File::open(path_of(dir, segment))?;
+    let from = from.min(file.metadata()?.len());
+    file.seek(io::SeekFrom::Start(from))?;
+    let mut reader =
+        io::BufReader::with_capacity(64 << 10, file.take(upto.map_or(u64::MAX, |u| u.saturating_sub(from))));
+    let (mut at, mut line) = (from, Vec::with_capacity(512));
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)? as u64;
+        if let Some(zero) = line.iter().position(|b| *b == 0) {
+            return Ok(Read { len: at + zero as u64, end: at });
+        }
+        if line.last() != Some(&b'\n') {
+            return Ok(Read { len: at + n, end: at });
+        }
+        match serde_json::from_slice::<Entry>(&line[..line.len() - 1]) {
             Ok(entry) => {
-                if !f(id(segment, line as u64), entry) {
-                    at = line;
-                    break;
+                if !f(id(segment, at), entry) {
+                    // Not taken: the next read starts with it. What follows
+                    // is not read, so the length is not known: at least this.
+                    return Ok(Read { len: at + n, end: at });
                 }
             }
-            Err(e) => tracing::warn!(segment, offset = line, error = %e, "usage: skipping a damaged line"),
+            Err(e) => tracing::warn!(segment, offset = at, error = %e, "usage: skipping a damaged line"),
         }
+        at += n;
     }
-    Ok(Read { len: bytes.len() as u64, end: at as u64 })
 }
 
 /// Reads the entries from `from` up to `to`, at most `max` of them, and
@@ -277,7 +284,6 @@ impl Log {
             dir: dir.to_owned(),
             file: create(&path_of(dir, segment))?,
             segment,
-            offset: 0,
             span: Span::EMPTY,
             opened: Instant::now(),
             pending: Vec::new(),
@@ -298,10 +304,9 @@ impl Log {
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &entry).map_err(io::Error::other)?;
         self.buf.push(b'\n');
-        let at = self.offset;
+        let at = self.file.offset();
         let written = self.file.append(&self.buf);
         if written.is_ok() {
-            self.offset += self.buf.len() as u64;
             self.span.add(entry.key().2);
         }
         if !self.behind {
@@ -338,8 +343,8 @@ impl Log {
     pub(super) fn take(&mut self) -> Take {
         let mut spans = std::mem::take(&mut self.unsaved);
         if self.behind {
-            spans.push((self.segment, Span { bytes: self.offset, ..self.span }));
-            let to = Position { segment: self.segment, offset: self.offset };
+            spans.push((self.segment, Span { bytes: self.offset(), ..self.span }));
+            let to = Position { segment: self.segment, offset: self.offset() };
             let near =
                 self.folded.segment == to.segment && to.offset - self.folded.offset <= self.catch_up_max;
             if near {
@@ -356,20 +361,19 @@ impl Log {
             return Take::Behind { from: self.folded, to, max: self.pending_max, spans };
         }
         let entries = std::mem::take(&mut self.pending);
-        spans.push((self.segment, Span { bytes: self.offset, ..self.span }));
-        if self.offset >= SEGMENT_MAX || (self.offset > 0 && self.opened.elapsed() >= SEGMENT_AGE) {
+        spans.push((self.segment, Span { bytes: self.offset(), ..self.span }));
+        if self.offset() >= SEGMENT_MAX || (self.offset() > 0 && self.opened.elapsed() >= SEGMENT_AGE) {
             match create(&path_of(&self.dir, self.segment + 1)) {
                 Ok(file) => {
                     self.file = file;
                     self.segment += 1;
-                    self.offset = 0;
                     self.span = Span::EMPTY;
                     self.opened = Instant::now();
                 }
                 Err(e) => tracing::warn!(error = %e, "usage: could not start a new log file"),
             }
         }
-        Take::Entries { entries, position: Position { segment: self.segment, offset: self.offset }, spans }
+        Take::Entries { entries, position: Position { segment: self.segment, offset: self.offset() }, spans }
     }
 
     /// What a failed fold took, back in front of what is newer.
@@ -386,9 +390,8 @@ impl Log {
     /// Entries not yet folded in: those in memory, or at least as many as
     /// it may hold when they are read back from the log.
     /// Where the next entry goes in the file being written.
-    #[cfg(test)]
     pub(super) fn offset(&self) -> u64 {
-        self.offset
+        self.file.offset()
     }
 
     #[cfg(test)]

@@ -69,6 +69,11 @@ impl Appender {
         Appender { file, offset: 0, capacity: allocated.then_some(capacity), allocated, window: None }
     }
 
+    /// Where the next entry goes: how much the file holds.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Whether the file is written through mappings (else `pwrite`).
     #[cfg(test)]
     pub(super) fn is_mapped(&self) -> bool {

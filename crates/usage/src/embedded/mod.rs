@@ -86,6 +86,9 @@ pub struct Embedded {
     log: Mutex<Log>,
     /// Held while folding: one fold at a time.
     folding: Mutex<Folding>,
+    /// Held while reading raw records from the log files: one query at a
+    /// time reads them (each may read many MiB), however many clients ask.
+    scanning: Mutex<()>,
     retention: Retention,
     records: AtomicU64,
     unlogged: AtomicU64,
@@ -122,6 +125,7 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Embedded>, UsageErro
         dir: dir.to_owned(),
         log: Mutex::new(log),
         folding: Mutex::new(Folding { last_sweep_us: 0 }),
+        scanning: Mutex::new(()),
         retention,
         records: AtomicU64::new(0),
         unlogged: AtomicU64::new(0),
@@ -304,6 +308,7 @@ impl Embedded {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<Record>, UsageError> {
+        let _scanning = lock(&self.scanning);
         // Folding stores the span of the file being appended to.
         self.fold()?;
         let tx = self.db.begin_read().map_err(store_error)?;
