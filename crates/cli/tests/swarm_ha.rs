@@ -4,7 +4,7 @@
 //! function built through one gateway answers through all; 10,000
 //! asynchronous calls are accepted, then the node holding a gateway, a NATS
 //! server (and maybe the function's replica) is cut off, and every call
-//! still runs.
+//! still runs; once it is back, every gateway counts every call's usage.
 //!
 //! Needs root and the Docker engine package: ignored by `cargo test`, run by
 //! `cargo test -- --ignored` (`.ci/run`).
@@ -308,4 +308,28 @@ async fn the_platform_survives_losing_a_node() {
     }
     assert!(pending.is_empty(), "{} of {CALLS} accepted calls did not run: {states:?}", pending.len());
     eprintln!("all {CALLS} calls ran, {:?} after the cut", cut.elapsed());
+
+    // The gateways share their usage: with ffn2 back, all three count the
+    // same invocations of hafn (every attempt, through any of them), at
+    // least one per call.
+    assert!(
+        std::process::Command::new("ip").args(["link", "set", "vffn2", "up"]).status().unwrap().success()
+    );
+    teardown.cut = None;
+    let mut counts = Vec::new();
+    let agreed = eventually(Duration::from_secs(180), async || {
+        counts = Vec::new();
+        for i in 1..=3 {
+            let path = "/system/usage?from=1h&function=hafn";
+            let n = match try_call(gateway(i), Method::GET, path, &[("authorization", &auth)], "").await {
+                Some(r) if r.status == StatusCode::OK => r.json()["total"]["invocations"].as_u64(),
+                _ => None,
+            };
+            counts.push(n);
+        }
+        counts.iter().all(|n| n.is_some_and(|n| n >= CALLS as u64)) && counts.windows(2).all(|w| w[0] == w[1])
+    })
+    .await;
+    assert!(agreed, "the gateways' counts of hafn's invocations: {counts:?}");
+    eprintln!("the three gateways count {counts:?} invocations");
 }

@@ -348,3 +348,176 @@ async fn tokens_scope_a_namespace_and_a_role() {
     assert!(out.contains("Http_Method=POST") && !out.contains("Http_Authorization"), "{out}");
     p.stop();
 }
+
+/// The call ids of `namespace`'s records, as gateway `p` has them.
+async fn record_ids(p: &Platform, namespace: &str) -> std::collections::BTreeSet<String> {
+    let r = p
+        .api(Method::GET, &format!("/system/usage/records?namespace={namespace}&from=1h&limit=1000"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.json().as_array().unwrap().iter().map(|r| r["callId"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Two gateways sharing a NATS server (as a Swarm's do) share what they
+/// meter and what limits it: each has every call's record once (also
+/// after one was away), a token made through one works through the other
+/// and is refused there once revoked, plans and quotas set through one are
+/// the other's, and a quota counts the calls through both. The NATS server
+/// takes only clients with its password (which the gateways' messages
+/// never show): a function that reaches its port cannot mint tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
+async fn gateways_sharing_nats_share_usage_quotas_and_tokens() {
+    let nats = common::brokers::nats_with_user("gateways", "n4ts-s3cret");
+    let (state_a, state_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--queue", nats.url.as_str()];
+    let a = Platform::start(&programs(), state_a.path(), &args);
+    let mut b = Platform::start(&programs(), state_b.path(), &args);
+    // Without the password (as a function on this machine would try):
+    // refused.
+    let anonymous = nats.url.replace("gateways:n4ts-s3cret@", "");
+    assert!(
+        async_nats::connect(anonymous.as_str()).await.is_err(),
+        "NATS takes a client without its password"
+    );
+    deploy_in(&a, echo("echo", "team-s")).await;
+    deploy_in(&b, echo("echo", "team-s")).await;
+
+    // Records: 6 calls through A, 4 through B; both have all 10, once.
+    let mut ids = std::collections::BTreeSet::new();
+    for (p, n) in [(&a, 6), (&b, 4)] {
+        for i in 0..n {
+            let r = p.invoke("/function/echo.team-s", &i.to_string()).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            ids.insert(r.header("x-call-id").unwrap().to_owned());
+        }
+    }
+    for (name, p) in [("A", &a), ("B", &b)] {
+        let all =
+            eventually(Duration::from_secs(10), async || invocations(p, "namespace=team-s").await == 10)
+                .await;
+        assert!(
+            all,
+            "gateway {name} has {} of 10 calls:\n{}",
+            invocations(p, "namespace=team-s").await,
+            p.logs()
+        );
+        assert_eq!(record_ids(p, "team-s").await, ids, "gateway {name}'s records");
+    }
+
+    // Tokens: made through A, taken by B; revoked through A, refused by B.
+    let (id, auth) = token(&a, "ci", "team-s", "read").await;
+    let taken = eventually(Duration::from_secs(5), async || {
+        as_token(&b, &auth, Method::GET, "/system/functions?namespace=team-s", "").await.status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(taken, "B does not take A's token:\n{}", b.logs());
+    let r = as_token(&b, &auth, Method::POST, "/system/functions", &echo("x", "team-s").to_string()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a read token deploys through B: {}", r.body);
+    assert_eq!(
+        a.api(Method::DELETE, &format!("/system/tokens/{id}"), "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let revoked_at = std::time::Instant::now();
+    let refused = eventually(Duration::from_secs(5), async || {
+        as_token(&b, &auth, Method::GET, "/system/functions?namespace=team-s", "").await.status
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "B takes a token revoked through A");
+    assert!(revoked_at.elapsed() < Duration::from_secs(1), "revoked in {:?}", revoked_at.elapsed());
+    let listed = b.api(Method::GET, "/system/tokens", "").await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+
+    // A plan set through B is A's.
+    let r = b.api(Method::PUT, "/system/plans/team-s", r#"{"perMillionInvocations":2.0}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let planned = eventually(Duration::from_secs(5), async || {
+        a.api(Method::GET, "/system/plans", "").await.json()["team-s"]["perMillionInvocations"] == 2.0
+    })
+    .await;
+    assert!(planned, "A does not have B's plan");
+
+    // A quota set through A counts the calls through both: 10 so far, 14
+    // in all; two more through A, then two through B, then none anywhere.
+    let r = a.api(Method::PUT, "/system/quotas/team-s", r#"{"period":"hour","invocations":14}"#).await;
+    assert_eq!(r.json()["invocations"], 10, "{}", r.body);
+    let quota_in_b = eventually(Duration::from_secs(5), async || {
+        b.api(Method::GET, "/system/quotas", "").await.json()["team-s"]["invocations"] == 10
+    })
+    .await;
+    assert!(quota_in_b, "B does not enforce A's quota");
+    for _ in 0..2 {
+        assert_eq!(a.invoke("/function/echo.team-s", "q").await.status, StatusCode::OK);
+    }
+    let counted = eventually(Duration::from_secs(5), async || {
+        b.api(Method::GET, "/system/quotas", "").await.json()["team-s"]["invocations"] == 12
+    })
+    .await;
+    assert!(counted, "B does not count A's calls");
+    for _ in 0..2 {
+        assert_eq!(b.invoke("/function/echo.team-s", "q").await.status, StatusCode::OK);
+    }
+    assert_over_quota(&b.invoke("/function/echo.team-s", "q").await, "through B, at 14");
+    let stopped = eventually(Duration::from_secs(5), async || {
+        a.invoke("/function/echo.team-s", "q").await.status == StatusCode::TOO_MANY_REQUESTS
+    })
+    .await;
+    assert!(stopped, "A admits calls past the quota counted through B");
+
+    // Removed through B: A lets calls through again.
+    assert_eq!(b.api(Method::DELETE, "/system/quotas/team-s", "").await.status, StatusCode::NO_CONTENT);
+    let lifted = eventually(Duration::from_secs(5), async || {
+        a.invoke("/function/echo.team-s", "q").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(lifted, "A still enforces a quota removed through B");
+    let after_lift = invocations(&a, "namespace=team-s").await;
+
+    // B away while A takes calls, revokes a token B had and makes one;
+    // back, B refuses the one and takes the other from its first request,
+    // catches up on the calls, and after another restart has counted
+    // nothing twice.
+    let (away_id, away) = token(&a, "away", "team-s", "read").await;
+    let had = eventually(Duration::from_secs(5), async || {
+        as_token(&b, &away, Method::GET, "/system/functions?namespace=team-s", "").await.status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(had, "B does not take A's token");
+    b.stop();
+    for i in 0..5 {
+        assert_eq!(a.invoke("/function/echo.team-s", &i.to_string()).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        a.api(Method::DELETE, &format!("/system/tokens/{away_id}"), "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let (_, kept) = token(&a, "kept", "team-s", "read").await;
+    let want = after_lift + 5;
+    for round in 0..2 {
+        b = Platform::start(&programs(), state_b.path(), &args);
+        let list = "/system/functions?namespace=team-s";
+        let r = as_token(&b, &away, Method::GET, list, "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "round {round}: a token revoked while B was away");
+        let r = as_token(&b, &kept, Method::GET, list, "").await;
+        assert_eq!(r.status, StatusCode::OK, "round {round}: a token made while B was away: {}", r.body);
+        let caught_up =
+            eventually(Duration::from_secs(10), async || invocations(&b, "namespace=team-s").await == want)
+                .await;
+        assert!(
+            caught_up,
+            "round {round}: B has {} of {want}:\n{}",
+            invocations(&b, "namespace=team-s").await,
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(invocations(&b, "namespace=team-s").await, want, "round {round}: counted twice");
+        assert_eq!(record_ids(&b, "team-s").await, record_ids(&a, "team-s").await);
+        b.stop();
+    }
+    assert_eq!(invocations(&a, "namespace=team-s").await, want);
+    assert!(!a.logs().contains("n4ts-s3cret"), "the NATS password in the gateway's messages");
+    a.stop();
+}

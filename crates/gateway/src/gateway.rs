@@ -54,12 +54,11 @@ impl Gateway {
         }
     }
 
-    /// With the API tokens of `tokens` (kept in the state folder).
-    pub fn with_tokens(mut self, tokens: crate::tokens::Tokens) -> Gateway {
-        self.invoker.access = Arc::new(crate::tokens::Access {
-            credentials: self.config.auth.clone(),
-            tokens: Arc::new(tokens),
-        });
+    /// With the API tokens of `tokens` (kept in the state folder, and
+    /// maybe shared with other gateways).
+    pub fn with_tokens(mut self, tokens: Arc<crate::tokens::Tokens>) -> Gateway {
+        self.invoker.access =
+            Arc::new(crate::tokens::Access { credentials: self.config.auth.clone(), tokens });
         self
     }
 

@@ -177,6 +177,24 @@ impl Quotas {
         self.table.store(Arc::new(table));
     }
 
+    /// `namespace`'s quota as the store has it, and what its period has
+    /// used there (ended calls through every gateway): a new or changed
+    /// quota is set; the counts of one in force are raised to the store's
+    /// (with the calls this gateway has in flight), never lowered, since
+    /// the store has this gateway's latest calls a moment later.
+    pub fn refresh(&self, namespace: &str, quota: Quota, used: (u64, u64)) {
+        let table = self.table.load();
+        let Some(tenant) = table.get(namespace).filter(|t| t.quota == quota) else {
+            drop(table);
+            return self.set(namespace, Some(quota), used);
+        };
+        let now = ferrofaas_usage::now_us();
+        let mut w = tenant.current(now);
+        let in_flight = tenant.in_flight.load(Ordering::Relaxed);
+        w.invocations = w.invocations.max(used.0.saturating_add(in_flight));
+        w.mib_us = w.mib_us.max(used.1);
+    }
+
     /// Every namespace's quota and what its period has used.
     pub fn states(&self) -> Vec<(String, QuotaState)> {
         let now = ferrofaas_usage::now_us();
@@ -245,6 +263,21 @@ mod tests {
         drop(held);
         assert!(q.admit("c").unwrap().is_some(), "and none once it ended");
         q.set("c", None, (0, 0));
+        // What the store has of every gateway's calls raises the counts,
+        // never lowers them; a changed quota is set anew.
+        q.set("r", Some(quota(Some(10), None, None)), (2, 0));
+        let held = q.admit("r").unwrap();
+        q.refresh("r", quota(Some(10), None, None), (5, 7));
+        let state = |q: &Quotas, ns: &str| q.states().into_iter().find(|(n, _)| n == ns).unwrap().1;
+        assert_eq!(state(&q, "r").invocations, 6, "5 ended (any gateway) and 1 in flight here");
+        q.refresh("r", quota(Some(10), None, None), (1, 0));
+        assert_eq!(state(&q, "r").invocations, 6);
+        q.refresh("r", quota(Some(20), None, None), (9, 0));
+        assert_eq!(state(&q, "r").quota.invocations, Some(20));
+        assert_eq!(state(&q, "r").invocations, 9);
+        assert_eq!(state(&q, "r").in_flight, 1, "in flight across the change");
+        drop(held);
+        q.set("r", None, (0, 0));
         let states = q.states();
         assert_eq!(states.iter().map(|(ns, _)| ns.as_str()).collect::<Vec<_>>(), ["a", "g"]);
         assert_eq!(states[0].1.invocations, 3);

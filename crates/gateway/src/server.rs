@@ -197,6 +197,7 @@ pub async fn run(
     );
     tokio::spawn(Arc::clone(&gateway.history).run(Arc::clone(&gateway.provider), gateway.shutdown.clone()));
     crate::api::usage::restore_quotas(&gateway).await;
+    tokio::spawn(crate::api::usage::follow_quotas(Arc::clone(&gateway), gateway.shutdown.clone()));
     if let Some(meter) = gateway.meter() {
         tokio::spawn(crate::cpu::run(Arc::clone(&gateway), Arc::clone(meter), gateway.shutdown.clone()));
     }

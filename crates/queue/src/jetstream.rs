@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use ferrofaas_types::FunctionRef;
+use ferrofaas_types::address::{NatsServers, without_credentials};
 
 use crate::{CallStatus, DeadLetter, Entry, Limits, Progress, Queue, QueueError, QueueStats, Result, now_ms};
 
@@ -125,19 +126,25 @@ fn key_of(entry: &Entry) -> FunctionRef {
 /// and starts pulling calls.
 pub async fn connect(config: JetStreamConfig) -> Result<Arc<JetStreamQueue>> {
     // One server or several (a cluster), comma-separated.
-    let servers = config
-        .url
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+    let address = NatsServers::parse(&config.url);
+    let servers = address
+        .servers
+        .iter()
+        .map(|u| u.parse::<async_nats::ServerAddr>())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| err("the NATS address")(&format!("{} ({e})", config.url)))?;
+        .map_err(|e| err("the NATS address")(&format!("{} ({e})", without_credentials(&config.url))))?;
     // A server lost without a word (its node gone) is noticed by missed
     // pings: every 2 s, so that the client moves to another within seconds.
-    let client = async_nats::ConnectOptions::new()
-        .ping_interval(Duration::from_secs(2))
+    let options = async_nats::ConnectOptions::new().ping_interval(Duration::from_secs(2));
+    let options = match (address.user, address.password) {
+        (Some(user), Some(password)) => options.user_and_password(user, password),
+        (Some(token), None) => options.token(token),
+        _ => options,
+    };
+    let client = options
         .connect(servers)
         .await
-        .map_err(|e| err("connecting to NATS")(&format!("{} ({e})", config.url)))?;
+        .map_err(|e| err("connecting to NATS")(&format!("{} ({e})", without_credentials(&config.url))))?;
     let max_payload = client.server_info().max_payload;
     let js = jetstream::new(client);
     // Made, or given this gateway's limits.

@@ -6,6 +6,7 @@
 //! durations, RFC 3339 times, base64, query strings, hop-by-hop headers,
 //! metrics pages). No I/O here.
 
+pub mod address;
 pub mod base64;
 pub mod duration;
 pub mod function;

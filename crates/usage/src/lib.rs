@@ -14,6 +14,8 @@
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod plan;
 pub mod quota;
 pub mod report;
@@ -124,14 +126,37 @@ fn is_zero(n: &u64) -> bool {
 pub enum Entry {
     Call(Record),
     Cpu(CpuSample),
+    /// One another gateway recorded, as the gateways sharing a store
+    /// exchange them (never handed to [`Meter::record`]).
+    Shared(Box<Shared>),
+}
+
+/// An entry from another gateway: which gateway (`origin`), its id there
+/// (ids of one origin only grow), and where it was in the stream the
+/// gateways exchange entries on (`seq`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shared {
+    pub origin: String,
+    pub id: u64,
+    pub seq: u64,
+    pub entry: Entry,
 }
 
 impl Entry {
     /// The namespace, function and time it is counted under.
     pub fn key(&self) -> (&str, &str, u64) {
-        match self {
+        match self.own() {
             Entry::Call(r) => (&r.namespace, &r.function, r.start_us),
             Entry::Cpu(s) => (&s.namespace, &s.function, s.at_us),
+            Entry::Shared(s) => s.entry.key(),
+        }
+    }
+
+    /// The call or CPU sample itself, whichever gateway recorded it.
+    pub fn own(&self) -> &Entry {
+        match self {
+            Entry::Shared(s) => s.entry.own(),
+            e => e,
         }
     }
 }
@@ -169,7 +194,7 @@ pub fn gb_seconds(mib_us: u64) -> f64 {
 
 impl Sums {
     pub fn add(&mut self, entry: &Entry) {
-        match entry {
+        match entry.own() {
             Entry::Call(r) => {
                 self.invocations += 1;
                 self.errors += u64::from(r.status >= 500);
@@ -184,6 +209,7 @@ impl Sums {
                 self.cpu_us = self.cpu_us.saturating_add(s.cpu_us);
                 self.peak_memory_bytes = self.peak_memory_bytes.max(s.memory_bytes);
             }
+            Entry::Shared(_) => {}
         }
     }
 
@@ -328,6 +354,45 @@ pub trait Meter: Send + Sync {
     async fn set_quota(&self, namespace: &str, quota: Option<Quota>) -> Result<(), UsageError>;
 
     fn stats(&self) -> MeterStats;
+
+    /// Whether other gateways share this store: their records reach it
+    /// (so quotas are to be counted from it), and so do their plans and
+    /// quotas.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// What a follower of a [`Board`] does with each key: its value, or
+/// `None` once deleted.
+pub type Apply = Box<dyn Fn(&str, Option<&[u8]>) + Send + Sync>;
+
+/// Settings the gateways sharing a store keep in common besides plans and
+/// quotas (API tokens), by key.
+#[async_trait]
+pub trait Board: Send + Sync {
+    /// Stores `value` under `key` (deletes it, with `None`) for every
+    /// gateway; returns once it is stored.
+    async fn put(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), UsageError>;
+
+    /// Calls `apply` with every key under `prefix` as it is now, then
+    /// with each change, from any gateway, for as long as the board
+    /// lives. `local` is what this gateway has of them: what the board
+    /// does not have is applied as deleted, or, if this gateway never
+    /// followed the board before, put there (unless the board had the
+    /// key: then it was deleted).
+    async fn follow(&self, prefix: &str, local: Local, apply: Apply) -> Result<(), UsageError>;
+}
+
+/// What a gateway has of a [`Board`]'s keys as it starts to follow it.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// Whether it followed the board before (so the board has all it
+    /// has, and a key the board lacks was deleted there). Never true
+    /// for keys a gateway had before it shared them, or a token revoked
+    /// while it was away would come back.
+    pub followed_before: bool,
 }
 
 /// Microseconds since the Unix epoch, now.

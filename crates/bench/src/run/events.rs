@@ -20,7 +20,7 @@ pub struct EventFigures {
 }
 
 /// `nats-server -js` on a free port, its store in the bench's folder.
-fn start_nats(ctx: &Ctx, name: &str) -> anyhow::Result<(Child, u16)> {
+pub(super) fn start_nats(ctx: &Ctx, name: &str) -> anyhow::Result<(Child, u16)> {
     let port = free_port()?;
     let store = ctx.opts.out_dir.join(format!("{name}-store"));
     let _ = std::fs::remove_dir_all(&store);

@@ -160,6 +160,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { id: 'm', title: "gateway -> watchdog http -> (a), no sandbox", post: false, start: start_m },
     Scenario { id: 'u', title: "(e) without usage metering", post: false, start: start_u },
     Scenario { id: 'v', title: "(h) without usage metering", post: true, start: start_v },
+    Scenario { id: 's', title: "(e) with usage shared on NATS", post: false, start: start_s },
     Scenario {
         id: 'n',
         title: "gateway -> watchdog streaming -> cat, no sandbox",
@@ -371,7 +372,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 
     let index = |id: char| scenarios.iter().position(|s| s.id == id);
-    let ratios: [(char, char, &str); 12] = [
+    let ratios: [(char, char, &str); 13] = [
         ('d', 'b', "watchdog http vs bare proxy (target >= 0.8 at 64)"),
         ('e', 'c', "gateway + watchdog vs two bare proxies (target >= 0.8 at 64)"),
         ('g', 'f', "watchdog streaming vs bare spawn (target >= 0.9)"),
@@ -380,6 +381,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         ('h', 'n', "sandboxed vs unsandboxed replica, fork mode (target >= 0.95)"),
         ('e', 'u', "usage metered vs not, http mode (target >= 0.95)"),
         ('h', 'v', "usage metered vs not, fork mode (target >= 0.95)"),
+        ('s', 'e', "usage shared on NATS vs kept by the gateway, http mode"),
         ('j', 'h', "docker provider vs process provider, per request"),
         ('k', 'h', "swarm provider vs process provider, per request"),
         ('b', 'a', "bare proxy vs direct"),

@@ -192,6 +192,17 @@ pub(super) fn start_u(ctx: &Ctx) -> anyhow::Result<Setup> {
     start_gateway_on(ctx, "gateway-http-unmetered", &env, &["--no-usage".into()])
 }
 
+/// (e) with its usage shared on a NATS server (as a Swarm's gateways
+/// share theirs): what publishing every record costs the gateway.
+pub(super) fn start_s(ctx: &Ctx) -> anyhow::Result<Setup> {
+    let (nats, port) = super::events::start_nats(ctx, "gateway-http-shared-nats")?;
+    let env = http_env(ctx);
+    let queue = ["--queue".to_owned(), format!("nats://127.0.0.1:{port}")];
+    let mut setup = start_gateway_on(ctx, "gateway-http-shared", &env, &queue)?;
+    setup.procs.insert(0, nats);
+    Ok(setup)
+}
+
 /// (h) with usage metering off.
 pub(super) fn start_v(ctx: &Ctx) -> anyhow::Result<Setup> {
     let env = r#"{"mode": "streaming", "fprocess": "cat"}"#;

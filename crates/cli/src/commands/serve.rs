@@ -73,7 +73,8 @@ pub struct Args {
     no_autoscale: bool,
     /// Where asynchronous calls are stored: "embedded" (a file in the state
     /// folder) or a NATS server with JetStream, nats://host:port, which
-    /// several gateways can share
+    /// several gateways can share (and with it their usage records, plans,
+    /// quotas and API tokens)
     #[arg(long, default_value = "embedded", env = "FERROFAAS_QUEUE")]
     queue: String,
     /// NATS queue: on how many servers of its cluster each stream is kept
@@ -338,6 +339,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             std::fs::set_permissions(&uploads, std::fs::Permissions::from_mode(0o700))
         })
         .with_context(|| format!("making {}", uploads.display()))?;
+    // The queue's address as messages show it (no password).
+    let shown = ferrofaas_types::address::without_credentials(&args.queue);
     let queue: Arc<dyn ferrofaas_queue::Queue> = match args.queue.as_str() {
         "embedded" => ferrofaas_queue::embedded::open(&state.join("queue.redb"), limits)
             .with_context(|| format!("opening the asynchronous queue in {}", state.display()))?,
@@ -349,7 +352,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 replicas: args.queue_replicas as usize,
             })
             .await
-            .with_context(|| format!("opening the asynchronous queue on {url}"))?
+            .with_context(|| format!("opening the asynchronous queue on {shown}"))?
         }
         other => bail!("--queue {other:?}: use embedded or nats://host:port"),
     };
@@ -403,6 +406,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tokens_file = state.join("tokens.json");
     let tokens = ferrofaas_gateway::tokens::Tokens::open(tokens_file.clone())
         .with_context(|| format!("reading the API tokens in {}", tokens_file.display()))?;
+    let tokens = Arc::new(tokens);
+    // Gateways sharing a NATS queue share their settings (and usage) there.
+    let shared = match args.queue.starts_with("nats://") {
+        true => {
+            let nats = ferrofaas_usage::jetstream::connect(&args.queue, args.queue_replicas as usize)
+                .await
+                .with_context(|| format!("sharing usage and tokens on {shown}"))?;
+            let settings = ferrofaas_usage::jetstream::settings(&nats)
+                .await
+                .with_context(|| format!("sharing usage and tokens on {shown}"))?;
+            tokens
+                .share(Arc::clone(&settings) as Arc<dyn ferrofaas_usage::Board>)
+                .await
+                .with_context(|| format!("sharing the API tokens on {shown}"))?;
+            Some((nats, settings))
+        }
+        false => None,
+    };
     let gateway = gateway.with_tokens(tokens);
     let gateway = match args.no_usage {
         true => gateway,
@@ -415,8 +436,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             let store = ferrofaas_usage::embedded::open(&dir, retention)
                 .with_context(|| format!("opening the usage store in {}", dir.display()))?;
+            let meter: Arc<dyn ferrofaas_usage::Meter> = match shared {
+                Some((nats, settings)) => ferrofaas_usage::jetstream::share(
+                    store,
+                    &nats,
+                    settings,
+                    args.usage_retention,
+                    args.usage_raw_max,
+                )
+                .await
+                .with_context(|| format!("sharing usage on {shown}"))?,
+                None => Arc::new(ferrofaas_usage::embedded::Store(store)),
+            };
             gateway.with_metering(ferrofaas_gateway::invocation::Metering {
-                meter: Arc::new(ferrofaas_usage::embedded::Store(store)),
+                meter,
                 default_memory_mib: args.usage_memory.div_ceil(1 << 20).max(1),
             })
         }

@@ -42,6 +42,29 @@ pub fn nats_on(port: u16) -> Server {
     start(command, port, format!("nats://127.0.0.1:{port}"), dir)
 }
 
+/// A NATS server with JetStream on a free port that takes only the
+/// clients that give `user` and `password` (its URL carries them).
+pub fn nats_with_user(user: &str, password: &str) -> Server {
+    let present = std::process::Command::new("nats-server").arg("--version").output().is_ok();
+    require(present, "nats-server", "apt-get install nats-server; .ci/run does");
+    let (dir, port) = (tempfile::tempdir().unwrap(), free_port());
+    let mut command = std::process::Command::new("nats-server");
+    command.args([
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--user",
+        user,
+        "--pass",
+        password,
+        "-sd",
+    ]);
+    command.arg(dir.path());
+    start(command, port, format!("nats://{user}:{password}@127.0.0.1:{port}"), dir)
+}
+
 /// Mosquitto on a free port.
 pub fn mosquitto() -> Server {
     let present = std::process::Command::new("mosquitto").arg("-h").output().is_ok();

@@ -255,7 +255,7 @@ pub async fn handle(
         Op::RemoveQuota => usage::remove_quota(gw, segment).await,
         Op::ListTokens => tokens::list(gw, &query),
         Op::CreateToken => tokens::create(gw, req, &caller).await,
-        Op::RevokeToken => tokens::revoke(gw, segment, &caller),
+        Op::RevokeToken => tokens::revoke(gw, segment, &caller).await,
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn create(
             format!("a token of role {} cannot make one of role {}", role.as_str(), new.role.as_str()),
         ));
     }
-    let made = gw.access().tokens.create(&new.name, namespace, new.role).map_err(|e| {
+    let made = gw.access().tokens.create(&new.name, namespace, new.role).await.map_err(|e| {
         tracing::error!(error = %e, "could not store a token");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the token could not be stored")
     })?;
@@ -74,14 +74,14 @@ pub async fn create(
 }
 
 /// `DELETE /system/tokens/<id>`: 204; refused from the next request on.
-pub fn revoke(gw: &Gateway, id: &str, caller: &Caller) -> Result<Response<Body>, ApiError> {
+pub async fn revoke(gw: &Gateway, id: &str, caller: &Caller) -> Result<Response<Body>, ApiError> {
     let tokens = &gw.access().tokens;
     // Another namespace's token is as unknown as no token.
     let known = tokens.get(id).filter(|t| caller.may(Role::Admin, &t.namespace));
     if known.is_none() {
         return Err(ApiError::not_found(format!("no token {id:?}")));
     }
-    tokens.revoke(id).map_err(|e| {
+    tokens.revoke(id).await.map_err(|e| {
         tracing::error!(error = %e, "could not revoke a token");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the token could not be revoked")
     })?;

@@ -294,6 +294,45 @@ pub async fn restore_quotas(gw: &Gateway) {
     }
 }
 
+/// How often a gateway sharing its store with others reads the quotas and
+/// what their periods have used anew.
+pub const QUOTA_REFRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// For a store shared with other gateways: every [`QUOTA_REFRESH`], the
+/// quotas as the store has them (set through any gateway), and their
+/// counts raised to what the store holds (calls through every gateway),
+/// so a namespace stops at its limit whichever gateways its calls go
+/// through, past it by at most what the others admitted since.
+pub async fn follow_quotas(gw: Arc<Gateway>, shutdown: tokio_util::sync::CancellationToken) {
+    let Some(meter) = gw.meter().filter(|m| m.shared()).cloned() else { return };
+    let mut tick = tokio::time::interval(QUOTA_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let quotas = match meter.quotas().await {
+            Ok(quotas) => quotas,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the quotas");
+                continue;
+            }
+        };
+        for (namespace, _) in gw.quotas().states() {
+            if !quotas.contains_key(&namespace) {
+                gw.quotas().set(&namespace, None, (0, 0));
+            }
+        }
+        for (namespace, quota) in quotas {
+            match used(&meter, &namespace, &quota).await {
+                Ok(used) => gw.quotas().refresh(&namespace, quota, used),
+                Err(e) => tracing::warn!(%namespace, error = %e.message, "could not read a quota's use"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ const CATCH_UP_MAX: u64 = 1 << 20;
 /// How far the log has been folded into the tables: every entry before
 /// `offset` in file `segment`, and all of every earlier file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Position {
+pub struct Position {
     pub segment: u64,
     pub offset: u64,
 }
@@ -389,6 +389,11 @@ impl Log {
 
     /// Entries not yet folded in: those in memory, or at least as many as
     /// it may hold when they are read back from the log.
+    /// Where the next entry goes.
+    pub(super) fn end(&self) -> Position {
+        Position { segment: self.segment, offset: self.offset() }
+    }
+
     /// Where the next entry goes in the file being written.
     pub(super) fn offset(&self) -> u64 {
         self.file.offset()

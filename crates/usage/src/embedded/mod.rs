@@ -23,6 +23,14 @@
 //!   (oldest first, never one not yet folded in); minute sums are deleted
 //!   past theirs; hour sums are kept longest, so a month's bill can still
 //!   be made from them.
+//! - **Shared** by the gateways of a Swarm (`crate::jetstream`): what this
+//!   gateway logged is published from the log ([`Embedded::unpublished`],
+//!   [`Embedded::published`]), and what the others published is appended
+//!   to this log as [`Entry::Shared`] ([`Embedded::receive`]), folded in
+//!   like the rest. Each origin's entries are taken in the order of their
+//!   ids, each once; how far the stream has been read, and the last id
+//!   taken from each origin, are stored with the folds, so a restart
+//!   neither loses nor repeats one.
 
 mod log;
 mod mapped;
@@ -39,7 +47,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use crate::{
     Bucket, Entry, Filter, Meter, MeterStats, Plan, Quota, Record, Resolution, Sums, Usage, UsageError,
 };
-use log::{Log, Position, Span, Take};
+pub use log::Position;
+use log::{Log, Span, Take};
 
 /// (start µs, entry id) -> the record (JSON): where stores made before
 /// raw records stayed in the log kept them. Read and swept, never written.
@@ -50,7 +59,10 @@ const SEGMENTS: TableDefinition<u64, (u64, u64, u64)> = TableDefinition::new("se
 const MINUTES: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("minutes");
 const HOURS: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("hours");
 /// `position` -> how far the log has been folded in; `plan:<ns>` -> a
-/// plan; `quota:<ns>` -> a quota.
+/// plan; `quota:<ns>` -> a quota; `origin` -> this store's name among the
+/// gateways sharing entries; `published` -> how far the log has been
+/// published to them; `exchange` -> what was taken from the others
+/// ([`Exchange`]).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// How long each kind of figure is kept.
@@ -92,10 +104,65 @@ pub struct Embedded {
     retention: Retention,
     records: AtomicU64,
     unlogged: AtomicU64,
+    /// This store's name among the gateways sharing entries.
+    origin: String,
+    /// What was taken from the other gateways (appended to the log).
+    exchange: Mutex<Exchange>,
+    /// How far the log has been published to the other gateways, once
+    /// sharing started: the log files from there on are kept past their age.
+    published: Mutex<Option<Position>>,
+}
+
+/// What [`Embedded::unpublished`] found.
+#[derive(Debug)]
+pub struct Unpublished {
+    /// Records, with their ids.
+    pub entries: Vec<(u64, Entry)>,
+    /// The position after them (to be [`Embedded::published`]).
+    pub to: Position,
+    /// Whether the log may hold more past them.
+    pub more: bool,
 }
 
 struct Folding {
     last_sweep_us: u64,
+    /// The exchange as the last fold stored it.
+    stored: Exchange,
+}
+
+/// How far the stream of shared entries has been read, and the last id
+/// taken from each other gateway: all the log holds of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Exchange {
+    /// The stream sequence to read next.
+    pub next_seq: u64,
+    pub marks: BTreeMap<String, u64>,
+}
+
+impl Exchange {
+    fn saw(&mut self, shared: &crate::Shared) {
+        self.next_seq = self.next_seq.max(shared.seq + 1);
+        let mark = self.marks.entry(shared.origin.clone()).or_insert(shared.id);
+        *mark = (*mark).max(shared.id);
+    }
+}
+
+/// A store's name: 8 random bytes in hex.
+fn new_origin() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, UsageError> {
+    match meta.get(key).map_err(store_error)? {
+        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(store_error),
+        None => Ok(None),
+    }
 }
 
 fn store_error(e: impl std::fmt::Display) -> UsageError {
@@ -108,31 +175,54 @@ pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Embedded>, UsageErro
     std::fs::create_dir_all(dir).map_err(|e| store_error(format!("{}: {e}", dir.display())))?;
     let db = Database::create(dir.join("usage.redb")).map_err(store_error)?;
     let tx = db.begin_write().map_err(store_error)?;
-    let (position, known) = {
+    let (position, known, origin, exchange, published) = {
         tx.open_table(RAW).map_err(store_error)?;
         tx.open_table(MINUTES).map_err(store_error)?;
         tx.open_table(HOURS).map_err(store_error)?;
-        let meta = tx.open_table(META).map_err(store_error)?;
+        let mut meta = tx.open_table(META).map_err(store_error)?;
         let position = meta.get("position").map_err(store_error)?;
         let position =
             position.and_then(|v| serde_json::from_slice::<Position>(v.value()).ok()).unwrap_or_default();
-        (position, read_spans(&tx.open_table(SEGMENTS).map_err(store_error)?)?)
+        let origin = match read_meta::<String>(&meta, "origin")? {
+            Some(origin) => origin,
+            None => {
+                let origin = new_origin().map_err(store_error)?;
+                let json = serde_json::to_vec(&origin).map_err(store_error)?;
+                meta.insert("origin", json.as_slice()).map_err(store_error)?;
+                origin
+            }
+        };
+        let exchange = read_meta::<Exchange>(&meta, "exchange")?.unwrap_or_default();
+        let published = read_meta::<Position>(&meta, "published")?;
+        (position, read_spans(&tx.open_table(SEGMENTS).map_err(store_error)?)?, origin, exchange, published)
     };
     tx.commit().map_err(store_error)?;
     let (log, replayed) = Log::open(dir, position, &known).map_err(store_error)?;
+    let stored = exchange.clone();
+    let mut exchange = exchange;
+    for (_, entry) in &replayed.entries {
+        if let Entry::Shared(shared) = entry {
+            exchange.saw(shared);
+        }
+    }
     let store = Arc::new(Embedded {
         db,
         dir: dir.to_owned(),
         log: Mutex::new(log),
-        folding: Mutex::new(Folding { last_sweep_us: 0 }),
+        folding: Mutex::new(Folding { last_sweep_us: 0, stored }),
         scanning: Mutex::new(()),
         retention,
         records: AtomicU64::new(0),
         unlogged: AtomicU64::new(0),
+        origin,
+        exchange: Mutex::new(exchange),
+        published: Mutex::new(published),
     });
     // What the last run logged but did not fold in.
     let n = replayed.entries.len();
-    store.commit(&replayed.entries, replayed.position, &replayed.spans)?;
+    let exchange = lock(&store.exchange).clone();
+    store.commit(&replayed.entries, replayed.position, &replayed.spans, Some(&exchange))?;
+    lock(&store.folding).stored = exchange;
     if n > 0 {
         tracing::info!(entries = n, "usage: folded in what the log held");
     }
@@ -173,14 +263,19 @@ impl Embedded {
                 }
             },
         };
-        if (!entries.is_empty() || spans.len() > 1)
-            && let Err(e) = self.commit(&entries, position, &spans)
+        // After the take: the exchange covers at least what is folded in
+        // (and what it covers beyond is in the log, read back at start).
+        let exchange = lock(&self.exchange).clone();
+        let exchanged = (exchange != folding.stored).then_some(&exchange);
+        if (!entries.is_empty() || spans.len() > 1 || exchanged.is_some())
+            && let Err(e) = self.commit(&entries, position, &spans, exchanged)
         {
             // Kept for the next fold, in order.
             lock(&self.log).put_back(entries, spans);
             return Err(e);
         }
         lock(&self.log).folded(position);
+        folding.stored = exchange;
         let now = crate::now_us();
         if now.saturating_sub(folding.last_sweep_us) >= SWEEP_INTERVAL.as_micros() as u64 {
             folding.last_sweep_us = now;
@@ -197,6 +292,7 @@ impl Embedded {
         entries: &[(u64, Entry)],
         position: Position,
         spans: &[(u64, Span)],
+        exchange: Option<&Exchange>,
     ) -> Result<(), UsageError> {
         let tx = self.db.begin_write().map_err(store_error)?;
         {
@@ -231,6 +327,10 @@ impl Embedded {
             let mut meta = tx.open_table(META).map_err(store_error)?;
             let json = serde_json::to_vec(&position).map_err(store_error)?;
             meta.insert("position", json.as_slice()).map_err(store_error)?;
+            if let Some(exchange) = exchange {
+                let json = serde_json::to_vec(exchange).map_err(store_error)?;
+                meta.insert("exchange", json.as_slice()).map_err(store_error)?;
+            }
         }
         tx.commit().map_err(store_error)
     }
@@ -250,10 +350,13 @@ impl Embedded {
             let spans = read_spans(&segments)?;
             let mut total: u64 = spans.values().map(|s| s.bytes).sum();
             let cutoff = before(self.retention.raw);
+            let published_to = lock(&self.published).map_or(u64::MAX, |p| p.segment);
             // Oldest first; the file being appended to (and any not yet
-            // folded in) is kept whatever its age or size.
+            // folded in) is kept whatever its age or size; one not yet
+            // published to the other gateways, whatever its age.
             for (&segment, span) in spans.range(..folded_to) {
-                if span.max_us < cutoff || total > self.retention.raw_bytes {
+                let old = span.max_us < cutoff && segment < published_to;
+                if old || total > self.retention.raw_bytes {
                     segments.remove(segment).map_err(store_error)?;
                     total -= span.bytes;
                     gone.push(segment);
@@ -342,7 +445,15 @@ impl Embedded {
                 break;
             }
             let read = log::read_segment(&self.dir, segment, 0, Some(span.bytes), |id, entry| {
-                if let Entry::Call(r) = entry {
+                let call = match entry {
+                    Entry::Call(r) => Some(r),
+                    Entry::Shared(shared) => match shared.entry {
+                        Entry::Call(r) => Some(r),
+                        _ => None,
+                    },
+                    Entry::Cpu(_) => None,
+                };
+                if let Some(r) = call {
                     keep((r.start_us, id), r, &mut out);
                 }
                 true
@@ -357,19 +468,122 @@ impl Embedded {
         Ok(out.into_values().collect())
     }
 
+    /// This store's name among the gateways sharing entries.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The records of calls through this gateway (none taken from
+    /// others) among the next `max` entries not yet published, the
+    /// position after them, and whether there may be more. The
+    /// first call starts at the beginning of the log. CPU samples are not
+    /// published: every gateway reads the replicas it routes to (on a
+    /// Swarm, all of them), so theirs would count each replica again.
+    pub fn unpublished(&self, max: usize) -> Result<Unpublished, UsageError> {
+        let from = lock(&self.published).get_or_insert_default().to_owned();
+        let to = lock(&self.log).end();
+        let (mut entries, at) = log::read_between(&self.dir, from, to, max).map_err(store_error)?;
+        let more = entries.len() >= max;
+        entries.retain(|(_, e)| matches!(e, Entry::Call(_)));
+        Ok(Unpublished { entries, to: at, more })
+    }
+
+    /// Everything before `to` is published (in the stream the gateways
+    /// share), so it is not published again after a restart.
+    pub fn published(&self, to: Position) -> Result<(), UsageError> {
+        if *lock(&self.published) == Some(to) {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(store_error)?;
+        // No flush of its own: the next fold's commit makes it durable,
+        // and a position lost with the machine only publishes some
+        // records again (which the others pass over).
+        tx.set_durability(redb::Durability::Eventual);
+        {
+            let mut meta = tx.open_table(META).map_err(store_error)?;
+            let json = serde_json::to_vec(&to).map_err(store_error)?;
+            meta.insert("published", json.as_slice()).map_err(store_error)?;
+        }
+        tx.commit().map_err(store_error)?;
+        *lock(&self.published) = Some(to);
+        Ok(())
+    }
+
+    /// The sequence of the stream of shared entries to read from next.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.exchange).next_seq.max(1)
+    }
+
+    /// Takes what another gateway (`origin`) published at stream sequence
+    /// `seq`: every call's record with an id past the last taken from it
+    /// is appended to the log. A sequence read before, this store's own
+    /// entries and ids already taken are passed over, so every entry is
+    /// here once, however often it is published or read.
+    pub fn receive(&self, origin: &str, seq: u64, entries: Vec<(u64, Entry)>) {
+        let mut exchange = lock(&self.exchange);
+        if seq < exchange.next_seq {
+            return;
+        }
+        exchange.next_seq = seq + 1;
+        if origin == self.origin {
+            return;
+        }
+        let mut mark = exchange.marks.get(origin).copied();
+        let mut log = lock(&self.log);
+        for (id, entry) in entries {
+            if mark.is_some_and(|m| id <= m) || !matches!(entry, Entry::Call(_)) {
+                continue;
+            }
+            mark = Some(id);
+            let shared = crate::Shared { origin: origin.to_owned(), id, seq, entry };
+            if let Err(e) = log.append(Entry::Shared(Box::new(shared))) {
+                self.unlogged.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "usage: could not append to the log");
+            }
+        }
+        if let Some(mark) = mark {
+            exchange.marks.insert(origin.to_owned(), mark);
+        }
+    }
+
+    /// Whether `flag` was set ([`Embedded::set_flag`]).
+    pub fn flag(&self, flag: &str) -> Result<bool, UsageError> {
+        let tx = self.db.begin_read().map_err(store_error)?;
+        let meta = tx.open_table(META).map_err(store_error)?;
+        Ok(meta.get(format!("flag:{flag}").as_str()).map_err(store_error)?.is_some())
+    }
+
+    /// Sets `flag`, for good (what a store has done once: followed the
+    /// shared plans, say).
+    pub fn set_flag(&self, flag: &str) -> Result<(), UsageError> {
+        let tx = self.db.begin_write().map_err(store_error)?;
+        {
+            let mut meta = tx.open_table(META).map_err(store_error)?;
+            meta.insert(format!("flag:{flag}").as_str(), b"true".as_slice()).map_err(store_error)?;
+        }
+        tx.commit().map_err(store_error)
+    }
+
     /// The settings kept under `kind:` (plans, quotas), by namespace.
     fn read_settings<T: serde::de::DeserializeOwned>(
         &self,
         kind: &str,
     ) -> Result<BTreeMap<String, T>, UsageError> {
+        self.settings_json(kind)?
+            .into_iter()
+            .map(|(ns, json)| Ok((ns, serde_json::from_slice(&json).map_err(store_error)?)))
+            .collect()
+    }
+
+    /// The settings kept under `kind:`, by namespace, as stored (JSON).
+    pub fn settings_json(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, UsageError> {
         let tx = self.db.begin_read().map_err(store_error)?;
         let meta = tx.open_table(META).map_err(store_error)?;
         let (from, to) = (format!("{kind}:"), format!("{kind};"));
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for item in meta.range(from.as_str()..to.as_str()).map_err(store_error)? {
             let (k, v) = item.map_err(store_error)?;
-            let ns = k.value()[from.len()..].to_owned();
-            out.insert(ns, serde_json::from_slice(v.value()).map_err(store_error)?);
+            out.push((k.value()[from.len()..].to_owned(), v.value().to_vec()));
         }
         Ok(out)
     }
@@ -380,14 +594,35 @@ impl Embedded {
         namespace: &str,
         value: Option<&T>,
     ) -> Result<(), UsageError> {
+        let json = value.map(serde_json::to_vec).transpose().map_err(store_error)?;
+        self.put_setting_json(kind, namespace, json.as_deref())
+    }
+
+    /// Stores (or with `None` removes) the setting `kind:namespace` as
+    /// JSON; one that does not read as a plan or a quota is refused.
+    pub fn put_setting_json(
+        &self,
+        kind: &str,
+        namespace: &str,
+        json: Option<&[u8]>,
+    ) -> Result<(), UsageError> {
+        if let Some(json) = json {
+            let valid = match kind {
+                "plan" => serde_json::from_slice::<Plan>(json).is_ok(),
+                "quota" => serde_json::from_slice::<Quota>(json).is_ok(),
+                _ => false,
+            };
+            if !valid {
+                return Err(UsageError::Invalid(format!("not a {kind}: {}", String::from_utf8_lossy(json))));
+            }
+        }
         let tx = self.db.begin_write().map_err(store_error)?;
         {
             let mut meta = tx.open_table(META).map_err(store_error)?;
             let key = format!("{kind}:{namespace}");
-            match value {
-                Some(value) => {
-                    let json = serde_json::to_vec(value).map_err(store_error)?;
-                    meta.insert(key.as_str(), json.as_slice()).map_err(store_error)?;
+            match json {
+                Some(json) => {
+                    meta.insert(key.as_str(), json).map_err(store_error)?;
                 }
                 None => {
                     meta.remove(key.as_str()).map_err(store_error)?;

@@ -337,3 +337,93 @@ fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     out.sort_unstable();
     Ok(out)
 }
+
+/// Two gateways' stores, the stream between them played by hand: each
+/// entry of A is in B once, whatever is published twice or read twice,
+/// across restarts of B; B's own entries are not published back.
+#[tokio::test]
+async fn entries_shared_between_stores_are_taken_once() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = store(dir_a.path());
+    let t0 = recent(5);
+    for i in 0..10 {
+        a.record(Entry::Call(record("fa", t0 + i, 1_000)));
+    }
+    // A's readings of the replicas: its own, not published.
+    a.record(Entry::Cpu(crate::CpuSample {
+        function: "fa".into(),
+        namespace: "openfaas-fn".into(),
+        at_us: t0,
+        cpu_us: 5,
+        memory_bytes: 0,
+    }));
+    let origin_a = a.0.origin().to_owned();
+    assert_eq!(origin_a.len(), 16);
+    let Unpublished { entries: first, to, more } = a.0.unpublished(4).unwrap();
+    assert!(more);
+    assert_eq!(first.len(), 4, "a batch at most");
+    // Not marked published (the acknowledgement was lost): the same again.
+    assert_eq!(a.0.unpublished(4).unwrap().entries, first);
+    a.0.published(to).unwrap();
+    let Unpublished { entries: rest, to, more } = a.0.unpublished(100).unwrap();
+    assert!(!more);
+    assert_eq!(rest.len(), 6);
+    a.0.published(to).unwrap();
+    assert!(a.0.unpublished(100).unwrap().entries.is_empty());
+
+    let seq;
+    {
+        let b = store(dir_b.path());
+        assert_ne!(b.0.origin(), origin_a);
+        assert_eq!(b.0.next_seq(), 1);
+        b.0.receive(&origin_a, 1, first.clone());
+        // Published again after A restarted, with more in it: only the new.
+        let mut again = first.clone();
+        again.extend(rest.iter().take(2).cloned());
+        b.0.receive(&origin_a, 2, again);
+        // Read again (a consumer made anew from an older sequence).
+        b.0.receive(&origin_a, 1, first.clone());
+        // Its own, as the stream has them: passed over.
+        b.0.receive(b.0.origin(), 3, vec![(1, Entry::Call(record("fb", t0, 1)))]);
+        b.record(Entry::Call(record("fb", t0 + 1, 1_000)));
+        assert_eq!(b.0.next_seq(), 4);
+        assert_eq!(total(&b, &Filter::default()).await.invocations, 7);
+        // What B publishes is its own only.
+        let own = b.0.unpublished(100).unwrap().entries;
+        assert_eq!(own.len(), 1);
+        assert!(matches!(&own[0].1, Entry::Call(r) if r.function == "fb"));
+        // Taken, not yet folded in, when B stops.
+        b.0.receive(&origin_a, 4, rest[2..4].to_vec());
+        seq = b.0.next_seq();
+    }
+    std::thread::sleep(FOLD_INTERVAL * 2);
+    let b = store(dir_b.path());
+    assert_eq!(b.0.next_seq(), seq, "read on from where it was");
+    b.0.receive(&origin_a, 4, rest[2..4].to_vec());
+    b.0.receive(&origin_a, 5, rest.clone());
+    let sums = total(&b, &Filter::default()).await;
+    assert_eq!(sums.invocations, 11, "A's 10 and B's 1, each once");
+    let only_a = Filter { function: Some("fa".into()), ..Filter::default() };
+    let raw = b.records(0, u64::MAX / 2, &only_a, 100).await.unwrap();
+    assert_eq!(
+        raw.iter().map(|r| r.start_us).collect::<Vec<_>>(),
+        (0..10).map(|i| t0 + i).collect::<Vec<_>>()
+    );
+    // Shared entries are never published again.
+    let own = b.0.unpublished(100).unwrap().entries;
+    assert_eq!(own.len(), 1);
+}
+
+#[tokio::test]
+async fn settings_read_as_json_and_refuse_what_is_not_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let plan = br#"{"perMillionInvocations":1.5}"#;
+    s.0.put_setting_json("plan", "team-a", Some(plan)).unwrap();
+    assert!(s.plans().await.unwrap().contains_key("team-a"));
+    assert_eq!(s.0.settings_json("plan").unwrap().len(), 1);
+    assert!(s.0.put_setting_json("plan", "team-b", Some(b"{\"perMillionInvocations\":\"x\"}")).is_err());
+    assert!(s.0.put_setting_json("token", "x", Some(b"{}")).is_err());
+    s.0.put_setting_json("plan", "team-a", None).unwrap();
+    assert!(s.plans().await.unwrap().is_empty());
+}
