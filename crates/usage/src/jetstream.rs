@@ -314,22 +314,12 @@ fn batches(entries: &[(u64, Entry)], max: usize) -> Vec<(u64, u64, Vec<u8>)> {
 async fn receive_loop(store: std::sync::Weak<Embedded>, usage: stream::Stream) {
     loop {
         let Some(start) = store.upgrade().map(|s| s.next_seq()) else { return };
-        let consumer = usage
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("{SUBJECT_PREFIX}*"),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
-                ..Default::default()
-            })
-            .await;
-        let messages = match consumer {
-            Ok(c) => c.messages().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "usage: could not read the other gateways' usage; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: format!("{SUBJECT_PREFIX}*"),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
         };
-        let mut messages = match messages {
+        let mut messages = match ordered(&usage, config).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "usage: could not read the other gateways' usage; retrying");
@@ -361,6 +351,15 @@ async fn receive_loop(store: std::sync::Weak<Embedded>, usage: stream::Stream) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The messages of a new ordered consumer of `stream`.
+async fn ordered(
+    stream: &stream::Stream,
+    config: consumer::pull::OrderedConfig,
+) -> Result<consumer::pull::Ordered, String> {
+    let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
 }
 
 /// A key's message: its value, or `None` if it deletes the key.
@@ -446,18 +445,13 @@ async fn follow(
             }
             // The stream of changes ended: on from the last one seen.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: filter.clone(),
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: last_seq + 1 },
-                    ..Default::default()
-                })
-                .await;
-            match consumer {
-                Ok(c) => match c.messages().await {
-                    Ok(m) => messages = m,
-                    Err(e) => tracing::warn!(error = %e, "usage: could not follow the settings; retrying"),
-                },
+            let config = consumer::pull::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: last_seq + 1 },
+                ..Default::default()
+            };
+            match ordered(&stream, config).await {
+                Ok(m) => messages = m,
                 Err(e) => tracing::warn!(error = %e, "usage: could not follow the settings; retrying"),
             }
         }
