@@ -232,8 +232,14 @@ async fn call_state(p: &Platform, id: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server: cargo test -- --ignored runs it (.ci/run installs it)"]
 async fn nats_messages_trigger_functions_and_none_is_lost() {
-    let nats = nats();
-    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    // A server with a password, which the connector's URL carries.
+    let nats = common::brokers::nats_with_user("orders", "0rders-pw");
+    let plain = nats.url.replace("orders:0rders-pw@", "");
+    assert!(async_nats::connect(plain.as_str()).await.is_err(), "NATS takes a client without its password");
+    let client = async_nats::ConnectOptions::with_user_and_password("orders".into(), "0rders-pw".into())
+        .connect(plain.as_str())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(client.clone());
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "ORDERS".into(),
@@ -311,6 +317,7 @@ async fn nats_messages_trigger_functions_and_none_is_lost() {
     let p = Platform::start(&programs(), state.path(), &["--connector", &connector]);
     let ran = all_done(&p, (1..=30).map(id), Duration::from_secs(60)).await;
     assert!(ran, "the 10 published while the gateway was down ran too:\n{}", p.logs());
+    assert!(!p.logs().contains("0rders-pw"), "the broker's password in the gateway's messages");
     assert_eq!(call_state(&p, &id(31)).await, None, "nothing else");
     let f = p.api(Method::GET, "/system/function/orders", "").await.json();
     assert_eq!(f["triggers"][0]["failed"], 0, "{f}");

@@ -24,6 +24,8 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
+use ferrofaas_types::address::{NatsServers, without_credentials};
+
 use crate::broker::{Broker, Event};
 
 /// How long a gateway may hold a JetStream message before it goes to
@@ -44,19 +46,29 @@ impl NatsBroker {
     /// A server that is down now is connected to when it comes up: the
     /// gateway starts all the same, and subscriptions wait for it.
     pub async fn connect(url: &str) -> Result<NatsBroker, String> {
-        let servers = url
-            .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        // Credentials in the URL are presented to every server; messages
+        // show the address without them.
+        let shown = without_credentials(url);
+        let address = NatsServers::parse(url);
+        let servers = address
+            .servers
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("the NATS address {url:?}: {e}"))?;
-        let client = async_nats::ConnectOptions::new()
-            .ping_interval(Duration::from_secs(2))
+            .map_err(|e| format!("the NATS address {shown:?}: {e}"))?;
+        let options = async_nats::ConnectOptions::new().ping_interval(Duration::from_secs(2));
+        let options = match (address.user, address.password) {
+            (Some(user), Some(password)) => options.user_and_password(user, password),
+            (Some(token), None) => options.token(token),
+            _ => options,
+        };
+        let client = options
             .retry_on_initial_connect()
             .connect(servers)
             .await
-            .map_err(|e| format!("connecting to NATS at {url}: {e}"))?;
+            .map_err(|e| format!("connecting to NATS at {shown}: {e}"))?;
         let js = jetstream::new(client.clone());
-        Ok(NatsBroker { url: url.to_owned(), client, js, counter: AtomicU64::new(0) })
+        Ok(NatsBroker { url: shown, client, js, counter: AtomicU64::new(0) })
     }
 
     /// An id for a core message with none of its own (`Nats-Msg-Id`).

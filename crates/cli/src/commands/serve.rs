@@ -360,9 +360,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for connector in &args.connectors {
         match connector.split_once('=') {
             Some(("nats", url)) if url.starts_with("nats://") => {
-                let broker = ferrofaas_triggers::nats::NatsBroker::connect(url)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("--connector {connector}: {e}"))?;
+                // The address may hold a password: not repeated in errors.
+                let broker = ferrofaas_triggers::nats::NatsBroker::connect(url).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "--connector nats={}: {e}",
+                        ferrofaas_types::address::without_credentials(url)
+                    )
+                })?;
                 brokers.push(Arc::new(broker));
             }
             Some(("mqtt", url)) => {
