@@ -25,9 +25,19 @@ pub struct Body {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, deadline: Deadline },
+    Upstream {
+        inner: Incoming,
+        deadline: Deadline,
+    },
     Child(Box<ChildStream>),
-    File { file: tokio::fs::File, remaining: u64, buf: BytesMut },
+    File {
+        file: tokio::fs::File,
+        remaining: u64,
+        buf: BytesMut,
+    },
+    /// What a WebAssembly instance writes.
+    #[cfg(feature = "wasm")]
+    Wasm(ferrofaas_wasm::ResponseBody),
 }
 
 impl Body {
@@ -54,6 +64,11 @@ impl Body {
         Body { kind: Kind::File { file, remaining: len, buf: BytesMut::new() }, guard: None }
     }
 
+    #[cfg(feature = "wasm")]
+    pub fn wasm(body: ferrofaas_wasm::ResponseBody) -> Body {
+        Body { kind: Kind::Wasm(body), guard: None }
+    }
+
     pub(crate) fn attach(&mut self, guard: RequestGuard) {
         self.guard = Some(guard);
     }
@@ -77,6 +92,8 @@ impl http_body::Body for Body {
                 Poll::Pending => Poll::Pending,
             },
             Kind::Child(stream) => stream.poll_frame(cx),
+            #[cfg(feature = "wasm")]
+            Kind::Wasm(body) => Pin::new(body).poll_frame(cx).map_err(io::Error::other),
             Kind::File { file, remaining, buf } => {
                 if *remaining == 0 {
                     return Poll::Ready(None);
@@ -105,6 +122,8 @@ impl http_body::Body for Body {
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
             Kind::Child(_) => false,
             Kind::File { remaining, .. } => *remaining == 0,
+            #[cfg(feature = "wasm")]
+            Kind::Wasm(body) => body.is_end_stream(),
         }
     }
 
@@ -114,6 +133,8 @@ impl http_body::Body for Body {
             Kind::Upstream { inner, .. } => inner.size_hint(),
             Kind::Child(_) => SizeHint::default(),
             Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+            #[cfg(feature = "wasm")]
+            Kind::Wasm(body) => body.size_hint(),
         }
     }
 }

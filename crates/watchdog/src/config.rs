@@ -64,6 +64,18 @@ pub const ENV_STATIC_PATH: &str = "static_path";
 pub const ENV_COMBINE_OUTPUT: &str = "combine_output";
 /// `plain` (default) or `json` for the watchdog's own log lines.
 pub const ENV_LOG_FORMAT: &str = "log_format";
+/// `wasm` mode: bytes (or `128Mi`, `1G`) each instance's memory may grow to
+/// (default 128 MiB).
+pub const ENV_WASM_MEMORY_LIMIT: &str = "wasm_memory_limit";
+/// `wasm` mode: a component precompiled for this watchdog, used in place of
+/// `fprocess` when it is of this watchdog's engine (it is checked).
+pub const ENV_WASM_PRECOMPILED: &str = "wasm_precompiled";
+/// Where secrets are (the function's and, in `wasm` mode, what its
+/// instances may read).
+pub const ENV_SECRET_MOUNT_PATH: &str = "secret_mount_path";
+
+/// `wasm` mode: the memory an instance gets without `wasm_memory_limit`.
+pub const DEFAULT_WASM_MEMORY: u64 = 128 << 20;
 
 /// How the watchdog runs the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +88,9 @@ pub enum Mode {
     Http,
     /// Serve files from a folder.
     Static,
+    /// Run a WebAssembly component (`fprocess`: its file), a fresh
+    /// instance per request (the `wasm` feature).
+    Wasm,
 }
 
 impl FromStr for Mode {
@@ -86,6 +101,7 @@ impl FromStr for Mode {
             "serializing" | "serialising" => Ok(Mode::Serializing),
             "http" => Ok(Mode::Http),
             "static" => Ok(Mode::Static),
+            "wasm" => Ok(Mode::Wasm),
             _ => Err(()),
         }
     }
@@ -98,6 +114,7 @@ impl Mode {
             Mode::Serializing => "serializing",
             Mode::Http => "http",
             Mode::Static => "static",
+            Mode::Wasm => "wasm",
         }
     }
 }
@@ -142,6 +159,11 @@ pub struct Config {
     pub static_path: PathBuf,
     pub combine_output: bool,
     pub log_format: LogFormat,
+    /// `wasm` mode: each instance's memory limit, in bytes.
+    pub wasm_memory_limit: u64,
+    pub wasm_precompiled: Option<PathBuf>,
+    /// `secret_mount_path` (default `/var/openfaas/secrets`).
+    pub secret_mount_path: PathBuf,
 }
 
 /// A configuration value that could not be used.
@@ -168,9 +190,9 @@ impl Config {
 
         let mode = match env.get(ENV_MODE) {
             None => Mode::Streaming,
-            Some(v) => v
-                .parse()
-                .map_err(|()| invalid(ENV_MODE, v, "expected streaming, serializing, http or static"))?,
+            Some(v) => v.parse().map_err(|()| {
+                invalid(ENV_MODE, v, "expected streaming, serializing, http, static or wasm")
+            })?,
         };
 
         let (fprocess_var, fprocess_raw) = match env.get(ENV_FPROCESS) {
@@ -220,6 +242,14 @@ impl Config {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Some(v) => v.parse().map_err(|_| invalid(ENV_LISTEN_ADDRESS, v, "expected an IP address"))?,
         };
+        let wasm_memory_limit = match env.get(ENV_WASM_MEMORY_LIMIT) {
+            None => DEFAULT_WASM_MEMORY,
+            Some(v) => {
+                ferrofaas_types::function::parse_memory(v).filter(|&b| b >= 1 << 20).ok_or_else(|| {
+                    invalid(ENV_WASM_MEMORY_LIMIT, v, "expected a size of 1Mi or more, such as 128Mi")
+                })?
+            }
+        };
         let metrics_port = match env.number::<u16>(ENV_METRICS_PORT, 0)? {
             0 => None,
             p => Some(p),
@@ -248,6 +278,9 @@ impl Config {
             static_path: env.get(ENV_STATIC_PATH).unwrap_or("/home/app/public").into(),
             combine_output: env.boolean(ENV_COMBINE_OUTPUT, false)?,
             log_format,
+            wasm_memory_limit,
+            wasm_precompiled: env.get(ENV_WASM_PRECOMPILED).map(PathBuf::from),
+            secret_mount_path: env.get(ENV_SECRET_MOUNT_PATH).unwrap_or("/var/openfaas/secrets").into(),
         })
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The process that sits in front of every ferrofaas function replica. It
 //! speaks HTTP to the gateway and runs the function in one of four modes
-//! (`streaming`, `serializing`, `http`, `static`), configured by the same
+//! (`streaming`, `serializing`, `http`, `static`, and with the `wasm`
+//! feature `wasm`, a WebAssembly component), configured by the same
 //! environment variables as OpenFaaS's of-watchdog (see [`config`]).
 //!
 //! Where to start reading: [`server::run`] is the whole life of a watchdog
@@ -27,6 +28,8 @@ mod request;
 mod server;
 mod static_files;
 mod tunnel;
+#[cfg(feature = "wasm")]
+mod wasm;
 
 pub use config::{Config, ConfigError, LogFormat, Mode};
 pub use server::run;

@@ -13,7 +13,7 @@ faas-watchdog: runs a function behind HTTP (the ferrofaas watchdog).
 
 Configured by environment variables, as OpenFaaS's of-watchdog:
   fprocess / function_process  the function's command line
-  mode                 streaming (default) | serializing | http | static
+  mode                 streaming (default) | serializing | http | static | wasm
   upstream_url         http mode: the function's server, e.g. http://127.0.0.1:5000
   port                 listen port (default 8080; 0 picks a free one)
   listen_address       listen address (default 0.0.0.0)
@@ -31,7 +31,13 @@ Configured by environment variables, as OpenFaaS's of-watchdog:
   static_path          static mode: folder to serve (default /home/app/public)
   metrics_port         extra port serving /metrics (default: none; always on /_/metrics)
   log_format           plain (default) | json
+  wasm_memory_limit    wasm mode: memory per instance (default 128Mi)
+  wasm_precompiled     wasm mode: a component precompiled by --precompile
+  secret_mount_path    where the secrets are (default /var/openfaas/secrets)
 A listening socket can also be passed as fd 3 (LISTEN_FDS=1, systemd style).
+
+`faas-watchdog --precompile IN.wasm OUT.cwasm` compiles a component for
+this watchdog's engine (wasm mode starts from it in milliseconds).
 
 `faas-watchdog --ready` asks the watchdog configured by the same variables
 whether it is ready (GET /_/ready): exit 0 if so, 1 if not. It is the
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("--ready") => return ready_probe(),
+        Some("--precompile") => return precompile(),
         Some(other) => {
             eprintln!(
                 "faas-watchdog: unexpected argument {other:?}; it is configured by environment variables (see --help)"
@@ -105,6 +112,41 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "watchdog failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--precompile IN OUT`: the component IN compiled for this engine, in OUT
+/// (written whole, then renamed into place).
+fn precompile() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [input, output] = args.as_slice() else {
+        eprintln!("usage: faas-watchdog --precompile IN.wasm OUT.cwasm");
+        return ExitCode::from(2);
+    };
+    #[cfg(feature = "wasm")]
+    {
+        let result = (|| -> Result<(), String> {
+            let runtime = ferrofaas_wasm::Runtime::new(ferrofaas_wasm::RuntimeOptions::default())
+                .map_err(|e| e.to_string())?;
+            let wasm = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
+            let compiled = runtime.precompile(&wasm).map_err(|e| e.to_string())?;
+            let partial = format!("{output}.partial");
+            std::fs::write(&partial, compiled).map_err(|e| format!("{partial}: {e}"))?;
+            std::fs::rename(&partial, output).map_err(|e| format!("{output}: {e}"))
+        })();
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("faas-watchdog: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+    #[cfg(not(feature = "wasm"))]
+    {
+        let _ = (input, output);
+        eprintln!("faas-watchdog: built without WebAssembly (the wasm feature)");
+        ExitCode::FAILURE
     }
 }
 

@@ -74,6 +74,8 @@ enum Handler {
     Serializing(Forker),
     Http(Proxy),
     Static(StaticFiles),
+    #[cfg(feature = "wasm")]
+    Wasm(crate::wasm::Wasm),
 }
 
 pub(crate) struct Watchdog {
@@ -103,6 +105,14 @@ impl Watchdog {
             Mode::Streaming => (Handler::Streaming(forker(&config)?), Phase::Ready),
             Mode::Serializing => (Handler::Serializing(forker(&config)?), Phase::Ready),
             Mode::Static => (Handler::Static(StaticFiles::new(config.static_path.clone())), Phase::Ready),
+            #[cfg(feature = "wasm")]
+            Mode::Wasm => (Handler::Wasm(crate::wasm::Wasm::new(&config)?), Phase::Ready),
+            #[cfg(not(feature = "wasm"))]
+            Mode::Wasm => {
+                return Err(io::Error::other(
+                    "this faas-watchdog was built without WebAssembly (the wasm feature)",
+                ));
+            }
             Mode::Http => {
                 let upstream = config
                     .upstream
@@ -260,6 +270,8 @@ impl Watchdog {
                     Handler::Streaming(forker) => (forker.streaming(req, deadline).await, None),
                     Handler::Serializing(forker) => (forker.serializing(req, deadline).await, None),
                     Handler::Static(files) => (files.serve(&req).await, None),
+                    #[cfg(feature = "wasm")]
+                    Handler::Wasm(wasm) => (wasm.serve(req, deadline).await, None),
                 },
             }
         };

@@ -21,6 +21,7 @@
 
 mod meter;
 mod sandbox;
+mod wasm;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -98,7 +99,12 @@ pub async fn start(config: ProcessConfig) -> io::Result<Arc<ProcessProvider>> {
             None
         }
     };
-    let backend = ProcessBackend { watchdog: config.watchdog, bundles: Arc::new(bundles), sandbox };
+    let backend = ProcessBackend {
+        watchdog: config.watchdog,
+        bundles: Arc::new(bundles),
+        sandbox,
+        wasm_cache: config.state_dir.join("wasm"),
+    };
     LocalProvider::start(backend, LocalConfig { state_dir: config.state_dir, timing: config.timing }).await
 }
 
@@ -106,6 +112,8 @@ pub struct ProcessBackend {
     watchdog: PathBuf,
     bundles: Arc<BundleStore>,
     sandbox: Option<Sandbox>,
+    /// Precompiled WebAssembly components, by content.
+    wasm_cache: PathBuf,
 }
 
 /// What a replica of one version runs.
@@ -117,6 +125,8 @@ pub struct ProcessSpec {
     identity: Option<Identity>,
     limits: Limits,
     network: bool,
+    /// `mode=wasm`: the component, precompiled.
+    precompiled: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -131,7 +141,7 @@ impl Backend for ProcessBackend {
         let bundle_dir =
             self.bundles.resolve_for(&format!("{}.{}", spec.service, spec.namespace), &spec.image)?;
         let manifest = Manifest::read(&bundle_dir)?;
-        let env = function_env(&manifest, spec)?;
+        let mut env = function_env(&manifest, spec)?;
         let isolation = Isolation::from_labels(&spec.labels)?;
         if !isolation.capabilities.is_empty() {
             return Err(ProviderError::invalid(
@@ -140,7 +150,17 @@ impl Backend for ProcessBackend {
                  (only containers can: the docker and swarm providers)",
             ));
         }
-        let limits = limits(spec);
+        let mut limits = limits(spec);
+        let precompiled = match env.get("mode").map(String::as_str) {
+            Some("wasm") => {
+                let component = env.get("fprocess").map(String::as_str).unwrap_or_default().trim().to_owned();
+                let path =
+                    wasm::precompiled(&self.watchdog, &self.wasm_cache, &bundle_dir, &component).await?;
+                wasm::limits(&mut env, &mut limits);
+                Some(path)
+            }
+            _ => None,
+        };
         let identity = match &self.sandbox {
             Some(sandbox) => {
                 sandbox.check_limits(&limits)?;
@@ -158,6 +178,7 @@ impl Backend for ProcessBackend {
             identity,
             limits,
             network: isolation.network,
+            precompiled,
         };
         Ok((spec, identity_text))
     }
@@ -182,6 +203,7 @@ impl Backend for ProcessBackend {
                     secrets: launch.secrets_dir,
                     dir: launch.dir,
                     instance: launch.instance,
+                    precompiled: spec.precompiled.as_deref(),
                 };
                 let (sandbox_spec, made) = sandbox.replica(&replica)?;
                 cgroup = made.map(Arc::new);
@@ -190,6 +212,9 @@ impl Backend for ProcessBackend {
                 cmd.arg("run").arg(json);
                 self.env(&mut cmd, spec, &port_text);
                 cmd.env("HOME", TMP_DIR).env("TMPDIR", TMP_DIR).env("secret_mount_path", SECRETS_DIR);
+                if spec.precompiled.is_some() {
+                    cmd.env("wasm_precompiled", wasm::PRECOMPILED_PATH);
+                }
                 cmd
             }
             _ => {
@@ -200,6 +225,9 @@ impl Backend for ProcessBackend {
                     .env("TMPDIR", &tmp)
                     .env("secret_mount_path", launch.secrets_dir)
                     .current_dir(&spec.bundle_dir);
+                if let Some(path) = &spec.precompiled {
+                    cmd.env("wasm_precompiled", path);
+                }
                 cmd
             }
         };

@@ -75,6 +75,8 @@ pub(super) struct Replica<'a> {
     /// The instance's own folder (removed when it stops).
     pub dir: &'a Path,
     pub instance: &'a str,
+    /// `mode=wasm`: the precompiled component, bound read-only.
+    pub precompiled: Option<&'a Path>,
 }
 
 impl Sandbox {
@@ -179,6 +181,7 @@ impl Sandbox {
             secrets: &secrets,
             dir,
             instance: "sandbox-probe",
+            precompiled: None,
         };
         let (mut spec, cgroup) = self.replica(&replica).map_err(|e| e.to_string())?;
         spec.args = vec!["--version".into()];
@@ -299,6 +302,9 @@ impl Sandbox {
         add(r.secrets, SECRETS_DIR);
         add(&passwd, "/etc/passwd");
         add(&group, "/etc/group");
+        if let Some(precompiled) = r.precompiled {
+            add(precompiled, super::wasm::PRECOMPILED_PATH);
+        }
 
         let cgroup = match &self.cgroups {
             Ok(cgroups) => {
