@@ -108,6 +108,10 @@ pub struct Runtime {
 /// interpreter, libc, the WASI adapter).
 const PER_COMPONENT: u32 = 32;
 
+/// Bytes of each memory that a slot keeps resident between instances (a
+/// Python instance writes a few MB of its interpreter's heap).
+const KEEP_RESIDENT: usize = 16 << 20;
+
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime, LoadError> {
         let engine =
@@ -190,8 +194,14 @@ fn engine_config(options: RuntimeOptions) -> wasmtime::Config {
         .max_tables_per_component(PER_COMPONENT)
         .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
         // Warm slots keep their pages: the next instance of the same
-        // component starts from a copy-on-write image it does not rebuild.
-        .max_unused_warm_slots(slots.min(16));
+        // component starts from a copy-on-write image it does not rebuild,
+        // and (where the kernel has PAGEMAP_SCAN, 6.7 and later) only the
+        // pages the last instance wrote are copied back from the image,
+        // rather than unmapped and faulted in again by the next.
+        .max_unused_warm_slots(slots.min(16))
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = wasmtime::Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
