@@ -143,20 +143,25 @@ impl Runtime {
     /// Compiles (a `.wasm` component) or maps (a precompiled one) `path`.
     pub fn load(&self, path: &Path) -> Result<Component, LoadError> {
         let file_error = |message: String| LoadError::File { path: path.to_owned(), message };
-        let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
-        match Engine::detect_precompiled(&bytes) {
+        let kind = Engine::detect_precompiled_file(path).map_err(|e| file_error(format!("{e:#}")))?;
+        match kind {
             Some(wasmtime::Precompiled::Component) => {
                 // SAFETY: wasmtime checks the file's header (its version and
                 // this engine's settings) before it maps it; the file itself
                 // must be one `precompile` wrote, which callers ensure: the
                 // platform writes them in its own folders, never a function.
-                unsafe { Component::deserialize(&self.engine, &bytes) }
+                // Mapped, not read: its pages are the page cache's, shared
+                // by every replica of the function.
+                unsafe { Component::deserialize_file(&self.engine, path) }
                     .map_err(|e| file_error(format!("precompiled for another engine: {e:#}")))
             }
             Some(wasmtime::Precompiled::Module) => {
                 Err(LoadError::Invalid("a precompiled core module, not a component".into()))
             }
-            None => Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid(format!("{e:#}"))),
+            None => {
+                let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+                Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+            }
         }
     }
 
