@@ -77,8 +77,14 @@ def respond(response_out, status, headers, data):
     body = response.body()
     ResponseOutparam.set(response_out, Ok(response))
     stream = body.write()
-    for i in range(0, len(data), WRITE_SIZE):
-        stream.blocking_write_and_flush(data[i:i + WRITE_SIZE])
+    try:
+        for i in range(0, len(data), WRITE_SIZE):
+            stream.blocking_write_and_flush(data[i:i + WRITE_SIZE])
+    except Err as e:
+        # The caller went away: nothing more to send.
+        if isinstance(e.value, StreamError_Closed):
+            return
+        raise
     stream.__exit__(None, None, None)
     OutgoingBody.finish(body, None)
 

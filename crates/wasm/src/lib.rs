@@ -112,6 +112,10 @@ const PER_COMPONENT: u32 = 32;
 /// Python instance writes a few MB of its interpreter's heap).
 const KEEP_RESIDENT: usize = 16 << 20;
 
+/// The stack an instance runs on (wasmtime's default; its wasm stack is
+/// at most 512 KiB of it).
+const ASYNC_STACK: usize = 2 << 20;
+
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime, LoadError> {
         let engine =
@@ -143,7 +147,16 @@ impl Runtime {
     /// Compiles (a `.wasm` component) or maps (a precompiled one) `path`.
     pub fn load(&self, path: &Path) -> Result<Component, LoadError> {
         let file_error = |message: String| LoadError::File { path: path.to_owned(), message };
-        let kind = Engine::detect_precompiled_file(path).map_err(|e| file_error(format!("{e:#}")))?;
+        // A precompiled file is an ELF object; wasmtime's own detection of
+        // a file fails on anything else, so the magic decides first.
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map_err(|e| file_error(e.to_string()))?;
+        let kind = match &magic {
+            b"\x7fELF" => Engine::detect_precompiled_file(path).map_err(|e| file_error(format!("{e:#}")))?,
+            _ => None,
+        };
         match kind {
             Some(wasmtime::Precompiled::Component) => {
                 // SAFETY: wasmtime checks the file's header (its version and
@@ -206,10 +219,16 @@ fn engine_config(options: RuntimeOptions) -> wasmtime::Config {
         .max_unused_warm_slots(slots.min(16))
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(1 << 20)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // An instance's stack is reset in place, and what must be given
+        // back to the kernel goes in batches: each `madvise` makes every
+        // core flush its TLB, which cost more than the instance itself.
+        .async_stack_keep_resident(ASYNC_STACK)
+        .decommit_batch_size(64);
     let mut config = wasmtime::Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .async_stack_size(ASYNC_STACK)
         .epoch_interruption(true)
         .memory_init_cow(true)
         .parallel_compilation(true);
