@@ -88,10 +88,12 @@ async fn every_invocation_is_metered_once_and_exactly() {
     let t = total(&p, "function=sleeper").await;
     assert_eq!(t["invocations"], N as u64, "{t}");
     let gb_s = t["gbSeconds"].as_f64().unwrap();
-    // Each call took at least its sleep: N * SLEEP_S s * 0.25 GB, and no
-    // more than 1 % above; and within 1 % of what the gateway measured.
+    // Each call took at least its sleep: N * SLEEP_S s * 0.25 GB, and not
+    // much more (starting `sh` and `sleep` per call takes milliseconds, more
+    // on a loaded machine: a CI run saw 14 ms a call); and, the meter's
+    // accuracy, within 1 % of what the gateway measured.
     let floor = N as f64 * SLEEP_S as f64 * 0.25;
-    assert!(gb_s >= floor && gb_s <= floor * 1.01 + 0.01, "{gb_s} GB-s, {floor} expected (1 %)");
+    assert!(gb_s >= floor && gb_s <= floor * 1.05, "{gb_s} GB-s, {floor} expected (5 %)");
     assert!((gb_s - took * 0.25).abs() <= took * 0.25 * 0.01, "{gb_s} GB-s vs {took} s measured at 0.25 GB");
 
     // Asynchronous calls: one record per attempt, as "async".

@@ -13,33 +13,8 @@ use common::*;
 use ferrofaas_testkit::platform::{push_bundle, tar};
 use http::{Method, StatusCode};
 
-const HANDLER: &str = r#"
-import os
-
-counter = 0
-
-def handle(event, context):
-    global counter
-    counter += 1
-    p = event.path
-    if p == "/count":
-        return str(counter)
-    if p == "/secret":
-        with open(os.environ["secret_mount_path"] + "/api-key") as f:
-            return f.read()
-    if p == "/file":
-        try:
-            with open(event.query["path"]) as f:
-                return "read: " + f.read(100)
-        except Exception as e:
-            return "refused: " + type(e).__name__
-    if p == "/spin":
-        while True:
-            pass
-    if p == "/memory":
-        return str(len(bytearray(int(event.query["mb"]) << 20)))
-    return "Hello, " + (event.body.decode() or "world")
-"#;
+/// The handler of the library's tests (a path per thing to try).
+const HANDLER: &str = include_str!("../../wasm/tests/handler.py");
 
 fn require_componentize_py() {
     let present = std::process::Command::new("componentize-py")

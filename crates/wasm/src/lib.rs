@@ -7,9 +7,10 @@
 //! - [`Runtime`]: one per process. The engine (Cranelift, a pooling
 //!   allocator whose slots bound how many instances run at once and how
 //!   large each memory may grow), the linker (WASI and `wasi:http`, without
-//!   outgoing HTTP: the default of `wasmtime-wasi-http` without
-//!   `default-send-request` refuses every outgoing request) and the epoch
-//!   clock that ends requests past their deadline.
+//!   outgoing HTTP: the instances' hooks refuse every outgoing request, and
+//!   `wasmtime-wasi-http` is built without its client) and the epoch
+//!   clock at whose ticks running instances yield, so that a request past
+//!   its deadline can be dropped.
 //! - [`Function`]: one component, pre-instantiated, with what its instances
 //!   are given ([`Settings`]: environment, secrets as read-only files, a
 //!   memory limit). [`Function::handle`] serves one request in a new store.
@@ -222,7 +223,8 @@ fn engine_config(options: RuntimeOptions) -> wasmtime::Config {
         .pagemap_scan(wasmtime::Enabled::Auto)
         // An instance's stack is reset in place, and what must be given
         // back to the kernel goes in batches: each `madvise` makes every
-        // core flush its TLB, which cost more than the instance itself.
+        // core flush its TLB. (Those flushes are still most of a Python
+        // instance's cost on two cores: docs/PERFORMANCE.md.)
         .async_stack_keep_resident(ASYNC_STACK)
         .decommit_batch_size(64);
     let mut config = wasmtime::Config::new();

@@ -127,7 +127,7 @@ fn cache_key(file: &Path, watchdog: &Path) -> Result<String> {
     hasher.update(meta.len().to_le_bytes());
     hasher.update(meta.mtime().to_le_bytes());
     hasher.update(meta.mtime_nsec().to_le_bytes());
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(ferrofaas_types::hex::encode(&hasher.finalize()))
 }
 
 #[cfg(test)]
