@@ -192,7 +192,9 @@ async fn bash() {
 fn template_list_names_every_template() {
     let dir = tempfile::tempdir().unwrap();
     let out = faas_ok(dir.path(), None, &["template", "list"], None);
-    for lang in ["bash", "csharp", "node", "python3", "python3-http", "python3-wasm", "ruby", "rust"] {
+    for lang in
+        ["bash", "csharp", "node", "node-wasm", "python3", "python3-http", "python3-wasm", "ruby", "rust"]
+    {
         assert!(out.lines().any(|l| l.starts_with(lang)), "{lang} missing:\n{out}");
     }
 }

@@ -1,5 +1,6 @@
 //! WebAssembly functions on the embedded default, as a user makes them:
-//! `faas new --lang python3-wasm`, `faas up`, `faas invoke`; then what a
+//! `faas new --lang python3-wasm` (and `node-wasm`), `faas up`, `faas
+//! invoke`; then what a
 //! replica's instances get (a fresh instance per request, their secrets),
 //! what they cannot reach, and how they are stopped (exec_timeout, their
 //! memory limit). A bundle whose component is not one is refused at deploy.
@@ -86,6 +87,91 @@ async fn a_python_wasm_function_runs_each_request_in_a_fresh_sandboxed_instance(
     p.wait_ready("pywasm", 0).await;
     let r = p.invoke("/function/pywasm/count", "").await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "1"));
+}
+
+fn require_componentize_js() {
+    let present = std::process::Command::new("componentize-js")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    require(
+        present,
+        "componentize-js",
+        "npm install -g @bytecodealliance/componentize-js@0.23.0 (.ci/run does)",
+    );
+}
+
+/// The node-wasm template's function: the same checks as Python's, from
+/// JavaScript (StarlingMonkey), its secret read through the preopened
+/// folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs componentize-js (npm install -g @bytecodealliance/componentize-js@0.23.0)"]
+async fn a_javascript_wasm_function_runs_each_request_in_a_fresh_sandboxed_instance() {
+    require_componentize_js();
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let p = Platform::start(&programs(), state.path(), &[]);
+    let dir = work.path();
+
+    let out = faas_ok(dir, Some(&p), &["new", "jswasm", "--lang", "node-wasm"], None);
+    assert!(out.contains("Function jswasm created"), "{out}");
+    // The sample as it ships, then the test's handler.
+    let out = faas_ok(dir, Some(&p), &["up"], None);
+    assert!(out.contains("Deployed jswasm"), "{out}");
+    p.wait_ready("jswasm", 1).await;
+    assert_eq!(
+        faas_ok(dir, Some(&p), &["invoke", "jswasm"], Some("Ada")),
+        "Hello, Ada, from JavaScript in WebAssembly!\n"
+    );
+
+    std::fs::write(dir.join("jswasm/handler.js"), include_str!("handler.node-wasm.js")).unwrap();
+    let stack = std::fs::read_to_string(dir.join("stack.yml")).unwrap();
+    let stack = stack.replace(
+        "    image: jswasm:latest\n",
+        "    image: jswasm:latest\n    secrets:\n      - api-key\n    environment:\n      exec_timeout: 1s\n      GREETING: hi\n    limits:\n      memory: 64Mi\n",
+    );
+    std::fs::write(dir.join("stack.yml"), stack).unwrap();
+    faas_ok(dir, Some(&p), &["secret", "create", "api-key", "--from-literal", "s3cret"], None);
+    let out = faas_ok(dir, Some(&p), &["up"], None);
+    assert!(out.contains("Deployed jswasm"), "{out}");
+    p.wait_ready("jswasm", 1).await;
+    let started = Instant::now();
+    loop {
+        let r = p.invoke("/function/jswasm/count", "").await;
+        if r.body == "1" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the new handler never answered: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A fresh instance for every request.
+    for _ in 0..3 {
+        let r = p.invoke("/function/jswasm/count", "").await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "1"));
+    }
+    let r = p.invoke("/function/jswasm/json?a=1", "Ada").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json(), serde_json::json!({"got": "Ada", "query": {"a": "1"}}));
+    assert_eq!(p.invoke("/function/jswasm/env", "").await.body, "hi");
+    // Its secret, and none of the host's files.
+    assert_eq!(p.invoke("/function/jswasm/secret", "").await.body, "s3cret");
+    for path in ["/etc/passwd", "/var/openfaas/secrets/../../../etc/passwd", "/home/app/bundle.json"] {
+        let r = p.invoke(&format!("/function/jswasm/file?path={path}"), "").await;
+        assert!(r.body.starts_with("refused"), "{path}: {}", r.body);
+    }
+    // A handler's failure, exec_timeout and the memory limit: clean 5xx.
+    let r = p.invoke("/function/jswasm/fail", "").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let started = Instant::now();
+    let r = p.invoke("/function/jswasm/spin", "").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let r = p.invoke("/function/jswasm/memory?mb=100", "").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let r = p.invoke("/function/jswasm/memory?mb=8", "").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "8"));
+    assert_eq!(p.invoke("/function/jswasm/count", "").await.body, "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
